@@ -1,0 +1,263 @@
+// The TCP data path, for IPv4 and IPv6 alike: accept a client, open an
+// upstream socket bound to the client's address, connect it to the backend,
+// and splice the two streams with backpressure, half-close and resets passed on.
+import * as net from 'node:net';
+import type { RelayConfig } from '../src/config';
+import type { Logger } from '../src/log';
+import { RateLimitedLog } from '../src/log';
+import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
+import { connectTransparent } from '../src/sys';
+import type { PickBackend } from '../src/balance';
+import { SysError, describeError } from '../src/errors';
+import { listenError } from '../src/listen';
+
+export interface TcpStats {
+  accepted: number;
+  rejectedMaxConns: number;
+  rejectedFamilyMismatch: number;
+  upstreamFailed: number;
+  portFallbacks: number;
+  closed: number;
+}
+
+
+/** Why a connection ended, as logged. */
+type EndReason =
+  | 'done' | 'client reset' | 'backend reset' | 'idle timeout' | 'connect timeout'
+  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown';
+
+export class TcpRelay {
+  readonly stats: TcpStats = {
+    accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, closed: 0,
+  };
+  private readonly servers: net.Server[] = [];
+  private readonly open = new Set<ProxiedConnection>();
+  private readonly maxConnsLog = new RateLimitedLog();
+
+  constructor(
+    private readonly config: RelayConfig,
+    private readonly log: Logger,
+    private readonly pickBackend: PickBackend,
+  ) {}
+
+  get openConnections(): number {
+    return this.open.size;
+  }
+
+  async listen(): Promise<void> {
+    for (const endpoint of this.config.listeners) {
+      this.servers.push(await this.listenOn(endpoint));
+    }
+  }
+
+  private listenOn(endpoint: Endpoint): Promise<net.Server> {
+    const log = this.log.child({ proto: 'tcp', listen: formatEndpoint(endpoint.address, endpoint.port) });
+    // pauseOnConnect: read nothing from a client until its upstream is connected.
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) =>
+      this.accept(client, log));
+    return new Promise((resolve, reject) => {
+      server.once('error', (err) => reject(listenError(err as NodeJS.ErrnoException, endpoint)));
+      // ipv6Only: false lets a [::] listener take IPv4 clients too (as ::ffff:a.b.c.d).
+      server.listen({ host: endpoint.address, port: endpoint.port, ipv6Only: false, backlog: 4096 }, () => {
+        server.removeAllListeners('error');
+        server.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
+        resolve(server);
+      });
+    });
+  }
+
+  private accept(client: net.Socket, log: Logger): void {
+    if (this.open.size >= this.config.maxConns) {
+      this.stats.rejectedMaxConns++;
+      client.destroy();
+      const held = this.maxConnsLog.take();
+      if (held >= 0) {
+        log.warn({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns, suppressed: held },
+          'max-conns reached: closing new client');
+      }
+      return;
+    }
+    if (client.remoteAddress === undefined || client.remotePort === undefined) {
+      client.destroy(); // the client was gone before we saw it
+      return;
+    }
+    this.stats.accepted++;
+    const clientAddress = unmapAddress(client.remoteAddress);
+    const backend = this.pickBackend(familyOfAddress(clientAddress));
+    const connLog = log.child({
+      client: formatEndpoint(clientAddress, client.remotePort),
+      backend: formatEndpoint(backend.address, backend.port),
+    });
+    const upstream = this.openUpstream(clientAddress, client.remotePort, backend, connLog);
+    if (!upstream) {
+      client.destroy();
+      return;
+    }
+    const conn = new ProxiedConnection(client, upstream, this.config, connLog, () => {
+      this.open.delete(conn);
+      this.stats.closed++;
+    });
+    this.open.add(conn);
+  }
+
+  /** The upstream socket, or undefined when the client must be turned away (already logged). */
+  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: Logger): net.Socket | undefined {
+    if (familyOfAddress(clientAddress) !== backend.family) {
+      if (this.config.onFamilyMismatch === 'reject') {
+        this.stats.rejectedFamilyMismatch++;
+        log.warn("client and backend address families differ, so the client's address cannot be kept: " +
+          'closing (--on-family-mismatch reject)');
+        return undefined;
+      }
+      log.debug('family mismatch: connecting from relay\'s own address (--on-family-mismatch masquerade)');
+      return net.connect({ host: backend.address, port: backend.port, allowHalfOpen: true });
+    }
+    const port = this.config.keepClientPort ? clientPort : 0;
+    try {
+      return this.connectFrom(clientAddress, port, backend);
+    } catch (err) {
+      if (port !== 0 && err instanceof SysError && err.code === 'EADDRINUSE') {
+        this.stats.portFallbacks++;
+        log.warn({ port }, "client's port is in use on this host: connecting from an ephemeral port");
+        return this.tryConnectFrom(clientAddress, 0, backend, log);
+      }
+      this.upstreamFailed(err, log);
+      return undefined;
+    }
+  }
+
+  private tryConnectFrom(address: string, port: number, backend: Endpoint, log: Logger): net.Socket | undefined {
+    try {
+      return this.connectFrom(address, port, backend);
+    } catch (err) {
+      this.upstreamFailed(err, log);
+      return undefined;
+    }
+  }
+
+  private connectFrom(address: string, port: number, backend: Endpoint): net.Socket {
+    return connectTransparent({ transport: 'tcp', address, port, mark: this.config.mark }, backend);
+  }
+
+  private upstreamFailed(err: unknown, log: Logger): void {
+    this.stats.upstreamFailed++;
+    log.error({ err: describeError(err) }, 'cannot open upstream socket: closing client');
+  }
+
+  /** Stop accepting, wait up to drainTimeoutMs for open connections, then close the rest. */
+  async drain(): Promise<void> {
+    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    const deadline = Date.now() + this.config.drainTimeoutMs;
+    while (this.open.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now()))));
+    }
+    for (const conn of this.open) conn.close('shutdown');
+  }
+
+  /** Stop listening without waiting (used when start-up fails half way). */
+  closeListeners(): void {
+    for (const server of this.servers) server.close();
+  }
+}
+
+/**
+ * One client and its upstream. Owns both sockets: whatever ends one ends the
+ * other, and exactly one log line says why.
+ */
+class ProxiedConnection {
+  private readonly startedAt = Date.now();
+  private reason: EndReason | undefined;
+  private errorCode: string | undefined;
+  private connected = false;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private socketsOpen = 2;
+
+  constructor(
+    private readonly client: net.Socket,
+    private readonly upstream: net.Socket,
+    config: RelayConfig,
+    private readonly log: Logger,
+    private readonly onClosed: () => void,
+  ) {
+    this.connectTimer = setTimeout(() => this.fail('connect timeout'), config.connectTimeoutMs);
+    upstream.once('connect', () => this.onConnected(config.idleTimeoutMs));
+    upstream.on('error', (err) => this.onUpstreamError(err as NodeJS.ErrnoException));
+    client.on('error', (err) => this.onClientError(err as NodeJS.ErrnoException));
+    client.once('close', () => this.onSocketClosed());
+    upstream.once('close', () => this.onSocketClosed());
+  }
+
+  private onConnected(idleTimeoutMs: number): void {
+    clearTimeout(this.connectTimer);
+    this.connected = true;
+    // pipe() gives backpressure both ways (pause the reader while the writer
+    // is full) and passes a FIN on as end(); allowHalfOpen keeps the other
+    // direction flowing.
+    this.client.pipe(this.upstream);
+    this.upstream.pipe(this.client);
+    if (idleTimeoutMs > 0) {
+      // The client socket sees traffic in both directions (it reads one and
+      // writes the other), so one timer covers the connection.
+      this.client.setTimeout(idleTimeoutMs, () => this.close('idle timeout'));
+    }
+  }
+
+  private onUpstreamError(err: NodeJS.ErrnoException): void {
+    if (!this.connected) {
+      this.fail(err.code === 'ECONNREFUSED' ? 'backend refused'
+        : err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ETIMEDOUT'
+          ? 'backend unreachable' : 'upstream error', err);
+      return;
+    }
+    this.reason ??= err.code === 'ECONNRESET' ? 'backend reset' : 'upstream error';
+    this.errorCode ??= err.code;
+    resetSocket(this.client);
+  }
+
+  private onClientError(err: NodeJS.ErrnoException): void {
+    this.reason ??= err.code === 'ECONNRESET' ? 'client reset' : 'client error';
+    this.errorCode ??= err.code;
+    resetSocket(this.upstream);
+  }
+
+  /** The upstream never connected: reset the client so it sees the failure at once. */
+  private fail(reason: EndReason, err?: NodeJS.ErrnoException): void {
+    clearTimeout(this.connectTimer);
+    this.reason ??= reason;
+    this.errorCode ??= err?.code;
+    this.upstream.destroy();
+    resetSocket(this.client);
+  }
+
+  close(reason: EndReason): void {
+    this.reason ??= reason;
+    clearTimeout(this.connectTimer);
+    this.client.destroy();
+    this.upstream.destroy();
+  }
+
+  private onSocketClosed(): void {
+    if (--this.socketsOpen > 0) return;
+    clearTimeout(this.connectTimer);
+    const fields = {
+      bytesFromClient: this.client.bytesRead,
+      bytesToClient: this.client.bytesWritten,
+      durationMs: Date.now() - this.startedAt,
+      reason: this.reason ?? 'done',
+      ...(this.errorCode ? { code: this.errorCode } : {}),
+    };
+    if (this.connected || this.reason === 'shutdown') this.log.info(fields, 'connection closed');
+    else this.log.warn(fields, 'backend connect failed: client closed');
+    this.onClosed();
+  }
+}
+
+/** Close with RST, so the peer learns the other side was reset rather than finished. */
+function resetSocket(socket: net.Socket): void {
+  if (socket.destroyed) return;
+  try {
+    socket.resetAndDestroy();
+  } catch {
+    socket.destroy();
+  }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// Entry point: argv -> command -> exit status. Operator errors are one line on
+// stderr (exit 2 for usage, 1 otherwise), never a stack trace.
+import { ConfigError, describeError } from './errors';
+import { RUN_FLAGS, ROUTES_FLAGS, parseFlags, buildRunConfig, buildRoutesConfig, usage } from './config';
+
+const RUN_USAGE = 'relay [--proto tcp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
+  '       relay routes print|apply|check|remove [options]\n' +
+  '       relay demo';
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === 'routes') return routesCommand(rest);
+  if (command === 'demo') return demoCommand(rest);
+  const values = parseFlags(argv, RUN_FLAGS);
+  if (values.help) {
+    process.stdout.write(usage(RUN_USAGE, RUN_FLAGS));
+    return 0;
+  }
+  const { runRelay } = await import('./run');
+  await runRelay(buildRunConfig(values));
+  return -1; // keep running until a signal
+}
+
+async function routesCommand(argv: string[]): Promise<number> {
+  const [action, ...rest] = argv;
+  const routesUsage = 'relay routes print|apply|check|remove [options]';
+  const values = parseFlags(rest, ROUTES_FLAGS);
+  if (values.help || action === undefined || action === '--help' || action === '-h') {
+    process.stdout.write(usage(routesUsage, ROUTES_FLAGS));
+    return action === undefined ? 2 : 0;
+  }
+  const routes = await import('./routes');
+  return routes.routesCommand(action, buildRoutesConfig(values));
+}
+
+async function demoCommand(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write('usage: relay demo\n\nBuilds a network-namespace lab (client, relay, backend), ' +
+      'relays TCP over IPv4 and IPv6 and shows what the backend saw. Needs root; removes everything on exit.\n');
+    return 0;
+  }
+  if (argv.length > 0) throw new ConfigError(`relay demo takes no arguments: got '${argv.join(' ')}'`);
+  const { runDemo } = await import('./demo');
+  return runDemo();
+}
+
+main(process.argv.slice(2)).then(
+  (status) => {
+    if (status >= 0) process.exitCode = status;
+  },
+  (err) => {
+    process.stderr.write(`relay: ${describeError(err)}\n`);
+    if (err instanceof ConfigError) {
+      process.stderr.write("Try 'relay --help'.\n");
+      process.exitCode = 2;
+    } else {
+      process.exitCode = 1;
+    }
+  },
+);

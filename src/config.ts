@@ -1,0 +1,192 @@
+// Flags -> a frozen, typed config. Each flag is declared once, in FLAGS: the
+// parser, the defaults and `relay --help` are all built from that table.
+import { parseArgs } from 'node:util';
+import { ConfigError } from './errors';
+import { Endpoint, parseEndpoint } from './addr';
+import { parseDuration, formatDuration } from './duration';
+
+export type Protocol = 'tcp';
+export type FamilyMismatchPolicy = 'reject' | 'masquerade';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface RelayConfig {
+  readonly protocols: readonly Protocol[];
+  readonly listeners: readonly Endpoint[];
+  readonly backends: readonly Endpoint[];
+  readonly keepClientPort: boolean;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly onFamilyMismatch: FamilyMismatchPolicy;
+  readonly maxConns: number;
+  readonly mark: number;
+  readonly logLevel: LogLevel;
+}
+
+export interface RoutesConfig {
+  readonly fwmark: number;
+  readonly table: number;
+  readonly rulePriority: number;
+  readonly backends: readonly Endpoint[];
+  readonly listeners: readonly Endpoint[];
+  readonly relayAddress?: string;
+}
+
+export const DEFAULTS = {
+  connectTimeoutMs: 5_000,
+  idleTimeoutMs: 600_000,
+  drainTimeoutMs: 30_000,
+  maxConns: 4096,
+  onFamilyMismatch: 'reject' as FamilyMismatchPolicy,
+  // Distinctive values so relay's rule and table never collide with an
+  // operator's own and `routes remove` can tell which ones are relay's.
+  fwmark: 0x5e1a,
+  table: 2017,
+  rulePriority: 2017,
+};
+
+interface FlagSpec {
+  type: 'string' | 'boolean';
+  multiple?: boolean;
+  short?: string;
+  value?: string;
+  help: string;
+}
+
+export const RUN_FLAGS: Record<string, FlagSpec> = {
+  proto: { type: 'string', value: 'tcp', help: 'protocol to relay (tcp)' },
+  listen: { type: 'string', multiple: true, value: 'ADDR:PORT',
+    help: 'where clients connect; repeatable. [::]:PORT also takes IPv4 clients' },
+  backend: { type: 'string', multiple: true, value: 'ADDR:PORT',
+    help: "where to relay to; repeatable (round robin, preferring the client's address family)" },
+  'keep-client-port': { type: 'boolean',
+    help: "bind upstream to the client's port too (falls back to an ephemeral port if in use)" },
+  'connect-timeout': { type: 'string', value: 'DURATION',
+    help: `give up on a backend connect after this (default ${formatDuration(DEFAULTS.connectTimeoutMs)})` },
+  'idle-timeout': { type: 'string', value: 'DURATION',
+    help: `close a connection with no traffic either way for this long; 0 disables (default ${formatDuration(DEFAULTS.idleTimeoutMs)})` },
+  'drain-timeout': { type: 'string', value: 'DURATION',
+    help: `on SIGTERM/SIGINT, wait this long for open connections (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
+  'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
+    help: "client and backend families differ, so the client's address cannot be kept: " +
+      "reject closes the client (default); masquerade connects from relay's own address" },
+  'max-conns': { type: 'string', value: 'N',
+    help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
+  mark: { type: 'string', value: 'N', help: 'SO_MARK for upstream packets (needs CAP_NET_ADMIN); default none' },
+  'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
+  help: { type: 'boolean', short: 'h', help: 'show this help' },
+};
+
+export const ROUTES_FLAGS: Record<string, FlagSpec> = {
+  fwmark: { type: 'string', value: 'N', help: `firewall mark relay's rule matches (default 0x${DEFAULTS.fwmark.toString(16)})` },
+  table: { type: 'string', value: 'N', help: `routing table for the local routes (default ${DEFAULTS.table})` },
+  priority: { type: 'string', value: 'N', help: `ip rule priority (default ${DEFAULTS.rulePriority})` },
+  backend: RUN_FLAGS.backend,
+  listen: RUN_FLAGS.listen,
+  'relay-address': { type: 'string', value: 'ADDR',
+    help: "relay's own address facing the backends, for the backend recipes (default: looked up with ip route get)" },
+  help: RUN_FLAGS.help,
+};
+
+type ParsedValues = Record<string, string | boolean | string[] | undefined>;
+
+export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): ParsedValues {
+  const options = Object.fromEntries(
+    Object.entries(flags).map(([name, spec]) => [name, {
+      type: spec.type,
+      ...(spec.multiple ? { multiple: true } : {}),
+      ...(spec.short ? { short: spec.short } : {}),
+    }]),
+  );
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as ParsedValues;
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+}
+
+export function buildRunConfig(values: ParsedValues): RelayConfig {
+  const listeners = endpoints(values.listen, '--listen');
+  const backends = endpoints(values.backend, '--backend');
+  return Object.freeze({
+    protocols: parseProtocols(values.proto),
+    listeners,
+    backends,
+    keepClientPort: values['keep-client-port'] === true,
+    connectTimeoutMs: durationFlag(values, 'connect-timeout', DEFAULTS.connectTimeoutMs, { min: 1 }),
+    idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, { min: 0 }),
+    drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, { min: 0 }),
+    onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
+    maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
+    mark: integerFlag(values, 'mark', 0, 0, 0xffffffff),
+    logLevel: parseLogLevel(values['log-level']),
+  });
+}
+
+export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
+  const relayAddress = values['relay-address'];
+  return Object.freeze({
+    fwmark: integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff),
+    table: integerFlag(values, 'table', DEFAULTS.table, 1, 0xfffffffe),
+    rulePriority: integerFlag(values, 'priority', DEFAULTS.rulePriority, 1, 32765),
+    backends: values.backend ? endpoints(values.backend, '--backend') : [],
+    listeners: values.listen ? endpoints(values.listen, '--listen') : [],
+    relayAddress: typeof relayAddress === 'string' ? relayAddress : undefined,
+  });
+}
+
+function endpoints(raw: ParsedValues[string], flag: string): Endpoint[] {
+  const list = Array.isArray(raw) ? raw : [];
+  if (list.length === 0) throw new ConfigError(`${flag} is required`);
+  return list.map((text) => parseEndpoint(text, flag));
+}
+
+function parseProtocols(raw: ParsedValues[string]): Protocol[] {
+  const text = typeof raw === 'string' ? raw : 'tcp';
+  const protocols = text.split(',').map((p) => p.trim());
+  for (const p of protocols) {
+    if (p !== 'tcp') throw new ConfigError(`--proto: unknown protocol '${p}' (supported: tcp)`);
+  }
+  return [...new Set(protocols)] as Protocol[];
+}
+
+function parseMismatch(raw: ParsedValues[string]): FamilyMismatchPolicy {
+  if (raw === undefined) return DEFAULTS.onFamilyMismatch;
+  if (raw === 'reject' || raw === 'masquerade') return raw;
+  throw new ConfigError(`--on-family-mismatch must be reject or masquerade: got '${raw}'`);
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function parseLogLevel(raw: ParsedValues[string]): LogLevel {
+  if (raw === undefined) return 'info';
+  if (LOG_LEVELS.includes(raw as LogLevel)) return raw as LogLevel;
+  throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join('|')}: got '${raw}'`);
+}
+
+function durationFlag(values: ParsedValues, flag: string, fallback: number, range: { min: number }): number {
+  const raw = values[flag];
+  if (raw === undefined) return fallback;
+  const ms = parseDuration(String(raw), `--${flag}`);
+  if (ms < range.min) throw new ConfigError(`--${flag} must be at least ${range.min}ms`);
+  return ms;
+}
+
+export function integerFlag(values: ParsedValues, flag: string, fallback: number, min: number, max: number): number {
+  const raw = values[flag];
+  if (raw === undefined) return fallback;
+  const text = String(raw);
+  const n = /^0x[0-9a-f]+$/i.test(text) ? parseInt(text, 16) : /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`--${flag} must be an integer from ${min} to ${max}: got '${text}'`);
+  }
+  return n;
+}
+
+export function usage(command: string, flags: Record<string, FlagSpec>): string {
+  const rows = Object.entries(flags).map(([name, spec]) => {
+    const left = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.value ? ` ${spec.value}` : ''}`;
+    return `  ${left.padEnd(38)} ${spec.help}`;
+  });
+  return `usage: ${command}\n\n${rows.join('\n')}\n`;
+}

@@ -1,0 +1,63 @@
+// Real servers in the lab: nginx as the HTTP backend whose access log shows
+// the address it saw, and the small Node peers in tools.ts.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Lab, Namespace, SpawnedProcess, waitForListener } from './netns';
+import { distFile } from './topology';
+
+export interface NginxBackend {
+  proc: SpawnedProcess;
+  /** Lines of the access log: "$remote_addr $remote_port $request". */
+  accessLog(): string[];
+}
+
+export async function startNginxHttp(lab: Lab, ns: Namespace, addresses: string[], port: number): Promise<NginxBackend> {
+  const dir = fs.mkdtempSync(path.join(lab.dir, 'nginx-'));
+  const logFile = path.join(dir, 'access.log');
+  const listens = addresses.map((a) => `    listen ${a.includes(':') ? `[${a}]` : a}:${port};`).join('\n');
+  const conf = `
+daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  log_format peer '$remote_addr $remote_port "$request"';
+  server {
+${listens}
+    access_log ${logFile} peer;
+    location / { return 200 "hello from the backend\\n"; }
+  }
+}
+`;
+  const confFile = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(confFile, conf);
+  const proc = lab.spawn(ns, ['nginx', '-c', confFile, '-p', dir]);
+  await waitForListener(ns, 'tcp', port);
+  return {
+    proc,
+    accessLog: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean) : []),
+  };
+}
+
+export function toolsPath(): string {
+  return distFile('lab', 'tools.js');
+}
+
+/** Start one of tools.ts's servers inside ns. */
+export async function startToolServer(lab: Lab, ns: Namespace, mode: string, listen: string[], port: number): Promise<SpawnedProcess> {
+  const proc = lab.spawn(ns, [process.execPath, toolsPath(), mode, ...listen.flatMap((l) => ['--listen', l])]);
+  await waitForListener(ns, 'tcp', port);
+  return proc;
+}
+
+/** Events a tools.ts process printed, parsed. */
+export function events(proc: SpawnedProcess): Record<string, unknown>[] {
+  return proc.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+}

@@ -1,0 +1,153 @@
+// Small TCP peers for the lab, where no packaged server fits: each runs as its
+// own process inside a namespace (`node tools.js MODE --flags`) and reports on
+// stdout, one JSON object a line, so tests assert on what the peer really saw.
+//
+// Servers: every accepted connection prints {"event":"accept","remote":...,"port":...}.
+//   echo       echo everything; FIN after the client's FIN
+//   hash       read until the client's FIN, then reply with sha256 and byte count, then FIN
+//   fin-first  send "hello\n" and FIN at once, keep reading; print what arrived after
+//   reset      reset the connection as soon as any data arrives
+//   silent     accept and never reply (idle and drain tests)
+// Clients:
+//   hello      connect, send "hello", print the reply ({"event":"reply",...})
+//   bulk       N concurrent connections each sending B random bytes through an
+//              echo server; prints counts of byte-exact round trips
+import * as net from 'node:net';
+import * as crypto from 'node:crypto';
+import { parseArgs } from 'node:util';
+
+type Mode = 'echo' | 'hash' | 'fin-first' | 'reset' | 'silent';
+
+function print(obj: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function serve(mode: Mode, listen: string[]): void {
+  for (const spec of listen) {
+    const { host, port } = splitHostPort(spec);
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => handle(mode, socket));
+    server.listen({ host, port, backlog: 4096 }, () => print({ event: 'listening', host, port }));
+  }
+}
+
+function handle(mode: Mode, socket: net.Socket): void {
+  print({ event: 'accept', remote: socket.remoteAddress, port: socket.remotePort });
+  socket.on('error', (err: NodeJS.ErrnoException) => print({ event: 'error', code: err.code, remote: socket.remoteAddress }));
+  switch (mode) {
+    case 'echo':
+      socket.pipe(socket);
+      break;
+    case 'hash': {
+      const hash = crypto.createHash('sha256');
+      let bytes = 0;
+      socket.on('data', (d: Buffer) => { hash.update(d); bytes += d.length; });
+      socket.on('end', () => socket.end(`${hash.digest('hex')} ${bytes}\n`));
+      break;
+    }
+    case 'fin-first': {
+      let received = '';
+      socket.setEncoding('utf8');
+      socket.end('hello\n');
+      socket.on('data', (d: string) => { received += d; });
+      socket.on('end', () => print({ event: 'received-after-fin', data: received }));
+      break;
+    }
+    case 'reset':
+      socket.once('data', () => socket.resetAndDestroy());
+      break;
+    case 'silent':
+      socket.resume();
+      socket.on('end', () => print({ event: 'client-end', remote: socket.remoteAddress }));
+      socket.on('close', () => print({ event: 'close', remote: socket.remoteAddress }));
+      break;
+  }
+}
+
+function splitHostPort(spec: string): { host: string; port: number } {
+  const cut = spec.lastIndexOf(':');
+  return { host: spec.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(spec.slice(cut + 1)) };
+}
+
+/** A plain (non-transparent) forwarder, to show what a backend sees without relay. */
+function forward(listen: string[], target: string): void {
+  const to = splitHostPort(target);
+  for (const spec of listen) {
+    const { host, port } = splitHostPort(spec);
+    net.createServer((client) => {
+      const upstream = net.connect(to.port, to.host);
+      client.pipe(upstream).pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+    }).listen({ host, port }, () => print({ event: 'listening', host, port }));
+  }
+}
+
+function hello(target: string, timeoutMs: number): void {
+  const { host, port } = splitHostPort(target);
+  let reply = '';
+  const socket = net.connect({ host, port }, () => socket.end('hello\n'));
+  const timer = setTimeout(() => { print({ event: 'error', code: 'timeout', target }); socket.destroy(); }, timeoutMs);
+  socket.setEncoding('utf8');
+  socket.on('data', (d: string) => { reply += d; });
+  socket.on('end', () => { clearTimeout(timer); print({ event: 'reply', target, local: socket.localAddress, data: reply }); });
+  socket.on('error', (err: NodeJS.ErrnoException) => { clearTimeout(timer); print({ event: 'error', code: err.code, target }); });
+}
+
+async function bulk(target: string, conns: number, bytes: number, timeoutMs: number): Promise<void> {
+  const { host, port } = splitHostPort(target);
+  const results = await Promise.all(Array.from({ length: conns }, () => roundTrip(host, port, bytes, timeoutMs)));
+  print({
+    event: 'bulk',
+    conns,
+    exact: results.filter((r) => r === 'exact').length,
+    mismatched: results.filter((r) => r === 'mismatch').length,
+    failed: results.filter((r) => r.startsWith('error')).length,
+    errors: [...new Set(results.filter((r) => r.startsWith('error')))].slice(0, 5),
+  });
+}
+
+function roundTrip(host: string, port: number, bytes: number, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const payload = crypto.randomBytes(bytes);
+    const expected = crypto.createHash('sha256').update(payload).digest('hex');
+    const got = crypto.createHash('sha256');
+    let received = 0;
+    const socket = net.connect({ host, port, allowHalfOpen: true });
+    const timer = setTimeout(() => { socket.destroy(); resolve(`error timeout after ${received} bytes`); }, timeoutMs);
+    socket.on('connect', () => socket.end(payload));
+    socket.on('data', (d: Buffer) => { got.update(d); received += d.length; });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(received === bytes && got.digest('hex') === expected ? 'exact' : 'mismatch');
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => { clearTimeout(timer); resolve(`error ${err.code}`); });
+  });
+}
+
+function main(): void {
+  const [mode, ...rest] = process.argv.slice(2);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      listen: { type: 'string', multiple: true },
+      target: { type: 'string' },
+      conns: { type: 'string', default: '1' },
+      bytes: { type: 'string', default: '1024' },
+      timeout: { type: 'string', default: '60000' },
+    },
+  });
+  if (mode === 'hello') return hello(values.target ?? '', Number(values.timeout));
+  if (mode === 'forward') return forward(values.listen ?? [], values.target ?? '');
+  if (mode === 'bulk') {
+    void bulk(values.target ?? '', Number(values.conns), Number(values.bytes), Number(values.timeout));
+    return;
+  }
+  if (!['echo', 'hash', 'fin-first', 'reset', 'silent'].includes(mode)) {
+    process.stderr.write(`unknown mode ${mode}\n`);
+    process.exit(2);
+  }
+  serve(mode as Mode, values.listen ?? []);
+}
+
+main();

@@ -1,0 +1,75 @@
+// The standard lab: client -- relay -- backend, IPv4 and IPv6, documentation
+// addresses. Forwarding stays off on the relay, so the only way from client to
+// backend is through relay itself. The backend routes replies for clients via
+// the relay (the "relay as gateway" recipe).
+import * as path from 'node:path';
+import { Lab, Namespace, SpawnedProcess } from './netns';
+
+export const ADDR = {
+  client4: '192.0.2.2',
+  relayClientSide4: '192.0.2.1',
+  relayBackendSide4: '198.51.100.1',
+  backend4: '198.51.100.20',
+  client6: '2001:db8:2::2',
+  relayClientSide6: '2001:db8:2::1',
+  relayBackendSide6: '2001:db8:51::1',
+  backend6: '2001:db8:51::20',
+} as const;
+
+export interface Topology {
+  lab: Lab;
+  client: Namespace;
+  relay: Namespace;
+  backend: Namespace;
+}
+
+export function buildTopology(lab: Lab): Topology {
+  const client = lab.addNamespace('client');
+  const relay = lab.addNamespace('relay');
+  const backend = lab.addNamespace('backend');
+  lab.link(client, 'eth0', relay, 'eth-client');
+  lab.link(relay, 'eth-backend', backend, 'eth0');
+
+  addAddress(client, 'eth0', `${ADDR.client4}/24`, `${ADDR.client6}/64`);
+  addAddress(relay, 'eth-client', `${ADDR.relayClientSide4}/24`, `${ADDR.relayClientSide6}/64`);
+  addAddress(relay, 'eth-backend', `${ADDR.relayBackendSide4}/24`, `${ADDR.relayBackendSide6}/64`);
+  addAddress(backend, 'eth0', `${ADDR.backend4}/24`, `${ADDR.backend6}/64`);
+
+  client.ip('route', 'add', 'default', 'via', ADDR.relayClientSide4);
+  client.ip('-6', 'route', 'add', 'default', 'via', ADDR.relayClientSide6);
+  backend.ip('route', 'add', 'default', 'via', ADDR.relayBackendSide4);
+  backend.ip('-6', 'route', 'add', 'default', 'via', ADDR.relayBackendSide6);
+  return { lab, client, relay, backend };
+}
+
+function addAddress(ns: Namespace, dev: string, v4: string, v6: string): void {
+  ns.ip('addr', 'add', v4, 'dev', dev);
+  // nodad: usable at once, not after duplicate address detection's delay.
+  ns.ip('-6', 'addr', 'add', v6, 'dev', dev, 'nodad');
+}
+
+/**
+ * A compiled file under dist/src, whether we run from dist/ (demo, bench) or
+ * from the .ts sources (tests): processes in namespaces always run compiled JS.
+ */
+export function distFile(...parts: string[]): string {
+  const srcRoot = path.resolve(__dirname, '..');
+  const root = srcRoot.split(path.sep).includes('dist') ? srcRoot : path.resolve(srcRoot, '..', 'dist', 'src');
+  return path.join(root, ...parts);
+}
+
+export function cliPath(): string {
+  return distFile('cli.js');
+}
+
+/** `relay routes apply` inside ns: the same command an operator runs. */
+export function applyRelayRoutes(ns: Namespace): string {
+  return ns.run(process.execPath, cliPath(), 'routes', 'apply');
+}
+
+/** Start relay inside ns and wait for its start line. */
+export async function startRelay(lab: Lab, ns: Namespace, args: string[]): Promise<SpawnedProcess> {
+  const proc = lab.spawn(ns, [process.execPath, cliPath(), ...args]);
+  await proc.waitFor(/"msg":"relay started"/);
+  return proc;
+}

@@ -1,0 +1,215 @@
+// Routing on the relay host, and the recipes for the backend hosts.
+//
+// The backend replies to the client's address; the kernel on the relay host
+// would forward such a packet (or drop it), not deliver it. Three pieces make
+// it local, so it reaches relay's transparent socket:
+//   1. nftables marks packets that belong to a transparent socket
+//      (`socket transparent 1`, a socket lookup in prerouting);
+//   2. an `ip rule` sends marked packets to relay's own routing table;
+//   3. that table holds `local 0.0.0.0/0 dev lo` (and `local ::/0`), so
+//      every destination is local there.
+// Relay owns the nft table `inet relay`, its rule (by mark, table and
+// priority) and its table number; `remove` deletes exactly those.
+import * as fs from 'node:fs';
+import type { RoutesConfig } from './config';
+import type { Family } from './sys/sockaddr';
+import { tryCommand, runCommand, formatCommand } from './shell';
+import { formatEndpoint } from './addr';
+import { ConfigError, RelayError } from './errors';
+
+export const NFT_TABLE = 'relay';
+
+export interface RouteStep {
+  readonly name: string;
+  readonly family?: Family;
+  isPresent(): boolean;
+  readonly applyCommands: readonly (readonly string[])[];
+  readonly applyInput?: string;
+  readonly removeCommands: readonly (readonly string[])[];
+}
+
+export function nftRuleset(fwmark: number): string {
+  return [
+    `table inet ${NFT_TABLE} {`,
+    '  chain prerouting {',
+    '    type filter hook prerouting priority mangle; policy accept;',
+    '    # packets for a socket bound with IP_TRANSPARENT: relay\'s upstream sockets',
+    `    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${hex(fwmark)} accept`,
+    '  }',
+    '}',
+  ].join('\n') + '\n';
+}
+
+export function relayHostSteps(config: RoutesConfig, families: readonly Family[] = hostFamilies()): RouteStep[] {
+  const steps: RouteStep[] = [nftStep(config)];
+  for (const family of families) {
+    steps.push(ruleStep(config, family), localRouteStep(config, family));
+  }
+  return steps;
+}
+
+function nftStep(config: RoutesConfig): RouteStep {
+  const ruleset = nftRuleset(config.fwmark);
+  // Create-then-delete-then-define, in one transaction: idempotent, and it
+  // replaces a stale table left by an older relay.
+  const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
+  return {
+    name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
+    isPresent: () => {
+      const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
+      const mark = new RegExp(`socket transparent 1 meta mark set 0x0*${config.fwmark.toString(16)}\\b`);
+      return listed.ok && mark.test(listed.stdout);
+    },
+    applyCommands: [['nft', '-f', '-']],
+    applyInput: script,
+    removeCommands: [['nft', 'delete', 'table', 'inet', NFT_TABLE]],
+  };
+}
+
+function ruleStep(config: RoutesConfig, family: Family): RouteStep {
+  const spec = ['fwmark', hex(config.fwmark), 'lookup', String(config.table), 'priority', String(config.rulePriority)];
+  return {
+    name: `IPv${family} rule: fwmark ${hex(config.fwmark)} lookup ${config.table}`,
+    family,
+    isPresent: () => listJson(['ip', '-j', `-${family}`, 'rule', 'show']).some((r) =>
+      Number(r.fwmark) === config.fwmark && String(r.table) === String(config.table) &&
+      Number(r.priority) === config.rulePriority),
+    applyCommands: [['ip', `-${family}`, 'rule', 'add', ...spec]],
+    removeCommands: [['ip', `-${family}`, 'rule', 'del', ...spec]],
+  };
+}
+
+function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
+  const everything = family === 4 ? '0.0.0.0/0' : '::/0';
+  const spec = ['local', everything, 'dev', 'lo', 'table', String(config.table)];
+  return {
+    name: `IPv${family} route: local ${everything} dev lo table ${config.table}`,
+    family,
+    isPresent: () => listJson(['ip', '-j', `-${family}`, 'route', 'show', 'table', String(config.table)]).some((r) =>
+      r.type === 'local' && (r.dst === 'default' || r.dst === everything) && r.dev === 'lo'),
+    applyCommands: [['ip', `-${family}`, 'route', 'add', ...spec]],
+    removeCommands: [['ip', `-${family}`, 'route', 'del', ...spec]],
+  };
+}
+
+function listJson(argv: string[]): Record<string, unknown>[] {
+  const result = tryCommand(argv);
+  if (!result.ok) return [];
+  try {
+    const parsed = JSON.parse(result.stdout || '[]');
+    return Array.isArray(parsed) ? parsed : [];
+  } catch {
+    return [];
+  }
+}
+
+/** The families this host can route: IPv6 may be disabled on the kernel command line. */
+export function hostFamilies(): Family[] {
+  return fs.existsSync('/proc/net/if_inet6') ? [4, 6] : [4];
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+// ---- commands --------------------------------------------------------------
+
+export function routesCommand(action: string, config: RoutesConfig): number {
+  const steps = relayHostSteps(config);
+  switch (action) {
+    case 'print':
+      process.stdout.write(printRoutes(config, steps));
+      return 0;
+    case 'apply':
+      return applyRoutes(steps);
+    case 'check':
+      return checkRoutes(steps);
+    case 'remove':
+      return removeRoutes(steps);
+    default:
+      throw new ConfigError(`relay routes: unknown action '${action}' (print, apply, check or remove)`);
+  }
+}
+
+export function applyRoutes(steps: readonly RouteStep[], out = process.stdout): number {
+  for (const step of steps) {
+    if (step.isPresent()) {
+      out.write(`present  ${step.name}\n`);
+      continue;
+    }
+    for (const argv of step.applyCommands) runCommand(argv, step.applyInput);
+    if (!step.isPresent()) {
+      throw new RelayError('ERR_ROUTES', `applied but still missing: ${step.name}`);
+    }
+    out.write(`added    ${step.name}\n`);
+  }
+  return 0;
+}
+
+export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): number {
+  let missing = 0;
+  for (const step of steps) {
+    if (step.isPresent()) {
+      out.write(`OK       ${step.name}\n`);
+    } else {
+      missing++;
+      out.write(`MISSING  ${step.name}\n         fix: ${step.applyCommands.map(formatCommand).join(' && ')}` +
+        `${step.applyInput ? '  (or: relay routes apply)' : ''}\n`);
+    }
+  }
+  if (missing > 0) out.write(`${missing} missing: run 'relay routes apply' (as root, or with CAP_NET_ADMIN)\n`);
+  return missing === 0 ? 0 : 1;
+}
+
+export function removeRoutes(steps: readonly RouteStep[], out = process.stdout): number {
+  for (const step of steps) {
+    if (!step.isPresent()) continue;
+    for (const argv of step.removeCommands) runCommand(argv);
+    out.write(`removed  ${step.name}\n`);
+  }
+  return 0;
+}
+
+export function printRoutes(config: RoutesConfig, steps: readonly RouteStep[]): string {
+  const lines: string[] = [
+    '# On the relay host (relay routes apply does this; relay routes check verifies it):',
+  ];
+  for (const step of steps) {
+    lines.push(`# ${step.name}`);
+    for (const argv of step.applyCommands) {
+      if (step.applyInput) lines.push(`nft -f - <<'EOF'\n${nftRuleset(config.fwmark)}EOF`);
+      else lines.push(formatCommand(argv));
+    }
+  }
+  lines.push('', ...backendRecipes(config));
+  return lines.join('\n') + '\n';
+}
+
+/** What each backend host needs so its replies to clients come back through relay. */
+export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRelayAddress): string[] {
+  if (config.backends.length === 0) {
+    return ['# Backend hosts: pass --backend ADDR:PORT to see the recipes filled in.'];
+  }
+  const lines: string[] = [];
+  for (const backend of config.backends) {
+    const relay = config.relayAddress ?? relayAddressFor(backend.address) ?? 'RELAY_ADDRESS';
+    const v = backend.family === 4 ? '-4' : '-6';
+    lines.push(
+      `# On backend ${formatEndpoint(backend.address, backend.port)}, choose ONE of:`,
+      `# (a) dedicated address: ${backend.address} is used only for relayed traffic and the service binds it`,
+      `#     (not a wildcard address: a UDP service on a wildcard address replies from another source).`,
+      `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
+      `ip ${v} route add default via ${relay} table ${config.table}`,
+      `# (b) relay as the backend's gateway (all its traffic to clients goes through relay):`,
+      `ip ${v} route replace default via ${relay}`,
+      `# check: ip ${v} route get <client-address> from ${backend.address}   -> must say "via ${relay}"`,
+      '',
+    );
+  }
+  return lines;
+}
+
+function lookupRelayAddress(backendAddress: string): string | undefined {
+  const route = listJson(['ip', '-j', 'route', 'get', backendAddress])[0];
+  return typeof route?.prefsrc === 'string' ? route.prefsrc : undefined;
+}

@@ -1,0 +1,38 @@
+// Linux constants relay needs that Node does not export. Values are from the
+// kernel's uapi headers named beside each group; they are ABI and never change.
+
+// <bits/socket.h>, <linux/socket.h>
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+
+// <asm-generic/socket.h>
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_MARK = 36;
+
+// <linux/in.h>
+export const SOL_IP = 0;
+export const IP_FREEBIND = 15;
+export const IP_TRANSPARENT = 19;
+export const IP_BIND_ADDRESS_NO_PORT = 24;
+
+// <linux/in6.h>
+export const SOL_IPV6 = 41;
+export const IPV6_V6ONLY = 26;
+export const IPV6_TRANSPARENT = 75;
+export const IPV6_FREEBIND = 78;
+
+// <netinet/in.h>
+export const IPPROTO_TCP = 6;
+// <linux/tcp.h>
+export const TCP_SYNCNT = 7;
+
+// <asm-generic/errno-base.h>, <asm-generic/errno.h>
+export const EPERM = 1;
+export const EINVAL = 22;
+export const EADDRINUSE = 98;
+export const EADDRNOTAVAIL = 99;

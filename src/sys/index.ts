@@ -1,0 +1,2 @@
+export * from './transparent';
+export { encodeSockaddr, familyOf, type Family } from './sockaddr';

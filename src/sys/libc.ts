@@ -1,0 +1,32 @@
+// libc bindings through koffi. This directory is the only place koffi is
+// imported. Bindings load on first use so that pure code (config parsing,
+// tests without root) never touches the native library.
+import koffi from 'koffi';
+
+export interface Libc {
+  socket(domain: number, type: number, protocol: number): number;
+  setsockopt(fd: number, level: number, name: number, value: Buffer, length: number): number;
+  bind(fd: number, addr: Buffer, length: number): number;
+  close(fd: number): number;
+  errno(): number;
+}
+
+let loaded: Libc | undefined;
+
+export function libc(): Libc {
+  if (!loaded) loaded = load();
+  return loaded;
+}
+
+function load(): Libc {
+  const lib = koffi.load('libc.so.6');
+  // Addresses and option values are passed as raw Buffers: the layouts are
+  // built (and unit-tested) in sockaddr.ts, so koffi needs no struct types.
+  return {
+    socket: lib.func('int socket(int, int, int)'),
+    setsockopt: lib.func('int setsockopt(int, int, int, void *, uint32_t)'),
+    bind: lib.func('int bind(int, void *, uint32_t)'),
+    close: lib.func('int close(int)'),
+    errno: () => koffi.errno(),
+  };
+}

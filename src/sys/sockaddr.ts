@@ -1,0 +1,57 @@
+// sockaddr_in / sockaddr_in6 encoding, written by hand into a Buffer so it can
+// be unit-tested without loading libc. Layouts from <linux/in.h>, <linux/in6.h>.
+import * as net from 'node:net';
+import * as os from 'node:os';
+import ipaddr from 'ipaddr.js';
+import { AF_INET, AF_INET6 } from './constants';
+import { ConfigError } from '../errors';
+
+/** sa_family(2) + sin_port(2) + sin_addr(4) + sin_zero(8) */
+export const SOCKADDR_IN_SIZE = 2 + 2 + 4 + 8;
+/** sa_family(2) + sin6_port(2) + sin6_flowinfo(4) + sin6_addr(16) + sin6_scope_id(4) */
+export const SOCKADDR_IN6_SIZE = 2 + 2 + 4 + 16 + 4;
+
+export type Family = 4 | 6;
+
+/** Encode an IP literal and port; the family follows the literal. */
+export function encodeSockaddr(address: string, port: number): Buffer {
+  const family = net.isIP(address);
+  if (family === 0) throw new ConfigError(`not an IP address: ${address}`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new ConfigError(`port out of range: ${port}`);
+  }
+  return family === 4 ? encodeIn(address, port) : encodeIn6(address, port);
+}
+
+function encodeIn(address: string, port: number): Buffer {
+  const buf = Buffer.alloc(SOCKADDR_IN_SIZE);
+  writeHostU16(buf, AF_INET, 0);
+  buf.writeUInt16BE(port, 2); // ports and addresses are network order
+  Buffer.from(ipaddr.IPv4.parse(address).toByteArray()).copy(buf, 4);
+  return buf;
+}
+
+function encodeIn6(address: string, port: number): Buffer {
+  const buf = Buffer.alloc(SOCKADDR_IN6_SIZE);
+  writeHostU16(buf, AF_INET6, 0);
+  buf.writeUInt16BE(port, 2);
+  ipv6Bytes(address).copy(buf, 8);
+  return buf;
+}
+
+/** The 16 bytes of an IPv6 literal (any zone suffix is dropped; sin6_scope_id stays 0). */
+export function ipv6Bytes(address: string): Buffer {
+  return Buffer.from(ipaddr.IPv6.parse(address.split('%')[0]).toByteArray());
+}
+
+/** sa_family is in host byte order, unlike the port and address that follow it. */
+function writeHostU16(buf: Buffer, value: number, offset: number): void {
+  if (os.endianness() === 'LE') buf.writeUInt16LE(value, offset);
+  else buf.writeUInt16BE(value, offset);
+}
+
+export function familyOf(address: string): Family {
+  const family = net.isIP(address);
+  if (family === 0) throw new ConfigError(`not an IP address: ${address}`);
+  return family as Family;
+}

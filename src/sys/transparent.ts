@@ -1,0 +1,146 @@
+// Transparent sockets: a socket bound to an address that is not the relay
+// host's own (the client's), then adopted by Node so the data path stays on
+// the event loop. Every option is set in openTransparentFd, in order, so the
+// sequence can be read at a glance.
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import { libc } from './libc';
+import * as C from './constants';
+import { encodeSockaddr, familyOf, Family } from './sockaddr';
+import { SysError } from '../errors';
+
+export type Transport = 'tcp' | 'udp';
+
+export interface TransparentSocketOptions {
+  transport: Transport;
+  /** The source address to spoof: the client's IP. */
+  address: string;
+  /** The source port; 0 lets the kernel choose one at connect time. */
+  port: number;
+  /** SO_MARK for the upstream packets (needs CAP_NET_ADMIN); 0 leaves it unset. */
+  mark?: number;
+}
+
+export const PRIVILEGE_HINT =
+  'IP_TRANSPARENT needs CAP_NET_RAW (or CAP_NET_ADMIN): run relay as root, ' +
+  'or grant it, e.g. systemd AmbientCapabilities=CAP_NET_RAW, or setcap cap_net_raw+ep on the node binary';
+
+/**
+ * Open a socket bound to a foreign address and return its fd. On any failure
+ * the fd is closed and a SysError naming the failed call is thrown.
+ */
+export function openTransparentFd(options: TransparentSocketOptions): number {
+  const family = familyOf(options.address);
+  const fd = createSocket(family, options.transport);
+  try {
+    configureTransparent(fd, family, options);
+    bindTo(fd, options.address, options.port);
+    return fd;
+  } catch (err) {
+    libc().close(fd);
+    throw err;
+  }
+}
+
+function createSocket(family: Family, transport: Transport): number {
+  const domain = family === 4 ? C.AF_INET : C.AF_INET6;
+  const type = (transport === 'tcp' ? C.SOCK_STREAM : C.SOCK_DGRAM) | C.SOCK_NONBLOCK | C.SOCK_CLOEXEC;
+  const fd = libc().socket(domain, type, 0);
+  if (fd < 0) throw new SysError({ errno: libc().errno(), syscall: 'socket' });
+  return fd;
+}
+
+/** The per-family option names: IPv4 and IPv6 differ only in these values. */
+const FAMILY_OPTIONS = {
+  4: { level: C.SOL_IP, transparent: C.IP_TRANSPARENT, transparentName: 'IP_TRANSPARENT',
+    freebind: C.IP_FREEBIND, freebindName: 'IP_FREEBIND', wildcard: '0.0.0.0' },
+  6: { level: C.SOL_IPV6, transparent: C.IPV6_TRANSPARENT, transparentName: 'IPV6_TRANSPARENT',
+    freebind: C.IPV6_FREEBIND, freebindName: 'IPV6_FREEBIND', wildcard: '::' },
+} as const;
+
+function configureTransparent(fd: number, family: Family, options: TransparentSocketOptions): void {
+  const opt = FAMILY_OPTIONS[family];
+  // Fatal: without it the kernel refuses to send from the client's address
+  // (FREEBIND alone lets bind succeed, then connect fails with ENETUNREACH).
+  setIntOption(fd, opt.level, opt.transparent, 1, opt.transparentName, options, PRIVILEGE_HINT);
+  // Fatal: lets the bind succeed before any route makes the address local.
+  setIntOption(fd, opt.level, opt.freebind, 1, opt.freebindName, options);
+  if (options.transport === 'tcp' && options.port === 0) {
+    // Tolerated: it only delays port choice to connect() so the 4-tuple, not
+    // the 2-tuple, must be unique, which keeps busy clients from exhausting ports.
+    trySetIntOption(fd, C.SOL_IP, C.IP_BIND_ADDRESS_NO_PORT, 1);
+  }
+  if (options.mark) {
+    setIntOption(fd, C.SOL_SOCKET, C.SO_MARK, options.mark, 'SO_MARK', options,
+      'SO_MARK needs CAP_NET_ADMIN');
+  }
+}
+
+function setIntOption(
+  fd: number, level: number, name: number, value: number, label: string,
+  options: TransparentSocketOptions, hintOnEperm?: string,
+): void {
+  if (trySetIntOption(fd, level, name, value)) return;
+  const errno = libc().errno();
+  throw new SysError({
+    errno,
+    syscall: `setsockopt(${label})`,
+    address: options.address,
+    port: options.port,
+    hint: errno === C.EPERM ? hintOnEperm : undefined,
+  });
+}
+
+function trySetIntOption(fd: number, level: number, name: number, value: number): boolean {
+  const buf = Buffer.alloc(4);
+  buf.writeInt32LE(value, 0);
+  return libc().setsockopt(fd, level, name, buf, buf.length) === 0;
+}
+
+function bindTo(fd: number, address: string, port: number): void {
+  const sockaddr = encodeSockaddr(address, port);
+  if (libc().bind(fd, sockaddr, sockaddr.length) !== 0) {
+    throw new SysError({ errno: libc().errno(), syscall: 'bind', address, port });
+  }
+}
+
+/**
+ * A TCP socket from the given source, connecting to the target. connect() is
+ * issued in the same tick as the wrap: libuv starts reading a wrapped fd at
+ * once, and an unconnected one would look hung up (ENOTCONN).
+ */
+export function connectTransparent(
+  source: TransparentSocketOptions,
+  target: { address: string; port: number },
+  socketOptions: { allowHalfOpen?: boolean } = {},
+): net.Socket {
+  const fd = openTransparentFd({ ...source, transport: 'tcp' });
+  const socket = new net.Socket({ fd, allowHalfOpen: socketOptions.allowHalfOpen ?? true, readable: true, writable: true });
+  socket.connect(target.port, target.address);
+  return socket;
+}
+
+/** A UDP socket bound to the given foreign source, adopted by Node. */
+export function bindTransparentUdp(source: Omit<TransparentSocketOptions, 'transport'>): dgram.Socket {
+  const fd = openTransparentFd({ ...source, transport: 'udp' });
+  const type = familyOf(source.address) === 4 ? 'udp4' : 'udp6';
+  const socket = dgram.createSocket({ type });
+  // exclusive: in a cluster worker the fd must not be shipped to the primary.
+  socket.bind({ fd, exclusive: true });
+  return socket;
+}
+
+/**
+ * Fail fast at start-up when the process lacks the privilege for transparent
+ * sockets, rather than on the first client.
+ */
+export function assertTransparentAllowed(family: Family): void {
+  const fd = createSocket(family, 'tcp');
+  try {
+    const opt = FAMILY_OPTIONS[family];
+    setIntOption(fd, opt.level, opt.transparent, 1, opt.transparentName,
+      { transport: 'tcp', address: opt.wildcard, port: 0 }, PRIVILEGE_HINT);
+  } finally {
+    libc().close(fd);
+  }
+}

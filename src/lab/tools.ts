@@ -10,6 +10,8 @@
 //   silent     accept and never reply (idle and drain tests)
 // Clients:
 //   hello      connect, send "hello", print the reply ({"event":"reply",...})
+//   session    one connection scripted by flags (--send, --end, --send-after-end,
+//              --reset-after, --local-port); prints what happened as {"event":"session",...}
 //   bulk       N concurrent connections each sending B random bytes through an
 //              echo server; prints counts of byte-exact round trips
 import * as net from 'node:net';
@@ -93,6 +95,46 @@ function hello(target: string, timeoutMs: number): void {
   socket.on('error', (err: NodeJS.ErrnoException) => { clearTimeout(timer); print({ event: 'error', code: err.code, target }); });
 }
 
+interface SessionScript {
+  target: string;
+  send?: string;
+  end: boolean;
+  sendAfterEnd?: string;
+  resetAfterMs?: number;
+  localPort?: number;
+  waitMs: number;
+}
+
+/** One scripted connection; reports what the client saw, for tests to assert on. */
+function session(script: SessionScript): void {
+  const { host, port } = splitHostPort(script.target);
+  const started = Date.now();
+  const outcome = { event: 'session', connected: false, local: '', localPort: 0, received: '',
+    gotEnd: false, error: null as string | null, closedAfterMs: -1 };
+  const socket = net.connect({ host, port, allowHalfOpen: true, ...(script.localPort ? { localPort: script.localPort } : {}) });
+  const report = () => { clearTimeout(timer); print(outcome); socket.destroy(); };
+  const timer = setTimeout(report, script.waitMs);
+  socket.setEncoding('utf8');
+  socket.on('connect', () => {
+    outcome.connected = true;
+    outcome.local = socket.localAddress ?? '';
+    outcome.localPort = socket.localPort ?? 0;
+    if (script.send !== undefined) socket.write(script.send);
+    if (script.end) socket.end();
+    if (script.resetAfterMs !== undefined) setTimeout(() => socket.resetAndDestroy(), script.resetAfterMs);
+  });
+  socket.on('data', (d: string) => { outcome.received += d; });
+  socket.on('end', () => {
+    outcome.gotEnd = true;
+    if (script.sendAfterEnd !== undefined) socket.end(script.sendAfterEnd);
+  });
+  socket.on('error', (err: NodeJS.ErrnoException) => { outcome.error = err.code ?? err.message; });
+  socket.on('close', () => {
+    outcome.closedAfterMs = Date.now() - started;
+    if (script.resetAfterMs === undefined) report();
+  });
+}
+
 async function bulk(target: string, conns: number, bytes: number, timeoutMs: number): Promise<void> {
   const { host, port } = splitHostPort(target);
   const results = await Promise.all(Array.from({ length: conns }, () => roundTrip(host, port, bytes, timeoutMs)));
@@ -135,10 +177,26 @@ function main(): void {
       conns: { type: 'string', default: '1' },
       bytes: { type: 'string', default: '1024' },
       timeout: { type: 'string', default: '60000' },
+      send: { type: 'string' },
+      end: { type: 'boolean', default: false },
+      'send-after-end': { type: 'string' },
+      'reset-after': { type: 'string' },
+      'local-port': { type: 'string' },
     },
   });
   if (mode === 'hello') return hello(values.target ?? '', Number(values.timeout));
   if (mode === 'forward') return forward(values.listen ?? [], values.target ?? '');
+  if (mode === 'session') {
+    return session({
+      target: values.target ?? '',
+      send: values.send,
+      end: values.end ?? false,
+      sendAfterEnd: values['send-after-end'],
+      resetAfterMs: values['reset-after'] === undefined ? undefined : Number(values['reset-after']),
+      localPort: values['local-port'] === undefined ? undefined : Number(values['local-port']),
+      waitMs: Number(values.timeout),
+    });
+  }
   if (mode === 'bulk') {
     void bulk(values.target ?? '', Number(values.conns), Number(values.bytes), Number(values.timeout));
     return;

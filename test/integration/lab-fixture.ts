@@ -1,0 +1,71 @@
+// Shared set-up for the namespace tests: one lab per test file (unique names,
+// since tap runs files in parallel), removed in teardown whatever happens.
+import type { Test } from 'tap';
+import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
+import { buildTopology, applyRelayRoutes, startRelay, Topology, ADDR } from '../../src/lab/topology';
+import { startToolServer, toolsPath, events } from '../../src/lab/peers';
+import { formatEndpoint } from '../../src/addr';
+
+export { ADDR, events, formatEndpoint };
+
+export const canRunLab = process.getuid?.() === 0;
+export const SKIP_REASON = 'namespace tests need root (they create network namespaces)';
+
+/** A client-relay-backend lab with relay's host routes applied. */
+export function tcpLab(t: Test, tag: string): Topology {
+  // Namespace names: unique per file and per run.
+  const lab = new Lab(`rt${tag}${process.pid % 100000}`);
+  t.teardown(() => lab.teardown());
+  const topo = buildTopology(lab);
+  applyRelayRoutes(topo.relay);
+  return topo;
+}
+
+export function relay(topo: Topology, args: string[]): Promise<SpawnedProcess> {
+  return startRelay(topo.lab, topo.relay, args);
+}
+
+export function toolServer(topo: Topology, mode: string, port: number, addresses = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
+  return startToolServer(topo.lab, topo.backend, mode, addresses.map((a) => formatEndpoint(a, port)), port);
+}
+
+export interface SessionOutcome {
+  connected: boolean;
+  local: string;
+  localPort: number;
+  received: string;
+  gotEnd: boolean;
+  error: string | null;
+  closedAfterMs: number;
+}
+
+/** Run one scripted client connection in the client namespace and return what it saw. */
+export async function clientSession(topo: Topology, target: string, flags: string[] = [], waitMs = 5000): Promise<SessionOutcome> {
+  const proc = topo.lab.spawn(topo.client, [process.execPath, toolsPath(), 'session', '--target', target,
+    '--timeout', String(waitMs), ...flags]);
+  await proc.waitFor(/"event":"session"/, waitMs + 5000);
+  return events(proc).find((e) => e.event === 'session') as unknown as SessionOutcome;
+}
+
+/** relay's JSON log lines with the given msg. */
+export function relayLogs(proc: SpawnedProcess, msg?: string): Record<string, unknown>[] {
+  return proc.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+    .filter((l) => msg === undefined || l.msg === msg);
+}
+
+/** Wait until predicate holds, polling, at most timeoutMs. */
+export async function eventually<T>(fn: () => T | undefined, timeoutMs = 5000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = fn();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+export function accepts(server: SpawnedProcess): { remote: string; port: number }[] {
+  return events(server).filter((e) => e.event === 'accept').map((e) => ({ remote: String(e.remote), port: Number(e.port) }));
+}
+
+export type { Namespace, Topology, SpawnedProcess };

@@ -126,7 +126,8 @@ function session(script: SessionScript): void {
   socket.on('data', (d: string) => { outcome.received += d; });
   socket.on('end', () => {
     outcome.gotEnd = true;
-    if (script.sendAfterEnd !== undefined) socket.end(script.sendAfterEnd);
+    // Like an ordinary client: finish our side once the server finished its.
+    if (socket.writable) socket.end(script.sendAfterEnd ?? "");
   });
   socket.on('error', (err: NodeJS.ErrnoException) => { outcome.error = err.code ?? err.message; });
   socket.on('close', () => {

@@ -146,12 +146,20 @@ export class TcpRelay {
 
   /** Stop accepting, wait up to drainTimeoutMs for open connections, then close the rest. */
   async drain(): Promise<void> {
-    await Promise.all(this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    const deadline = Date.now() + this.config.drainTimeoutMs;
-    while (this.open.size > 0 && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now()))));
-    }
+    // close() stops accepting at once; its callback would wait for every
+    // connection to end, which is what the bounded loop below is for.
+    this.closeListeners();
+    await this.waitForClose(this.config.drainTimeoutMs);
     for (const conn of this.open) conn.close('shutdown');
+    // 'close' events (and their log lines) follow destroy() asynchronously.
+    await this.waitForClose(1000);
+  }
+
+  private async waitForClose(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.open.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(50, Math.max(1, deadline - Date.now()))));
+    }
   }
 
   /** Stop listening without waiting (used when start-up fails half way). */

@@ -67,9 +67,19 @@ export function applyRelayRoutes(ns: Namespace): string {
   return ns.run(process.execPath, cliPath(), 'routes', 'apply');
 }
 
-/** Start relay inside ns and wait for its start line. */
-export async function startRelay(lab: Lab, ns: Namespace, args: string[]): Promise<SpawnedProcess> {
+/** Start relay inside ns and wait until it listens on every --listen port (whatever its log level). */
+export async function startRelay(lab: Lab, ns: Namespace, args: string[], timeoutMs = 10_000): Promise<SpawnedProcess> {
   const proc = lab.spawn(ns, [process.execPath, cliPath(), ...args]);
-  await proc.waitFor(/"msg":"relay started"/);
+  const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
+  const deadline = Date.now() + timeoutMs;
+  for (const port of ports) {
+    while (ns.tryRun('ss', '-Hltn', `sport = :${port}`).stdout.trim() === '') {
+      if (proc.child.exitCode !== null || Date.now() > deadline) {
+        await proc.stop('SIGKILL');
+        throw new Error(`relay did not start listening on ${port}: ${proc.stderr().trim() || proc.stdout().trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
   return proc;
 }

@@ -1,0 +1,148 @@
+// What a benchmark case is, and the loop that runs one: every run starts each
+// target fresh, targets interleaved run by run so slow drift on the machine
+// (another job, thermal) spreads over all of them instead of one. A new
+// protocol (UDP) is another module exporting more BenchCase values.
+import type { BenchContext, HostPort, ProxyUnderTest, Target, TargetName } from './targets';
+import { busyFractions, hostCpuTimes, totalCpuSeconds } from './proc';
+import { sleep } from './lab';
+
+export interface BenchOptions {
+  runs: number;
+  seconds: number;
+  /** Concurrent connections of the connection-rate load generator. */
+  rateConns: number;
+  /** Connections held open in the memory case. */
+  idleConns: number;
+}
+
+/** One measurement of one target. */
+export interface Sample {
+  target: TargetName;
+  run: number;
+  value: number;
+  /** CPU time (user + system) of the proxy's processes during the window; undefined if it has none. */
+  proxyCpuSeconds?: number;
+  wallSeconds: number;
+  /** Busy fraction of each host CPU during the window: shows who was saturated. */
+  hostBusy: number[];
+  /** Did the backend see the client's own address? undefined when not checked. */
+  sawClient?: boolean;
+  /** Case-specific figures worth keeping (RSS before and after, errors...). */
+  details: Record<string, string | number>;
+  /** What the proxy logged at warn or worse during the run, with counts. */
+  problems: Record<string, number>;
+  /** How busy the machine was just before the run (max over CPUs). */
+  busyBefore: number;
+}
+
+export type Goal =
+  | { kind: 'ratio-at-least'; min: number } // relay >= min x nginx
+  | { kind: 'at-most'; max: number }; // relay's own figure, absolute
+
+/** A case prepared for measuring: its backend runs until close(). */
+export interface PreparedCase {
+  backend: HostPort;
+  measure(proxy: ProxyUnderTest, run: number): Promise<Omit<Sample, 'target' | 'run' | 'problems' | 'busyBefore'>>;
+  close(): Promise<void>;
+}
+
+export interface BenchCase {
+  id: string;
+  title: string;
+  unit: string;
+  decimals: number;
+  higherIsBetter: boolean;
+  /** Figures per core of proxy CPU make sense for rates, not for memory. */
+  perCore: boolean;
+  targets: readonly Target[];
+  goal: Goal;
+  /** How it is measured, for docs/benchmarks.md. */
+  method(options: BenchOptions): string;
+  prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
+}
+
+export interface CaseResult {
+  benchCase: BenchCase;
+  samples: Sample[];
+}
+
+export type Log = (line: string) => void;
+
+export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
+  const samples: Sample[] = [];
+  const prepared = await benchCase.prepare(ctx, options);
+  try {
+    for (let run = 1; run <= options.runs; run++) {
+      for (const target of benchCase.targets) {
+        const busyBefore = await waitForQuiet();
+        const proxy = await target.start(ctx, prepared.backend);
+        try {
+          const sample = { target: target.name, run, ...(await prepared.measure(proxy, run)), busyBefore,
+            problems: countProblems(proxy.problems()) };
+          samples.push(sample);
+          log(`${benchCase.id} run ${run} ${target.name}: ${sample.value.toFixed(benchCase.decimals)} ${benchCase.unit}` +
+            `${sample.proxyCpuSeconds !== undefined ? `, proxy CPU ${cores(sample).toFixed(2)} cores` : ''}` +
+            (sample.hostBusy.length > 0 ? `, host CPUs busy ${sample.hostBusy.map((b) => `${Math.round(b * 100)}%`).join('/')}` : '') +
+            (sample.sawClient === false ? ', backend did NOT see the client address' : ''));
+        } finally {
+          await proxy.stop();
+        }
+      }
+    }
+  } finally {
+    await prepared.close();
+  }
+  return { benchCase, samples };
+}
+
+/** Cores the proxy used on average during its window. */
+export function cores(sample: Sample): number {
+  return (sample.proxyCpuSeconds ?? 0) / sample.wallSeconds;
+}
+
+/** Run fn and report the proxy's CPU time and each host CPU's busy fraction over it. */
+export async function measureWindow<T>(proxy: ProxyUnderTest, fn: () => Promise<T>):
+  Promise<{ result: T; proxyCpuSeconds?: number; wallSeconds: number; hostBusy: number[] }> {
+  const pids = proxy.pids();
+  const cpu0 = totalCpuSeconds(pids);
+  const host0 = hostCpuTimes();
+  const t0 = process.hrtime.bigint();
+  const result = await fn();
+  const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  return {
+    result,
+    proxyCpuSeconds: pids.length > 0 ? totalCpuSeconds(pids) - cpu0 : undefined,
+    wallSeconds,
+    hostBusy: busyFractions(host0, hostCpuTimes()),
+  };
+}
+
+const QUIET_BUSY = 0.2;
+const QUIET_WAIT_MS = 20_000;
+
+/**
+ * Wait (at most QUIET_WAIT_MS) until no CPU is more than QUIET_BUSY busy, so a
+ * run does not start while the last one's processes, or another job on this
+ * machine, still use the CPUs. Returns the busiest CPU's fraction last seen.
+ */
+async function waitForQuiet(): Promise<number> {
+  const deadline = Date.now() + QUIET_WAIT_MS;
+  for (;;) {
+    const before = hostCpuTimes();
+    await sleep(300);
+    const busiest = Math.max(...busyFractions(before, hostCpuTimes()));
+    if (busiest <= QUIET_BUSY || Date.now() > deadline) return busiest;
+  }
+}
+
+function countProblems(lines: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const line of lines) counts[line] = (counts[line] ?? 0) + 1;
+  return counts;
+}
+
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}

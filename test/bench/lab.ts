@@ -1,0 +1,89 @@
+// The benchmark's lab: the standard client -- relay -- backend namespaces with
+// relay's routes applied, plus what a benchmark needs on top: CPU pinning,
+// commands bounded in time, and kernel forwarding that can be switched on in
+// the relay namespace (never on the host) to measure plain routing.
+//
+// Candidates for src/lab: spawnPinned, runBounded, stopWithin, setForwarding.
+import * as os from 'node:os';
+import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
+import { ADDR, Topology, buildTopology, applyRelayRoutes } from '../../src/lab/topology';
+
+export { ADDR };
+
+/**
+ * The proxy under test gets a CPU to itself; load generators and backends
+ * share the other (see TOOLCHAIN.md: left to the scheduler, results swing 2x).
+ */
+export const PROXY_CPU = Math.min(1, os.cpus().length - 1);
+export const LOAD_CPU = 0;
+
+export interface BenchLab extends Topology {
+  relayRoutes: string;
+}
+
+export function buildBenchLab(lab: Lab): BenchLab {
+  const topo = buildTopology(lab);
+  const relayRoutes = applyRelayRoutes(topo.relay);
+  setForwarding(topo.relay, false); // the standard lab: only a proxy joins client and backend
+  return { ...topo, relayRoutes };
+}
+
+/** IPv4 forwarding inside ns only: sysctl runs inside the namespace, whose copy of the setting it changes. */
+export function setForwarding(ns: Namespace, on: boolean): void {
+  ns.run('sysctl', '-q', '-w', `net.ipv4.ip_forward=${on ? 1 : 0}`);
+}
+
+/**
+ * Spawn argv inside ns pinned to one CPU. `ip netns exec` and taskset both
+ * exec, so the child's pid is the pid of argv[0] itself (checked by callers
+ * that read /proc for it).
+ */
+export function spawnPinned(lab: Lab, ns: Namespace, cpu: number, argv: string[]): SpawnedProcess {
+  return lab.spawn(ns, ['taskset', '-c', String(cpu), ...argv]);
+}
+
+export interface Finished {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run argv pinned inside ns to completion; kill it and throw after timeoutMs. */
+export async function runBounded(lab: Lab, ns: Namespace, cpu: number, argv: string[], timeoutMs: number): Promise<Finished> {
+  const proc = spawnPinned(lab, ns, cpu, argv);
+  const exited = new Promise<number | null>((resolve) => proc.child.once('exit', (code) => resolve(code)));
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), timeoutMs); });
+  const result = await Promise.race([exited, timedOut]);
+  clearTimeout(timer);
+  if (result === 'timeout') {
+    await proc.stop('SIGKILL');
+    throw new Error(`${argv[0]} did not finish within ${timeoutMs} ms: ${proc.stderr().trim()}`);
+  }
+  // 'exit' can come before the last piped output: let the streams drain.
+  await sleep(50);
+  return { code: result, stdout: proc.stdout(), stderr: proc.stderr() };
+}
+
+/** SIGTERM, then SIGKILL if the process is still there after ms. */
+export async function stopWithin(proc: SpawnedProcess, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const killed = new Promise<void>((resolve) => {
+    timer = setTimeout(() => { void proc.stop('SIGKILL').then(() => resolve()); }, ms);
+  });
+  await Promise.race([proc.stop('SIGTERM').then(() => undefined), killed]);
+  clearTimeout(timer);
+}
+
+/** Poll check() every 50 ms until it returns true; throw with what() after timeoutMs. */
+export async function waitUntil(check: () => boolean, timeoutMs: number, what: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what()}`);
+    await sleep(50);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

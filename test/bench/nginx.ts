@@ -1,0 +1,88 @@
+// nginx in two roles: the transparent stream proxy relay is compared with,
+// and the HTTP backend for the connection-rate case. Each instance gets its
+// own directory under the lab, so nothing touches /etc/nginx or /var/log.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Lab, Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns';
+import { formatEndpoint } from '../../src/addr';
+import { spawnPinned } from './lab';
+
+/** Debian builds the stream module as a dynamic module. */
+const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+
+export interface Nginx {
+  proc: SpawnedProcess;
+  dir: string;
+  /** Lines of its error log at level warn or worse. */
+  errors(): string[];
+}
+
+/** Settings shared by both roles: one worker (the comparison is one core against one core). */
+function mainContext(dir: string, extra: string): string {
+  return `
+daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+# 2 fds per proxied connection; the hard limit here is 20000.
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+${extra}`;
+}
+
+/**
+ * A transparent TCP proxy: proxy_bind $remote_addr transparent binds each
+ * upstream connection to the client's address, as relay does. `user root`
+ * keeps the worker allowed to set IP_TRANSPARENT without relying on nginx
+ * handing CAP_NET_RAW down to an unprivileged worker.
+ */
+export function streamProxyConfig(dir: string, listen: { host: string; port: number }, backend: { host: string; port: number }): string {
+  return `load_module ${STREAM_MODULE};
+user root;
+${mainContext(dir, `stream {
+  server {
+    listen ${formatEndpoint(listen.host, listen.port)};
+    proxy_bind $remote_addr transparent;
+    proxy_pass ${formatEndpoint(backend.host, backend.port)};
+  }
+}`)}`;
+}
+
+/**
+ * An HTTP server whose body is the address it saw, so one request through a
+ * proxy proves the proxy is transparent. Access logging is off: it would cost
+ * the backend CPU the load generator needs.
+ */
+export function httpBackendConfig(dir: string, listen: { host: string; port: number }): string {
+  return mainContext(dir, `http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen ${formatEndpoint(listen.host, listen.port)} backlog=4096;
+    location / { return 200 "$remote_addr\\n"; }
+  }
+}`);
+}
+
+export async function startNginx(lab: Lab, ns: Namespace, cpu: number, name: string,
+  config: (dir: string) => string, port: number): Promise<Nginx> {
+  const dir = fs.mkdtempSync(path.join(lab.dir, `nginx-${name}-`));
+  const confFile = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(confFile, config(dir));
+  // -e: the error log before the config is read, else nginx opens /var/log/nginx/error.log.
+  const proc = spawnPinned(lab, ns, cpu, ['nginx', '-c', confFile, '-p', dir, '-e', path.join(dir, 'error.log')]);
+  await waitForListener(ns, 'tcp', port).catch((err: Error) => {
+    throw new Error(`nginx (${name}) did not start: ${proc.stderr().trim() || err.message}`);
+  });
+  const logFile = path.join(dir, 'error.log');
+  return {
+    proc,
+    dir,
+    errors: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n')
+      .filter((l) => /\[(warn|error|crit|alert|emerg)\]/.test(l)) : []),
+  };
+}

@@ -1,0 +1,189 @@
+// `npm run bench`: builds a namespace lab, measures relay against nginx's
+// transparent stream proxy and plain kernel routing, prints a table with
+// verdicts and writes docs/benchmarks.md. Needs root. The lab is removed on
+// exit, on error and on Ctrl-C.
+//
+//   npm run bench -- --runs 1 --seconds 2       a quick run
+//   npm run bench -- --only tcp-idle-memory     one case
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Lab } from '../../src/lab/netns';
+import { tryCommand } from '../../src/shell';
+import { BenchCase, BenchOptions, CaseResult, runCase } from './case';
+import { LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
+import { TARGETS } from './targets';
+import { TCP_CASES } from './tcp';
+import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
+
+/** Every case the benchmark knows; a UDP module adds its own list here. */
+const CASES: readonly BenchCase[] = [...TCP_CASES];
+const LAB_PREFIX = 'relaybench';
+const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
+const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft'];
+
+const FLAGS = {
+  runs: { type: 'string', default: '3' },
+  seconds: { type: 'string', default: '5' },
+  conns: { type: 'string', default: '50' },
+  'idle-conns': { type: 'string', default: '5000' },
+  only: { type: 'string' },
+  out: { type: 'string', default: path.join('docs', 'benchmarks.md') },
+  'no-doc': { type: 'boolean', default: false },
+  strict: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+const USAGE = `usage: npm run bench [-- options]   (as root)
+
+  --runs N          runs per measurement, the median is reported (default 3)
+  --seconds S       length of each throughput and connection-rate run (default 5)
+  --conns N         concurrent wrk connections in the connection-rate case (default 50)
+  --idle-conns N    connections held in the memory case (default 5000; relay uses 2 fds each)
+  --only IDS        comma-separated case ids: ${CASES.map((c) => c.id).join(', ')}
+  --out FILE        where to write the report (default docs/benchmarks.md)
+  --no-doc          print only, write no report
+  --strict          exit 1 if relay misses a target
+`;
+
+function say(line: string): void {
+  process.stdout.write(`bench: ${line}\n`);
+}
+
+function positiveInt(text: string, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer: got '${text}'`);
+  return n;
+}
+
+function parseOptions(argv: string[]) {
+  const { values } = parseArgs({ args: argv, options: FLAGS, strict: true, allowPositionals: false });
+  const options: BenchOptions = {
+    runs: positiveInt(values.runs, 'runs'),
+    seconds: positiveInt(values.seconds, 'seconds'),
+    rateConns: positiveInt(values.conns, 'conns'),
+    idleConns: positiveInt(values['idle-conns'], 'idle-conns'),
+  };
+  // Each idle connection costs the proxy 2 fds under the 20,000 hard limit, plus listeners and logs.
+  if (options.idleConns > 9_000) throw new Error('--idle-conns must be at most 9000 (2 fds each, 20,000 fd limit)');
+  const ids = values.only?.split(',').map((s) => s.trim());
+  const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];
+  if (unknown.length > 0) throw new Error(`--only: unknown case ${unknown.join(', ')}`);
+  const cases = ids ? CASES.filter((c) => ids.includes(c.id)) : CASES;
+  return { options, cases, values };
+}
+
+function checkPrerequisites(): void {
+  if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces and runs transparent proxies');
+  const missing = REQUIRED_TOOLS.filter((t) => !tryCommand(['which', t]).ok);
+  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(' ')} (apt-get install -y iperf3 wrk nginx libnginx-mod-stream curl nftables)`);
+}
+
+/** Other labs on this machine compete for the CPUs: worth saying next to the numbers. */
+function foreignNamespaces(): string[] {
+  return tryCommand(['ip', 'netns', 'list']).stdout.split('\n').map((l) => l.split(' ')[0])
+    .filter((n) => n !== '' && !n.startsWith(`${LAB_PREFIX}-`));
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { options, cases, values } = parseOptions(argv);
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  checkPrerequisites();
+  // The runner itself goes to the load CPU with everything it spawns, unless pinned elsewhere.
+  tryCommand(['taskset', '-a', '-p', '-c', String(LOAD_CPU), String(process.pid)]);
+  const foreign = foreignNamespaces();
+  if (foreign.length > 0) say(`other network namespaces exist (${foreign.join(', ')}): other jobs may disturb the numbers`);
+
+  const lab = new Lab(LAB_PREFIX);
+  let tornDown = false;
+  const teardown = async () => {
+    if (tornDown) return;
+    tornDown = true;
+    await lab.teardown();
+  };
+  const onSignal = () => {
+    say('interrupted: removing the lab');
+    void teardown().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const results: CaseResult[] = [];
+  try {
+    say(`building the lab (${LAB_PREFIX}-client, -relay, -backend); proxy on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}`);
+    const net = buildBenchLab(lab);
+    for (const benchCase of cases) {
+      say(`${benchCase.title}: ${options.runs} run(s) each through ${benchCase.targets.map((t) => t.name).join(', ')}`);
+      results.push(await runCase({ lab, net }, benchCase, options, say));
+    }
+  } finally {
+    await teardown();
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  }
+
+  const summaries = results.map(summarize);
+  process.stdout.write(consoleReport(summaries));
+  const warnings = collectWarnings(summaries, options, foreign);
+  if (warnings.length > 0) process.stdout.write(`\nNotes:\n${warnings.map((w) => `  - ${w}`).join('\n')}\n`);
+  if (!values['no-doc']) writeDoc(values.out, summaries, options, argv, warnings);
+  return values.strict && summaries.some((s) => s.verdict === 'FAIL') ? 1 : 0;
+}
+
+function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, argv: string[], warnings: string[]): void {
+  const file = path.resolve(REPO_ROOT, out);
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, markdownReport({
+    summaries,
+    machine: machineInfo(),
+    options,
+    command: `npm run bench${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
+    date: new Date(),
+    targets: TARGETS,
+    pinning: `the proxy under test (relay's node process; nginx's master and worker) alone on CPU ${PROXY_CPU} ` +
+      `(taskset -c ${PROXY_CPU}); load generators, backends and the benchmark runner on CPU ${LOAD_CPU}.`,
+    warnings,
+  }));
+  say(`wrote ${path.relative(process.cwd(), file) || file}`);
+}
+
+/** Things a reader must know to trust (or distrust) the numbers. */
+function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreign: string[]): string[] {
+  const warnings: string[] = [];
+  if (options.runs < 3) warnings.push(`only ${options.runs} run(s) per measurement: a quick run, not a reference`);
+  if (foreign.length > 0) warnings.push(`other network namespaces existed during the run (${foreign.join(', ')}): other jobs shared the machine`);
+  for (const s of summaries) {
+    const c = s.result.benchCase;
+    for (const x of s.result.samples) {
+      const where = `${c.id} run ${x.run} (${x.target})`;
+      if (x.busyBefore > 0.2) warnings.push(`${where} started with a CPU ${Math.round(x.busyBefore * 100)}% busy (another job?)`);
+      if (x.sawClient === false) warnings.push(`${where}: the backend did NOT see the client's address (${x.details.backendSaw ?? ''})`);
+      if (x.details.socketErrors && x.details.socketErrors !== 'none' &&
+        !/^connect 0, read 0, write 0, timeout 0$/.test(String(x.details.socketErrors))) {
+        warnings.push(`${where}: wrk socket errors: ${x.details.socketErrors}`);
+      }
+      if (Number(x.details.non2xx) > 0) warnings.push(`${where}: ${x.details.non2xx} non-2xx responses`);
+      for (const [problem, n] of Object.entries(x.problems)) warnings.push(`${where} logged ${n}x ${problem}`);
+    }
+    for (const [name, t] of Object.entries(s.targets)) {
+      const busy = s.result.samples.filter((x) => x.target === name && x.hostBusy.length > LOAD_CPU)
+        .map((x) => x.hostBusy[LOAD_CPU]);
+      if (busy.length > 0 && Math.min(...busy) > 0.95) {
+        warnings.push(`${c.id} (${name}): CPU ${LOAD_CPU} (load generator and backend) was saturated in every run, ` +
+          `so ${t ? 'this figure' : 'it'} may be bounded by the load side rather than by ${name}`);
+      }
+    }
+  }
+  return warnings;
+}
+
+main(process.argv.slice(2)).then(
+  (status) => { process.exitCode = status; },
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,133 @@
+// The paths a benchmark case drives traffic through: relay, nginx's stream
+// proxy (the transparent proxy to beat) and plain kernel routing (the
+// ceiling). Each starts fresh for every run, on the proxy CPU, and says which
+// processes to charge CPU time and memory to.
+import * as fs from 'node:fs';
+import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
+import { cliPath } from '../../src/lab/topology';
+import { formatEndpoint } from '../../src/addr';
+import { ADDR, BenchLab, PROXY_CPU, setForwarding, spawnPinned, stopWithin } from './lab';
+import { startNginx, streamProxyConfig } from './nginx';
+import { descendants, exePath } from './proc';
+
+export type TargetName = 'relay' | 'nginx' | 'kernel';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface BenchContext {
+  lab: Lab;
+  net: BenchLab;
+}
+
+/** One running path from the client to a backend. */
+export interface ProxyUnderTest {
+  readonly name: TargetName;
+  /** Where the client connects. */
+  readonly entry: HostPort;
+  /** The processes doing the proxying; empty for kernel routing, which has none. */
+  pids(): number[];
+  /** Warnings and errors it has logged so far, one message each. */
+  problems(): string[];
+  stop(): Promise<void>;
+}
+
+export interface Target {
+  readonly name: TargetName;
+  /** How it is set up, for docs/benchmarks.md. */
+  readonly setup: string;
+  start(ctx: BenchContext, backend: HostPort): Promise<ProxyUnderTest>;
+}
+
+const RELAY_PORT = 8080;
+const NGINX_PORT = 8081;
+const STOP_GRACE_MS = 3_000;
+
+export const relayTarget: Target = {
+  name: 'relay',
+  setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto tcp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
+    '--backend BACKEND --log-level warn --max-conns 20000` in the relay namespace',
+  async start(ctx, backend) {
+    const entry = { host: ADDR.relayClientSide4, port: RELAY_PORT };
+    const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, [process.execPath, cliPath(),
+      '--proto', 'tcp', '--listen', formatEndpoint(entry.host, entry.port),
+      '--backend', formatEndpoint(backend.host, backend.port),
+      '--log-level', 'warn', '--max-conns', '20000']);
+    // At --log-level warn relay prints no start line: wait for its listening socket.
+    await waitForListener(ctx.net.relay, 'tcp', entry.port).catch((err: Error) => {
+      throw new Error(`relay did not start: ${proc.stderr().trim() || err.message}`);
+    });
+    assertExecs(proc, fs.realpathSync(process.execPath));
+    return {
+      name: 'relay',
+      entry,
+      pids: () => [proc.child.pid as number],
+      problems: () => relayProblems(proc.stdout() + proc.stderr()),
+      stop: () => stopWithin(proc, STOP_GRACE_MS),
+    };
+  },
+};
+
+export const nginxTarget: Target = {
+  name: 'nginx',
+  setup: `nginx stream proxy, \`worker_processes 1; user root;\`, \`proxy_bind $remote_addr transparent;\`, ` +
+    `master and worker on CPU ${PROXY_CPU}, listening on ${ADDR.relayClientSide4}:${NGINX_PORT}`,
+  async start(ctx, backend) {
+    const entry = { host: ADDR.relayClientSide4, port: NGINX_PORT };
+    const nginx = await startNginx(ctx.lab, ctx.net.relay, PROXY_CPU, 'stream',
+      (dir) => streamProxyConfig(dir, entry, backend), entry.port);
+    assertExecs(nginx.proc, fs.realpathSync('/usr/sbin/nginx'));
+    const master = nginx.proc.child.pid as number;
+    return {
+      name: 'nginx',
+      entry,
+      pids: () => [master, ...descendants(master)],
+      problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ')),
+      stop: () => stopWithin(nginx.proc, STOP_GRACE_MS),
+    };
+  },
+};
+
+export const kernelTarget: Target = {
+  name: 'kernel',
+  setup: 'plain IPv4 forwarding in the relay namespace (net.ipv4.ip_forward=1 there only, for the run); ' +
+    'the client connects to the backend directly',
+  async start(ctx, backend) {
+    setForwarding(ctx.net.relay, true);
+    return {
+      name: 'kernel',
+      entry: backend,
+      pids: () => [],
+      problems: () => [],
+      stop: async () => setForwarding(ctx.net.relay, false),
+    };
+  },
+};
+
+export const TARGETS: readonly Target[] = [relayTarget, nginxTarget, kernelTarget];
+
+/**
+ * The pid we measure must be the program itself, not `ip` or taskset
+ * waiting for it: both exec, which this checks.
+ */
+function assertExecs(proc: SpawnedProcess, exe: string): void {
+  const pid = proc.child.pid as number;
+  const actual = exePath(pid);
+  if (actual !== exe) throw new Error(`pid ${pid} runs ${actual}, not ${exe}: CPU and RSS would be the wrong process's`);
+}
+
+/** relay logs JSON lines; at --log-level warn every line is a warning or an error. */
+function relayProblems(output: string): string[] {
+  return output.split('\n').filter(Boolean).map((line) => {
+    try {
+      const entry = JSON.parse(line) as { level?: number; msg?: string; code?: string; reason?: string };
+      const level = (entry.level ?? 0) >= 50 ? 'error' : 'warn';
+      const detail = entry.reason ?? entry.code;
+      return `${level}: ${entry.msg ?? line}${detail ? ` (${detail})` : ''}`;
+    } catch {
+      return `stderr: ${line}`;
+    }
+  });
+}

@@ -1,0 +1,241 @@
+// The TCP cases: single-stream throughput (iperf3), new connections per second
+// with a short reply (wrk, Connection: close), and the proxy's memory per idle
+// proxied connection. Each checks that the backend saw the client's address,
+// so a proxy that quietly stopped being transparent cannot post a number.
+import * as path from 'node:path';
+import { SpawnedProcess, waitForListener } from '../../src/lab/netns';
+import { formatEndpoint } from '../../src/addr';
+import { BenchCase, BenchOptions, PreparedCase, measureWindow } from './case';
+import { ADDR, LOAD_CPU, runBounded, sleep, spawnPinned, stopWithin, waitUntil } from './lab';
+import { BenchContext, HostPort, ProxyUnderTest, TARGETS, relayTarget, nginxTarget } from './targets';
+import { httpBackendConfig, startNginx } from './nginx';
+import { openFds, totalRssKiB } from './proc';
+
+const IPERF_PORT = 5201;
+const HTTP_PORT = 80;
+const IDLE_PORT = 7000;
+/** Allowance on top of a run's own length for start-up and teardown of the load generator. */
+const SLACK_MS = 20_000;
+
+export const tcpThroughput: BenchCase = {
+  id: 'tcp-throughput',
+  title: 'TCP single-stream throughput',
+  unit: 'Gbit/s',
+  decimals: 2,
+  higherIsBetter: true,
+  perCore: true,
+  targets: TARGETS,
+  goal: { kind: 'ratio-at-least', min: 0.8 },
+  method: (o) => `\`iperf3 -c ENTRY -p PORT -t ${o.seconds} -J\` in the client namespace against \`iperf3 -s\` in the ` +
+    'backend namespace, both on CPU 0; the figure is iperf3\'s receiver-side rate (end.sum_received). The iperf3 ' +
+    'server\'s log must show the data stream coming from the client\'s address.',
+  prepare: prepareThroughput,
+};
+
+async function prepareThroughput(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
+  const server = spawnPinned(ctx.lab, ctx.net.backend, LOAD_CPU,
+    ['iperf3', '-s', '-B', ADDR.backend4, '-p', String(IPERF_PORT), '--forceflush']);
+  await waitForListener(ctx.net.backend, 'tcp', IPERF_PORT);
+  return {
+    backend: { host: ADDR.backend4, port: IPERF_PORT },
+    async measure(proxy) {
+      const logStart = server.stdout().length;
+      const argv = ['iperf3', '-c', proxy.entry.host, '-p', String(proxy.entry.port), '-t', String(options.seconds), '-J'];
+      const window = await measureWindow(proxy, () =>
+        runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS));
+      const report = parseIperf(window.result.stdout, window.result.stderr);
+      await sleep(100); // the server's lines for this test may trail the client's exit
+      const peers = [...server.stdout().slice(logStart).matchAll(/connected to (\S+) port/g)].map((m) => m[1]);
+      return {
+        ...window,
+        value: report.bitsPerSecond / 1e9,
+        sawClient: peers.length > 0 && peers.every((p) => p === ADDR.client4),
+        details: { retransmits: report.retransmits, backendSaw: [...new Set(peers)].join(' ') || 'nothing' },
+      };
+    },
+    close: () => stopWithin(server, 2_000),
+  };
+}
+
+function parseIperf(stdout: string, stderr: string): { bitsPerSecond: number; retransmits: number } {
+  let json: { error?: string; end?: { sum_received?: { bits_per_second: number }; sum_sent?: { retransmits?: number } } };
+  try {
+    json = JSON.parse(stdout);
+  } catch {
+    throw new Error(`iperf3 printed no JSON: ${stderr.trim() || stdout.slice(0, 300)}`);
+  }
+  const received = json.end?.sum_received?.bits_per_second;
+  if (json.error || received === undefined) throw new Error(`iperf3 failed: ${json.error ?? 'no end.sum_received'}`);
+  return { bitsPerSecond: received, retransmits: json.end?.sum_sent?.retransmits ?? 0 };
+}
+
+export const tcpConnRate: BenchCase = {
+  id: 'tcp-conn-rate',
+  title: 'New TCP connections per second (short HTTP reply)',
+  unit: 'conn/s',
+  decimals: 0,
+  higherIsBetter: true,
+  perCore: true,
+  targets: TARGETS,
+  goal: { kind: 'ratio-at-least', min: 0.5 },
+  method: (o) => `\`wrk -t1 -c${o.rateConns} -d${o.seconds}s --timeout 2s -H 'Connection: close' http://ENTRY/\` in the ` +
+    'client namespace on CPU 0, against nginx (HTTP, one worker, access log off) in the backend namespace on CPU 0, ' +
+    'which replies with the address it saw. Connection: close makes every request a new TCP connection, so ' +
+    'requests/s is connections/s. Before each run one `curl` through the path must get the client\'s address back.',
+  prepare: prepareConnRate,
+};
+
+async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
+  const backend = { host: ADDR.backend4, port: HTTP_PORT };
+  const nginx = await startNginx(ctx.lab, ctx.net.backend, LOAD_CPU, 'http', (dir) => httpBackendConfig(dir, backend), HTTP_PORT);
+  return {
+    backend,
+    async measure(proxy) {
+      const url = `http://${formatEndpoint(proxy.entry.host, proxy.entry.port)}/`;
+      const saw = await addressBackendSaw(ctx, url);
+      const argv = ['wrk', '-t1', `-c${options.rateConns}`, `-d${options.seconds}s`, '--timeout', '2s',
+        '-H', 'Connection: close', url];
+      const window = await measureWindow(proxy, () =>
+        runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS));
+      const report = parseWrk(window.result.stdout, window.result.stderr);
+      return {
+        ...window,
+        value: report.requestsPerSecond,
+        sawClient: saw === ADDR.client4,
+        details: { requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx, backendSaw: saw },
+      };
+    },
+    close: async () => {
+      await stopWithin(nginx.proc, 2_000);
+      const errors = nginx.errors();
+      if (errors.length > 0) process.stderr.write(`bench: the HTTP backend logged:\n  ${errors.slice(0, 5).join('\n  ')}\n`);
+    },
+  };
+}
+
+/** One request through url from the client; the backend's reply is the address it saw. Retries while a proxy starts. */
+async function addressBackendSaw(ctx: BenchContext, url: string): Promise<string> {
+  let last = '';
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const out = await runBounded(ctx.lab, ctx.net.client, LOAD_CPU, ['curl', '-sS', '--max-time', '2', url], 5_000);
+    if (out.code === 0) return out.stdout.trim();
+    last = out.stderr.trim();
+    await sleep(200);
+  }
+  throw new Error(`no reply through ${url}: ${last}`);
+}
+
+function parseWrk(stdout: string, stderr: string): { requestsPerSecond: number; requests: number; socketErrors: string; non2xx: number } {
+  const rate = /Requests\/sec:\s+([\d.]+)/.exec(stdout);
+  const total = /(\d+) requests in/.exec(stdout);
+  if (!rate || !total) throw new Error(`wrk printed no result: ${stderr.trim() || stdout.trim()}`);
+  const errors = /Socket errors: (.*)/.exec(stdout);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(stdout);
+  return {
+    requestsPerSecond: Number(rate[1]),
+    requests: Number(total[1]),
+    socketErrors: errors ? errors[1] : 'none',
+    non2xx: non2xx ? Number(non2xx[1]) : 0,
+  };
+}
+
+const WARM_UP_CONNS = 200;
+const SETTLE_MS = 2_000;
+
+export const tcpIdleMemory: BenchCase = {
+  id: 'tcp-idle-memory',
+  title: 'Proxy memory per idle proxied TCP connection',
+  unit: 'KiB/conn',
+  decimals: 2,
+  higherIsBetter: false,
+  perCore: false,
+  targets: [relayTarget, nginxTarget], // kernel routing holds no per-connection state in a process
+  goal: { kind: 'at-most', max: 16 },
+  method: (o) => `The proxy starts fresh; ${WARM_UP_CONNS} connections are opened through it and closed again ` +
+    '(so code paths and allocator pools that every first connection pays for are not charged to the connections); ' +
+    `baseline RSS is read; then a client in the client namespace opens ${o.idleConns} connections (at most 200 ` +
+    'connecting at a time) to a server in the backend namespace that accepts and holds them and never sends. Once the ' +
+    `backend holds all ${o.idleConns}, and after ${SETTLE_MS / 1000} s to settle, RSS is read again. The figure is ` +
+    `(RSS after - baseline) / ${o.idleConns}. RSS is VmRSS from /proc/PID/status, summed over the proxy's processes ` +
+    '(relay: the node process, whose pid is checked to be node itself and not `ip netns exec` or taskset; nginx: ' +
+    'master and worker). Kernel socket buffers are not in RSS and not counted, for either proxy.',
+  prepare: prepareIdleMemory,
+};
+
+interface ServerStatus {
+  accepted: number;
+  open: number;
+  remotes: Record<string, number>;
+}
+
+async function prepareIdleMemory(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
+  const backend = { host: ADDR.backend4, port: IDLE_PORT };
+  const server = spawnPinned(ctx.lab, ctx.net.backend, LOAD_CPU,
+    [process.execPath, idlePeersPath(), 'serve', '--listen', formatEndpoint(backend.host, backend.port)]);
+  await waitForListener(ctx.net.backend, 'tcp', IDLE_PORT);
+  const status = (): ServerStatus => lastStatus(server) ?? { accepted: 0, open: 0, remotes: {} };
+  return {
+    backend,
+    async measure(proxy) {
+      const pids = proxy.pids();
+      const rssFresh = totalRssKiB(pids);
+      await holdAndRelease(ctx, proxy, WARM_UP_CONNS, status);
+      const rssBase = totalRssKiB(pids);
+      const before = status();
+      const start = process.hrtime.bigint();
+      const holder = await openAndHold(ctx, proxy.entry, options.idleConns, () => status().open);
+      await sleep(SETTLE_MS);
+      const rssLoaded = totalRssKiB(pids);
+      const fds = pids.reduce((n, pid) => n + openFds(pid), 0);
+      const after = status();
+      const wallSeconds = Number(process.hrtime.bigint() - start) / 1e9;
+      await release(holder, status);
+      const fromClient = (after.remotes[ADDR.client4] ?? 0) - (before.remotes[ADDR.client4] ?? 0);
+      return {
+        value: (rssLoaded - rssBase) / options.idleConns,
+        wallSeconds,
+        hostBusy: [],
+        sawClient: fromClient === after.accepted - before.accepted,
+        details: { rssFreshKiB: rssFresh, rssBaselineKiB: rssBase, rssLoadedKiB: rssLoaded, fds,
+          backendHeld: after.open, perConnFromFreshKiB: Number(((rssLoaded - rssFresh) / options.idleConns).toFixed(2)) },
+      };
+    },
+    close: () => stopWithin(server, 2_000),
+  };
+}
+
+/** Open n connections through the proxy, wait until the backend holds them all. */
+async function openAndHold(ctx: BenchContext, entry: HostPort, n: number, backendOpen: () => number): Promise<SpawnedProcess> {
+  const holder = spawnPinned(ctx.lab, ctx.net.client, LOAD_CPU, [process.execPath, idlePeersPath(), 'hold',
+    '--target', formatEndpoint(entry.host, entry.port), '--conns', String(n), '--parallel', '200']);
+  const held = JSON.parse(await holder.waitFor(/\{"event":"held".*\}/, 120_000)) as { open: number; errors: object };
+  if (held.open !== n) {
+    await holder.stop('SIGKILL');
+    throw new Error(`only ${held.open} of ${n} connections opened: ${JSON.stringify(held.errors)}`);
+  }
+  // The client's connect completes at the proxy's kernel; the upstream may still be on its way.
+  await waitUntil(() => backendOpen() >= n, 30_000, () => `backend holds ${backendOpen()} of ${n}`);
+  return holder;
+}
+
+/** Close the held connections and wait until the backend has seen them go. */
+async function release(holder: SpawnedProcess, status: () => ServerStatus): Promise<void> {
+  await holder.stop('SIGKILL');
+  await waitUntil(() => status().open === 0, 30_000, () => `backend still holds ${status().open} connections`);
+}
+
+async function holdAndRelease(ctx: BenchContext, proxy: ProxyUnderTest, n: number, status: () => ServerStatus): Promise<void> {
+  await release(await openAndHold(ctx, proxy.entry, n, () => status().open), status);
+  await sleep(500);
+}
+
+function lastStatus(proc: SpawnedProcess): ServerStatus | undefined {
+  const lines = proc.stdout().split('\n').filter((l) => l.startsWith('{"event":"status"'));
+  return lines.length > 0 ? JSON.parse(lines[lines.length - 1]) as ServerStatus : undefined;
+}
+
+function idlePeersPath(): string {
+  return path.join(__dirname, 'idle-peers.js');
+}
+
+export const TCP_CASES: readonly BenchCase[] = [tcpThroughput, tcpConnRate, tcpIdleMemory];

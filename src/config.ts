@@ -2,7 +2,8 @@
 // parser, the defaults and `relay --help` are all built from that table.
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors';
-import { Endpoint, parseEndpoint } from './addr';
+import * as net from 'node:net';
+import { Endpoint, parseEndpoint, normalize } from './addr';
 import { parseDuration, formatDuration } from './duration';
 
 export type Protocol = 'tcp';
@@ -29,7 +30,7 @@ export interface RoutesConfig {
   readonly rulePriority: number;
   readonly backends: readonly Endpoint[];
   readonly listeners: readonly Endpoint[];
-  readonly relayAddress?: string;
+  readonly relayAddresses: readonly string[];
 }
 
 export const DEFAULTS = {
@@ -83,8 +84,9 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   priority: { type: 'string', value: 'N', help: `ip rule priority (default ${DEFAULTS.rulePriority})` },
   backend: RUN_FLAGS.backend,
   listen: RUN_FLAGS.listen,
-  'relay-address': { type: 'string', value: 'ADDR',
-    help: "relay's own address facing the backends, for the backend recipes (default: looked up with ip route get)" },
+  'relay-address': { type: 'string', multiple: true, value: 'ADDR',
+    help: "relay's own address facing the backends, for the backend recipes; one per family " +
+      '(default: looked up with ip route get)' },
   help: RUN_FLAGS.help,
 };
 
@@ -124,14 +126,17 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
 }
 
 export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
-  const relayAddress = values['relay-address'];
+  const relayAddresses = (values['relay-address'] as string[] | undefined ?? []).map((a) => {
+    if (net.isIP(a) === 0) throw new ConfigError(`--relay-address: '${a}' is not an IP address`);
+    return normalize(a);
+  });
   return Object.freeze({
     fwmark: integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff),
     table: integerFlag(values, 'table', DEFAULTS.table, 1, 0xfffffffe),
     rulePriority: integerFlag(values, 'priority', DEFAULTS.rulePriority, 1, 32765),
     backends: values.backend ? endpoints(values.backend, '--backend') : [],
     listeners: values.listen ? endpoints(values.listen, '--listen') : [],
-    relayAddress: typeof relayAddress === 'string' ? relayAddress : undefined,
+    relayAddresses,
   });
 }
 

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import type { RoutesConfig } from './config';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand } from './shell';
-import { formatEndpoint } from './addr';
+import { formatEndpoint, familyOfAddress } from './addr';
 import { ConfigError, RelayError } from './errors';
 
 export const NFT_TABLE = 'relay';
@@ -192,7 +192,8 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
   }
   const lines: string[] = [];
   for (const backend of config.backends) {
-    const relay = config.relayAddress ?? relayAddressFor(backend.address) ?? 'RELAY_ADDRESS';
+    const relay = config.relayAddresses.find((a) => familyOfAddress(a) === backend.family) ??
+      relayAddressFor(backend.address) ?? 'RELAY_ADDRESS';
     const v = backend.family === 4 ? '-4' : '-6';
     lines.push(
       `# On backend ${formatEndpoint(backend.address, backend.port)}, choose ONE of:`,

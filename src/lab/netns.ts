@@ -8,16 +8,24 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { runCommand, tryCommand } from '../shell';
 
+/**
+ * Prefix for every command run in a lab namespace. A test runner may hook
+ * child processes through NODE_OPTIONS (tap adds its process-info loader),
+ * which a relay under test must not inherit: it changes what runs, and an
+ * unprivileged child cannot write the runner's files.
+ */
+export const IN_NAMESPACE_ENV = ['env', '-u', 'NODE_OPTIONS'];
+
 export class Namespace {
   constructor(readonly name: string) {}
 
   /** Run a command inside; throws with its stderr on failure. */
   run(...argv: string[]): string {
-    return runCommand(['ip', 'netns', 'exec', this.name, ...argv], undefined, 'ERR_LAB');
+    return runCommand(['ip', 'netns', 'exec', this.name, ...IN_NAMESPACE_ENV, ...argv], undefined, 'ERR_LAB');
   }
 
   tryRun(...argv: string[]) {
-    return tryCommand(['ip', 'netns', 'exec', this.name, ...argv]);
+    return tryCommand(['ip', 'netns', 'exec', this.name, ...IN_NAMESPACE_ENV, ...argv]);
   }
 
   ip(...args: string[]): string {
@@ -62,7 +70,7 @@ export class Lab {
   }
 
   spawn(ns: Namespace, argv: string[], env: NodeJS.ProcessEnv = {}): SpawnedProcess {
-    const child = spawn('ip', ['netns', 'exec', ns.name, ...argv], {
+    const child = spawn('ip', ['netns', 'exec', ns.name, ...IN_NAMESPACE_ENV, ...argv], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });

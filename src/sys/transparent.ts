@@ -53,9 +53,9 @@ function createSocket(family: Family, transport: Transport): number {
 /** The per-family option names: IPv4 and IPv6 differ only in these values. */
 const FAMILY_OPTIONS = {
   4: { level: C.SOL_IP, transparent: C.IP_TRANSPARENT, transparentName: 'IP_TRANSPARENT',
-    freebind: C.IP_FREEBIND, freebindName: 'IP_FREEBIND', wildcard: '0.0.0.0' },
+    freebind: C.IP_FREEBIND, freebindName: 'IP_FREEBIND' },
   6: { level: C.SOL_IPV6, transparent: C.IPV6_TRANSPARENT, transparentName: 'IPV6_TRANSPARENT',
-    freebind: C.IPV6_FREEBIND, freebindName: 'IPV6_FREEBIND', wildcard: '::' },
+    freebind: C.IPV6_FREEBIND, freebindName: 'IPV6_FREEBIND' },
 } as const;
 
 function configureTransparent(fd: number, family: Family, options: TransparentSocketOptions): void {
@@ -76,17 +76,18 @@ function configureTransparent(fd: number, family: Family, options: TransparentSo
   }
 }
 
+/** Set an int option or throw a SysError naming it (and the address, when there is one). */
 function setIntOption(
   fd: number, level: number, name: number, value: number, label: string,
-  options: TransparentSocketOptions, hintOnEperm?: string,
+  target?: { address: string; port: number }, hintOnEperm?: string,
 ): void {
   if (trySetIntOption(fd, level, name, value)) return;
   const errno = libc().errno();
   throw new SysError({
     errno,
     syscall: `setsockopt(${label})`,
-    address: options.address,
-    port: options.port,
+    address: target?.address,
+    port: target?.port,
     hint: errno === C.EPERM ? hintOnEperm : undefined,
   });
 }
@@ -138,8 +139,7 @@ export function assertTransparentAllowed(family: Family): void {
   const fd = createSocket(family, 'tcp');
   try {
     const opt = FAMILY_OPTIONS[family];
-    setIntOption(fd, opt.level, opt.transparent, 1, opt.transparentName,
-      { transport: 'tcp', address: opt.wildcard, port: 0 }, PRIVILEGE_HINT);
+    setIntOption(fd, opt.level, opt.transparent, 1, opt.transparentName, undefined, PRIVILEGE_HINT);
   } finally {
     libc().close(fd);
   }

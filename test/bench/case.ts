@@ -3,7 +3,7 @@
 // (another job, thermal) spreads over all of them instead of one. A new
 // protocol (UDP) is another module exporting more BenchCase values.
 import type { BenchContext, HostPort, ProxyUnderTest, Target, TargetName } from './targets';
-import { busyFractions, hostCpuTimes, totalCpuSeconds } from './proc';
+import { busyFractions, foreignCpuSeconds, hostCpuTimes, namedNetns, processCpuSnapshot, totalCpuSeconds } from './proc';
 import { sleep } from './lab';
 
 export interface BenchOptions {
@@ -33,6 +33,8 @@ export interface Sample {
   problems: Record<string, number>;
   /** How busy the machine was just before the run (max over CPUs). */
   busyBefore: number;
+  /** Cores used during the run by processes outside the lab: other jobs on this machine. */
+  foreignCores: number;
 }
 
 export type Goal =
@@ -42,7 +44,7 @@ export type Goal =
 /** A case prepared for measuring: its backend runs until close(). */
 export interface PreparedCase {
   backend: HostPort;
-  measure(proxy: ProxyUnderTest, run: number): Promise<Omit<Sample, 'target' | 'run' | 'problems' | 'busyBefore'>>;
+  measure(proxy: ProxyUnderTest, run: number): Promise<Omit<Sample, 'target' | 'run' | 'problems' | 'busyBefore' | 'foreignCores'>>;
   close(): Promise<void>;
 }
 
@@ -51,7 +53,6 @@ export interface BenchCase {
   title: string;
   unit: string;
   decimals: number;
-  higherIsBetter: boolean;
   /** Figures per core of proxy CPU make sense for rates, not for memory. */
   perCore: boolean;
   targets: readonly Target[];
@@ -64,35 +65,63 @@ export interface BenchCase {
 export interface CaseResult {
   benchCase: BenchCase;
   samples: Sample[];
+  /** Runs repeated because another job used the CPUs during them. */
+  discarded: Sample[];
 }
 
 export type Log = (line: string) => void;
 
+/** Another job using this much CPU during a run makes the run worthless: repeat it. */
+const FOREIGN_CORES_LIMIT = 0.1;
+const MAX_ATTEMPTS = 4;
+
 export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
   const samples: Sample[] = [];
+  const discarded: Sample[] = [];
+  const ours = new Set(ctx.lab.namespaces.map((ns) => namedNetns(ns.name)));
   const prepared = await benchCase.prepare(ctx, options);
   try {
     for (let run = 1; run <= options.runs; run++) {
       for (const target of benchCase.targets) {
-        const busyBefore = await waitForQuiet();
-        const proxy = await target.start(ctx, prepared.backend);
-        try {
-          const sample = { target: target.name, run, ...(await prepared.measure(proxy, run)), busyBefore,
-            problems: countProblems(proxy.problems()) };
-          samples.push(sample);
-          log(`${benchCase.id} run ${run} ${target.name}: ${sample.value.toFixed(benchCase.decimals)} ${benchCase.unit}` +
-            `${sample.proxyCpuSeconds !== undefined ? `, proxy CPU ${cores(sample).toFixed(2)} cores` : ''}` +
-            (sample.hostBusy.length > 0 ? `, host CPUs busy ${sample.hostBusy.map((b) => `${Math.round(b * 100)}%`).join('/')}` : '') +
-            (sample.sawClient === false ? ', backend did NOT see the client address' : ''));
-        } finally {
-          await proxy.stop();
+        for (let attempt = 1; ; attempt++) {
+          const sample = await runOnce(ctx, prepared, target, run, ours);
+          log(describe(benchCase, sample));
+          if (sample.foreignCores <= FOREIGN_CORES_LIMIT || attempt === MAX_ATTEMPTS) {
+            samples.push(sample);
+            break;
+          }
+          discarded.push(sample);
+          log(`  other processes used ${sample.foreignCores.toFixed(2)} cores during that run: repeating it`);
         }
       }
     }
   } finally {
     await prepared.close();
   }
-  return { benchCase, samples };
+  return { benchCase, samples, discarded };
+}
+
+async function runOnce(ctx: BenchContext, prepared: PreparedCase, target: Target, run: number,
+  ours: ReadonlySet<string>): Promise<Sample> {
+  const busyBefore = await waitForQuiet();
+  const proxy = await target.start(ctx, prepared.backend);
+  try {
+    const before = processCpuSnapshot();
+    const t0 = Date.now();
+    const measured = await prepared.measure(proxy, run);
+    const foreign = foreignCpuSeconds(before, processCpuSnapshot(), ours, process.pid);
+    return { target: target.name, run, ...measured, busyBefore, foreignCores: foreign / ((Date.now() - t0) / 1000),
+      problems: countProblems(proxy.problems()) };
+  } finally {
+    await proxy.stop();
+  }
+}
+
+function describe(benchCase: BenchCase, s: Sample): string {
+  return `${benchCase.id} run ${s.run} ${s.target}: ${s.value.toFixed(benchCase.decimals)} ${benchCase.unit}` +
+    (s.proxyCpuSeconds !== undefined ? `, proxy CPU ${cores(s).toFixed(2)} cores` : '') +
+    (s.hostBusy.length > 0 ? `, host CPUs busy ${s.hostBusy.map((b) => `${Math.round(b * 100)}%`).join('/')}` : '') +
+    (s.sawClient === false ? ', backend did NOT see the client address' : '');
 }
 
 /** Cores the proxy used on average during its window. */

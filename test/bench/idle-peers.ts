@@ -1,7 +1,10 @@
 // The two ends of the idle-connection case, each run as its own process in a
 // namespace (`node idle-peers.js serve|hold --flags`):
 //   serve  accept and hold every connection, never reply; report how many are
-//          open and which client addresses the backend saw
+//          open and which client addresses the backend saw. On SIGUSR2, close
+//          them all (FIN): the backend closing first leaves TIME_WAIT in the
+//          backend namespace, not in the proxy's, where 5,000 upstream tuples
+//          a run would soon use up the proxy's ports toward this backend.
 //   hold   open N connections to a target, at most P connecting at a time
 //          (so the proxy's accept backlog never overflows), then hold them
 // Both print JSON lines; `status` lines come at most every 100 ms, and only
@@ -33,15 +36,18 @@ function serve(listen: string): void {
   const remotes: Record<string, number> = {};
   let accepted = 0;
   let open = 0;
+  const sockets = new Set<net.Socket>();
   const changed = throttled(() => print({ event: 'status', accepted, open, remotes }));
+  process.on('SIGUSR2', () => sockets.forEach((s) => s.end()));
   const server = net.createServer((socket) => {
     accepted++;
     open++;
+    sockets.add(socket);
     const remote = socket.remoteAddress ?? '?';
     remotes[remote] = (remotes[remote] ?? 0) + 1;
     socket.resume(); // discard anything sent, so a client can never block on us
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => { open--; changed(); });
+    socket.on('close', () => { open--; sockets.delete(socket); changed(); });
     changed();
   });
   server.listen({ host, port, backlog: 4096 }, () => print({ event: 'listening', host, port }));
@@ -78,7 +84,7 @@ async function hold(target: string, conns: number, parallel: number, timeoutMs: 
     }
   };
   await Promise.all(Array.from({ length: Math.min(parallel, conns) }, worker));
-  print({ event: 'held', open, failed: conns - open, errors });
+  print({ event: 'held', open, closed, failed: conns - open - closed, errors });
 }
 
 function main(): void {

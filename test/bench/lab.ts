@@ -25,7 +25,21 @@ export function buildBenchLab(lab: Lab): BenchLab {
   const topo = buildTopology(lab);
   const relayRoutes = applyRelayRoutes(topo.relay);
   setForwarding(topo.relay, false); // the standard lab: only a proxy joins client and backend
+  tuneLoadGenerator(topo.client);
   return { ...topo, relayRoutes };
+}
+
+/**
+ * What any load-generating host sets. Whoever closes a TCP connection first
+ * keeps it in TIME_WAIT for 60 s; through relay that is the client (relay's FIN
+ * arrives after the reply, and wrk closes on the reply). Without reuse, one
+ * 5 s connection-rate run leaves ~14,000 client ports in TIME_WAIT and the
+ * next run measures the client's port search (CPU 0 at 100%), not the proxy.
+ */
+export const LOAD_GENERATOR_SYSCTLS = ['net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65535'];
+
+function tuneLoadGenerator(ns: Namespace): void {
+  for (const setting of LOAD_GENERATOR_SYSCTLS) ns.run('sysctl', '-q', '-w', setting);
 }
 
 /** IPv4 forwarding inside ns only: sysctl runs inside the namespace, whose copy of the setting it changes. */
@@ -34,9 +48,9 @@ export function setForwarding(ns: Namespace, on: boolean): void {
 }
 
 /**
- * Spawn argv inside ns pinned to one CPU. `ip netns exec` and taskset both
- * exec, so the child's pid is the pid of argv[0] itself (checked by callers
- * that read /proc for it).
+ * Spawn argv inside ns pinned to one CPU. `ip netns exec`, the lab's `env`
+ * and taskset all exec, so the child's pid is the pid of argv[0] itself
+ * (checked by callers that read /proc for it).
  */
 export function spawnPinned(lab: Lab, ns: Namespace, cpu: number, argv: string[]): SpawnedProcess {
   return lab.spawn(ns, ['taskset', '-c', String(cpu), ...argv]);

@@ -90,3 +90,55 @@ export function busyFractions(before: CpuTimes[], after: CpuTimes[]): number[] {
     return total > 0 ? (a.busy - before[i].busy) / total : 0;
   });
 }
+
+/** "net:[4026531840]": the network namespace a process is in. */
+export function netnsOf(pid: number): string {
+  return fs.readlinkSync(`/proc/${pid}/ns/net`);
+}
+
+/** The same identifier for a named namespace (ip netns add NAME). */
+export function namedNetns(name: string): string {
+  return `net:[${fs.statSync(`/run/netns/${name}`).ino}]`;
+}
+
+const PF_KTHREAD = 0x00200000;
+
+export interface ProcessCpu {
+  seconds: number;
+  netns: string;
+  kernelThread: boolean;
+}
+
+/** CPU time of every process on the host, with its network namespace: to see who else used the CPUs. */
+export function processCpuSnapshot(): Map<number, ProcessCpu> {
+  const snapshot = new Map<number, ProcessCpu>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    try {
+      const f = statFields(pid);
+      const kernelThread = (Number(f[6]) & PF_KTHREAD) !== 0; // field 9, flags
+      snapshot.set(pid, {
+        seconds: (Number(f[11]) + Number(f[12])) / CLK_TCK,
+        netns: kernelThread ? '' : netnsOf(pid),
+        kernelThread,
+      });
+    } catch { /* exited while we looked */ }
+  }
+  return snapshot;
+}
+
+/**
+ * CPU seconds used between two snapshots by user processes outside `ours`
+ * (namespace ids) other than `except`: other jobs sharing the machine.
+ * A process that started in between counts in full; one that ended is missed.
+ */
+export function foreignCpuSeconds(before: Map<number, ProcessCpu>, after: Map<number, ProcessCpu>,
+  ours: ReadonlySet<string>, except: number): number {
+  let total = 0;
+  for (const [pid, p] of after) {
+    if (p.kernelThread || pid === except || ours.has(p.netns)) continue;
+    total += p.seconds - (before.get(pid)?.seconds ?? 0);
+  }
+  return total;
+}

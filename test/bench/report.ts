@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { tryCommand } from '../../src/shell';
 import { BenchCase, BenchOptions, CaseResult, Sample, cores, median } from './case';
 import type { Target, TargetName } from './targets';
+import { LOAD_GENERATOR_SYSCTLS } from './lab';
 
 export interface TargetSummary {
   values: number[];
@@ -193,7 +194,9 @@ export function markdownReport(d: DocInput): string {
     '## All runs',
     '',
     'Host CPUs busy = each CPU\'s busy share during the run (from /proc/stat), CPU 0 first: a load-generator CPU at ' +
-      '100% means the figure is a floor, not the proxy\'s limit.',
+      '100% means the figure is a floor, not the proxy\'s limit. Other jobs = CPU time used during the run by ' +
+      'processes outside the lab\'s namespaces (this machine is shared); a run where they used more than 0.1 cores ' +
+      'is repeated, up to 3 times.',
     '',
     ...d.summaries.flatMap((s) => runsSection(s)),
     '## How it is measured',
@@ -201,6 +204,10 @@ export function markdownReport(d: DocInput): string {
     '- Lab: network namespaces client (192.0.2.2) -- relay (192.0.2.1 | 198.51.100.1) -- backend (198.51.100.20), ' +
       'veth links, IPv4; `relay routes apply` inside the relay namespace (nftables `socket transparent` mark, ip rule, ' +
       'local route table), as an operator would. Forwarding is off in the relay namespace except during kernel runs.',
+    `- The client namespace is tuned as a load generator is: ${LOAD_GENERATOR_SYSCTLS.map((x) => `\`${x}\``).join(', ')} ` +
+      '(inside that namespace only). Through relay the client, not the proxy, ends up holding TIME_WAIT (relay\'s FIN ' +
+      'reaches it after the reply, and wrk closes on the reply); without reuse the second connection-rate run ' +
+      'measures the client\'s search for a free port instead of the proxy.',
     `- Pinning: ${d.pinning}`,
     '- Each run starts the proxy fresh; runs are interleaved (run 1 of every target, then run 2...). Before each run ' +
       'the benchmark waits (up to 20 s) for every CPU to be under 20% busy.',
@@ -216,13 +223,17 @@ export function markdownReport(d: DocInput): string {
 
 function runsSection(s: CaseSummary): string[] {
   const c = s.result.benchCase;
-  const rows = s.result.samples.map((x) => [String(x.run), x.target, fmt(x.value, c.decimals),
+  const row = (x: Sample) => [String(x.run), x.target, fmt(x.value, c.decimals),
     x.proxyCpuSeconds !== undefined ? fmt(cores(x), 2) : 'n/a',
     x.hostBusy.length > 0 ? x.hostBusy.map((b) => `${Math.round(b * 100)}%`).join(' / ') : 'n/a',
+    fmt(x.foreignCores, 2),
     x.sawClient === undefined ? 'n/a' : x.sawClient ? 'yes' : 'NO',
     Object.entries(x.details).map(([k, v]) => `${k}=${v}`).join(', '),
-    Object.entries(x.problems).map(([k, n]) => `${n}x ${k}`).join('; ') || 'none']);
-  return [`### ${c.title}`, '',
-    mdTable(['run', 'target', c.unit, 'proxy cores', 'host CPUs busy', 'backend saw client', 'details', 'proxy warnings/errors'], rows),
-    ''];
+    Object.entries(x.problems).map(([k, n]) => `${n}x ${k}`).join('; ') || 'none'];
+  const head = ['run', 'target', c.unit, 'proxy cores', 'host CPUs busy', 'other jobs (cores)', 'backend saw client',
+    'details', 'proxy warnings/errors'];
+  const repeated = s.result.discarded.length === 0 ? [] : ['',
+    'Runs repeated because other processes on the machine used the CPUs during them (not in the medians):', '',
+    mdTable(head, s.result.discarded.map(row))];
+  return [`### ${c.title}`, '', mdTable(head, s.result.samples.map(row)), ...repeated, ''];
 }

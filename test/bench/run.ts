@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, runCase } from './case';
+import { BenchCase, BenchOptions, CaseResult, median, runCase } from './case';
 import { LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
 import { TARGETS } from './targets';
 import { TCP_CASES } from './tcp';
@@ -28,6 +28,7 @@ const FLAGS = {
   conns: { type: 'string', default: '50' },
   'idle-conns': { type: 'string', default: '5000' },
   only: { type: 'string' },
+  targets: { type: 'string' },
   out: { type: 'string', default: path.join('docs', 'benchmarks.md') },
   'no-doc': { type: 'boolean', default: false },
   strict: { type: 'boolean', default: false },
@@ -41,6 +42,7 @@ const USAGE = `usage: npm run bench [-- options]   (as root)
   --conns N         concurrent wrk connections in the connection-rate case (default 50)
   --idle-conns N    connections held in the memory case (default 5000; relay uses 2 fds each)
   --only IDS        comma-separated case ids: ${CASES.map((c) => c.id).join(', ')}
+  --targets NAMES   comma-separated: ${TARGETS.map((t) => t.name).join(', ')} (default all)
   --out FILE        where to write the report (default docs/benchmarks.md)
   --no-doc          print only, write no report
   --strict          exit 1 if relay misses a target
@@ -69,7 +71,12 @@ function parseOptions(argv: string[]) {
   const ids = values.only?.split(',').map((s) => s.trim());
   const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];
   if (unknown.length > 0) throw new Error(`--only: unknown case ${unknown.join(', ')}`);
-  const cases = ids ? CASES.filter((c) => ids.includes(c.id)) : CASES;
+  const names = values.targets?.split(',').map((s) => s.trim());
+  const unknownTargets = names?.filter((n) => !TARGETS.some((t) => t.name === n)) ?? [];
+  if (unknownTargets.length > 0) throw new Error(`--targets: unknown target ${unknownTargets.join(', ')}`);
+  const cases = (ids ? CASES.filter((c) => ids.includes(c.id)) : CASES)
+    .map((c) => (names ? { ...c, targets: c.targets.filter((t) => names.includes(t.name)) } : c))
+    .filter((c) => c.targets.length > 0);
   return { options, cases, values };
 }
 
@@ -157,8 +164,12 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
   if (foreign.length > 0) warnings.push(`other network namespaces existed during the run (${foreign.join(', ')}): other jobs shared the machine`);
   for (const s of summaries) {
     const c = s.result.benchCase;
+    if (s.result.discarded.length > 0) {
+      warnings.push(`${c.id}: ${s.result.discarded.length} run(s) repeated because other jobs used the CPUs (listed under All runs)`);
+    }
     for (const x of s.result.samples) {
       const where = `${c.id} run ${x.run} (${x.target})`;
+      if (x.foreignCores > 0.1) warnings.push(`${where}: other jobs used ${x.foreignCores.toFixed(2)} cores during it, even after repeats`);
       if (x.busyBefore > 0.2) warnings.push(`${where} started with a CPU ${Math.round(x.busyBefore * 100)}% busy (another job?)`);
       if (x.sawClient === false) warnings.push(`${where}: the backend did NOT see the client's address (${x.details.backendSaw ?? ''})`);
       if (x.details.socketErrors && x.details.socketErrors !== 'none' &&
@@ -171,9 +182,9 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
     for (const [name, t] of Object.entries(s.targets)) {
       const busy = s.result.samples.filter((x) => x.target === name && x.hostBusy.length > LOAD_CPU)
         .map((x) => x.hostBusy[LOAD_CPU]);
-      if (busy.length > 0 && Math.min(...busy) > 0.95) {
-        warnings.push(`${c.id} (${name}): CPU ${LOAD_CPU} (load generator and backend) was saturated in every run, ` +
-          `so ${t ? 'this figure' : 'it'} may be bounded by the load side rather than by ${name}`);
+      if (busy.length > 0 && median(busy) > 0.9) {
+        warnings.push(`${c.id} (${name}): CPU ${LOAD_CPU} (load generator and backend) was ${Math.round(median(busy) * 100)}% ` +
+          `busy (median run), so ${t ? 'this figure' : 'it'} may be bounded by the load side rather than by ${name}`);
       }
     }
   }

@@ -84,7 +84,8 @@ export const nginxTarget: Target = {
       name: 'nginx',
       entry,
       pids: () => [master, ...descendants(master)],
-      problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ')),
+      // "2026/.. [error] 12#12: *3 recv() failed (104...) while proxying..., client: ..." -> "error: recv() failed ..."
+      problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ').replace(/, client: .*$/, '')),
       stop: () => stopWithin(nginx.proc, STOP_GRACE_MS),
     };
   },
@@ -109,8 +110,8 @@ export const kernelTarget: Target = {
 export const TARGETS: readonly Target[] = [relayTarget, nginxTarget, kernelTarget];
 
 /**
- * The pid we measure must be the program itself, not `ip` or taskset
- * waiting for it: both exec, which this checks.
+ * The pid we measure must be the program itself, not `ip`, env or taskset
+ * waiting for it: all of them exec, which this checks.
  */
 function assertExecs(proc: SpawnedProcess, exe: string): void {
   const pid = proc.child.pid as number;

@@ -22,13 +22,18 @@ export const tcpThroughput: BenchCase = {
   title: 'TCP single-stream throughput',
   unit: 'Gbit/s',
   decimals: 2,
-  higherIsBetter: true,
   perCore: true,
   targets: TARGETS,
   goal: { kind: 'ratio-at-least', min: 0.8 },
   method: (o) => `\`iperf3 -c ENTRY -p PORT -t ${o.seconds} -J\` in the client namespace against \`iperf3 -s\` in the ` +
     'backend namespace, both on CPU 0; the figure is iperf3\'s receiver-side rate (end.sum_received). The iperf3 ' +
-    'server\'s log must show the data stream coming from the client\'s address.',
+    'server\'s log must show the data stream coming from the client\'s address. Two things in the runs below are ' +
+    'iperf3 and the lab, not the proxies: at the end of a test the iperf3 server closes its data socket while the ' +
+    'client still sends, so the stream ends in a reset (nginx logs `recv() failed (104...)`; relay logs it at info, ' +
+    'not shown at warn); and the proxied paths show retransmits although nothing is dropped: softnet_stat and the ' +
+    'veth counters show no drops, and the client\'s nstat counts them as spurious (DSACKs received, SACK ' +
+    'reordering). Most likely a flow\'s packets are queued on both CPUs\' backlogs (sent from the proxy\'s CPU and ' +
+    'from softirq on the other) and arrive out of order; kernel routing, all on CPU 0, shows none.',
   prepare: prepareThroughput,
 };
 
@@ -74,7 +79,6 @@ export const tcpConnRate: BenchCase = {
   title: 'New TCP connections per second (short HTTP reply)',
   unit: 'conn/s',
   decimals: 0,
-  higherIsBetter: true,
   perCore: true,
   targets: TARGETS,
   goal: { kind: 'ratio-at-least', min: 0.5 },
@@ -147,7 +151,6 @@ export const tcpIdleMemory: BenchCase = {
   title: 'Proxy memory per idle proxied TCP connection',
   unit: 'KiB/conn',
   decimals: 2,
-  higherIsBetter: false,
   perCore: false,
   targets: [relayTarget, nginxTarget], // kernel routing holds no per-connection state in a process
   goal: { kind: 'at-most', max: 16 },
@@ -157,8 +160,10 @@ export const tcpIdleMemory: BenchCase = {
     'connecting at a time) to a server in the backend namespace that accepts and holds them and never sends. Once the ' +
     `backend holds all ${o.idleConns}, and after ${SETTLE_MS / 1000} s to settle, RSS is read again. The figure is ` +
     `(RSS after - baseline) / ${o.idleConns}. RSS is VmRSS from /proc/PID/status, summed over the proxy's processes ` +
-    '(relay: the node process, whose pid is checked to be node itself and not `ip netns exec` or taskset; nginx: ' +
-    'master and worker). Kernel socket buffers are not in RSS and not counted, for either proxy.',
+    '(relay: the node process, whose pid is checked to be node itself, not `ip netns exec`, env or taskset; nginx: ' +
+    'master and worker). Kernel socket buffers are not in RSS and not counted, for either proxy. Connections are ' +
+    'released by the backend closing them (FIN), so TIME_WAIT stays in the backend namespace and the proxy\'s ' +
+    'ephemeral ports toward the backend are free for the next run.',
   prepare: prepareIdleMemory,
 };
 
@@ -179,7 +184,7 @@ async function prepareIdleMemory(ctx: BenchContext, options: BenchOptions): Prom
     async measure(proxy) {
       const pids = proxy.pids();
       const rssFresh = totalRssKiB(pids);
-      await holdAndRelease(ctx, proxy, WARM_UP_CONNS, status);
+      await holdAndRelease(ctx, proxy, WARM_UP_CONNS, server, status);
       const rssBase = totalRssKiB(pids);
       const before = status();
       const start = process.hrtime.bigint();
@@ -189,7 +194,7 @@ async function prepareIdleMemory(ctx: BenchContext, options: BenchOptions): Prom
       const fds = pids.reduce((n, pid) => n + openFds(pid), 0);
       const after = status();
       const wallSeconds = Number(process.hrtime.bigint() - start) / 1e9;
-      await release(holder, status);
+      await release(holder, server, status);
       const fromClient = (after.remotes[ADDR.client4] ?? 0) - (before.remotes[ADDR.client4] ?? 0);
       return {
         value: (rssLoaded - rssBase) / options.idleConns,
@@ -208,24 +213,31 @@ async function prepareIdleMemory(ctx: BenchContext, options: BenchOptions): Prom
 async function openAndHold(ctx: BenchContext, entry: HostPort, n: number, backendOpen: () => number): Promise<SpawnedProcess> {
   const holder = spawnPinned(ctx.lab, ctx.net.client, LOAD_CPU, [process.execPath, idlePeersPath(), 'hold',
     '--target', formatEndpoint(entry.host, entry.port), '--conns', String(n), '--parallel', '200']);
-  const held = JSON.parse(await holder.waitFor(/\{"event":"held".*\}/, 120_000)) as { open: number; errors: object };
+  const held = JSON.parse(await holder.waitFor(/\{"event":"held".*\}/, 120_000)) as
+    { open: number; closed: number; failed: number; errors: object };
   if (held.open !== n) {
     await holder.stop('SIGKILL');
-    throw new Error(`only ${held.open} of ${n} connections opened: ${JSON.stringify(held.errors)}`);
+    throw new Error(`${held.open} of ${n} connections open: ${held.closed} closed by the other side after connecting, ` +
+      `${held.failed} failed to connect ${JSON.stringify(held.errors)}`);
   }
   // The client's connect completes at the proxy's kernel; the upstream may still be on its way.
   await waitUntil(() => backendOpen() >= n, 30_000, () => `backend holds ${backendOpen()} of ${n}`);
   return holder;
 }
 
-/** Close the held connections and wait until the backend has seen them go. */
-async function release(holder: SpawnedProcess, status: () => ServerStatus): Promise<void> {
-  await holder.stop('SIGKILL');
+/**
+ * Close the held connections from the backend's side (see idle-peers.ts for
+ * why), wait until they are gone, then stop the holder.
+ */
+async function release(holder: SpawnedProcess, server: SpawnedProcess, status: () => ServerStatus): Promise<void> {
+  server.child.kill('SIGUSR2');
   await waitUntil(() => status().open === 0, 30_000, () => `backend still holds ${status().open} connections`);
+  await holder.stop('SIGKILL');
 }
 
-async function holdAndRelease(ctx: BenchContext, proxy: ProxyUnderTest, n: number, status: () => ServerStatus): Promise<void> {
-  await release(await openAndHold(ctx, proxy.entry, n, () => status().open), status);
+async function holdAndRelease(ctx: BenchContext, proxy: ProxyUnderTest, n: number, server: SpawnedProcess,
+  status: () => ServerStatus): Promise<void> {
+  await release(await openAndHold(ctx, proxy.entry, n, () => status().open), server, status);
   await sleep(500);
 }
 

@@ -33,6 +33,8 @@ export class TcpRelay {
   private readonly servers: net.Server[] = [];
   private readonly open = new Set<ProxiedConnection>();
   private readonly maxConnsLog = new RateLimitedLog();
+  /** While draining: when to stop waiting for open connections. */
+  private drainDeadline = 0;
 
   constructor(
     private readonly config: RelayConfig,
@@ -149,15 +151,22 @@ export class TcpRelay {
     // close() stops accepting at once; its callback would wait for every
     // connection to end, which is what the bounded loop below is for.
     this.closeListeners();
-    await this.waitForClose(this.config.drainTimeoutMs);
+    this.drainDeadline = Date.now() + this.config.drainTimeoutMs;
+    await this.waitForClose();
     for (const conn of this.open) conn.close('shutdown');
     // 'close' events (and their log lines) follow destroy() asynchronously.
-    await this.waitForClose(1000);
+    this.drainDeadline = Date.now() + 1000;
+    await this.waitForClose();
   }
 
-  private async waitForClose(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.open.size > 0 && Date.now() < deadline) {
+  /** Cut a drain short: a second SIGTERM/SIGINT means "now". */
+  endDrainNow(): void {
+    this.drainDeadline = Date.now();
+  }
+
+  private async waitForClose(): Promise<void> {
+    while (this.open.size > 0 && Date.now() < this.drainDeadline) {
+      const deadline = this.drainDeadline;
       await new Promise((resolve) => setTimeout(resolve, Math.min(50, Math.max(1, deadline - Date.now()))));
     }
   }

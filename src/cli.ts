@@ -26,9 +26,10 @@ async function routesCommand(argv: string[]): Promise<number> {
   const [action, ...rest] = argv;
   const routesUsage = 'relay routes print|apply|check|remove [options]';
   const values = parseFlags(rest, ROUTES_FLAGS);
-  if (values.help || action === undefined || action === '--help' || action === '-h') {
+  if (action === undefined) throw new ConfigError('routes needs an action: print, apply, check or remove');
+  if (values.help || action === '--help' || action === '-h') {
     process.stdout.write(usage(routesUsage, ROUTES_FLAGS));
-    return action === undefined ? 2 : 0;
+    return 0;
   }
   const routes = await import('./routes');
   return routes.routesCommand(action, buildRoutesConfig(values));
@@ -40,10 +41,16 @@ async function demoCommand(argv: string[]): Promise<number> {
       'relays TCP over IPv4 and IPv6 and shows what the backend saw. Needs root; removes everything on exit.\n');
     return 0;
   }
-  if (argv.length > 0) throw new ConfigError(`relay demo takes no arguments: got '${argv.join(' ')}'`);
+  if (argv.length > 0) throw new ConfigError(`demo takes no arguments: got '${argv.join(' ')}'`);
   const { runDemo } = await import('./demo');
   return runDemo();
 }
+
+// `relay routes check | head` closes our stdout early: that is not an error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
 
 main(process.argv.slice(2)).then(
   (status) => {

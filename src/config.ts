@@ -29,7 +29,6 @@ export interface RoutesConfig {
   readonly table: number;
   readonly rulePriority: number;
   readonly backends: readonly Endpoint[];
-  readonly listeners: readonly Endpoint[];
   readonly relayAddresses: readonly string[];
 }
 
@@ -73,7 +72,8 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
       "reject closes the client (default); masquerade connects from relay's own address" },
   'max-conns': { type: 'string', value: 'N',
     help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
-  mark: { type: 'string', value: 'N', help: 'SO_MARK for upstream packets (needs CAP_NET_ADMIN); default none' },
+  mark: { type: 'string', value: 'N',
+    help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 };
@@ -82,8 +82,8 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   fwmark: { type: 'string', value: 'N', help: `firewall mark relay's rule matches (default 0x${DEFAULTS.fwmark.toString(16)})` },
   table: { type: 'string', value: 'N', help: `routing table for the local routes (default ${DEFAULTS.table})` },
   priority: { type: 'string', value: 'N', help: `ip rule priority (default ${DEFAULTS.rulePriority})` },
-  backend: RUN_FLAGS.backend,
-  listen: RUN_FLAGS.listen,
+  backend: { type: 'string', multiple: true, value: 'ADDR:PORT',
+    help: 'a backend to print the return-path recipe for; repeatable' },
   'relay-address': { type: 'string', multiple: true, value: 'ADDR',
     help: "relay's own address facing the backends, for the backend recipes; one per family " +
       '(default: looked up with ip route get)' },
@@ -103,7 +103,8 @@ export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): Par
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as ParsedValues;
   } catch (err) {
-    throw new ConfigError((err as Error).message);
+    // parseArgs may explain over several lines; the operator gets the first.
+    throw new ConfigError((err as Error).message.split('\n')[0]);
   }
 }
 
@@ -120,7 +121,7 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, { min: 0 }),
     onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
     maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
-    mark: integerFlag(values, 'mark', 0, 0, 0xffffffff),
+    mark: upstreamMark(values),
     logLevel: parseLogLevel(values['log-level']),
   });
 }
@@ -132,12 +133,32 @@ export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
   });
   return Object.freeze({
     fwmark: integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff),
-    table: integerFlag(values, 'table', DEFAULTS.table, 1, 0xfffffffe),
     rulePriority: integerFlag(values, 'priority', DEFAULTS.rulePriority, 1, 32765),
+    table: routingTable(values),
     backends: values.backend ? endpoints(values.backend, '--backend') : [],
-    listeners: values.listen ? endpoints(values.listen, '--listen') : [],
     relayAddresses,
   });
+}
+
+/** The kernel reserves 253 (default), 254 (main) and 255 (local): a local 0/0 route there breaks the host. */
+const RESERVED_TABLES = new Set([253, 254, 255]);
+
+function routingTable(values: ParsedValues): number {
+  const table = integerFlag(values, 'table', DEFAULTS.table, 1, 0xfffffffe);
+  if (RESERVED_TABLES.has(table)) {
+    throw new ConfigError(`--table ${table} is one of the kernel's own tables (253 default, 254 main, 255 local): choose another`);
+  }
+  return table;
+}
+
+function upstreamMark(values: ParsedValues): number {
+  const mark = integerFlag(values, 'mark', 0, 0, 0xffffffff);
+  if (mark === DEFAULTS.fwmark) {
+    // Upstream packets with the routes mark would be routed by relay's
+    // `local` table back into the host: every connect would time out.
+    throw new ConfigError(`--mark 0x${mark.toString(16)} is the mark relay's routes use for replies: choose another`);
+  }
+  return mark;
 }
 
 function endpoints(raw: ParsedValues[string], flag: string): Endpoint[] {

@@ -21,7 +21,7 @@ interface Row {
 
 export async function runDemo(): Promise<number> {
   if (process.getuid?.() !== 0) {
-    throw new RelayError('ERR_PRIVILEGE', 'relay demo needs root: it creates network namespaces',
+    throw new RelayError('ERR_PRIVILEGE', 'the demo needs root: it creates network namespaces',
       'run: sudo npx relay demo');
   }
   const lab = new Lab(`relaydemo${process.pid}`);

@@ -57,6 +57,9 @@ function nftStep(config: RoutesConfig): RouteStep {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
     isPresent: () => {
       const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
+      if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
+        throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
+      }
       const mark = new RegExp(`socket transparent 1 meta mark set 0x0*${config.fwmark.toString(16)}\\b`);
       return listed.ok && mark.test(listed.stdout);
     },
@@ -127,7 +130,7 @@ export function routesCommand(action: string, config: RoutesConfig): number {
     case 'remove':
       return removeRoutes(steps);
     default:
-      throw new ConfigError(`relay routes: unknown action '${action}' (print, apply, check or remove)`);
+      throw new ConfigError(`routes: unknown action '${action}' (print, apply, check or remove)`);
   }
 }
 
@@ -153,8 +156,9 @@ export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): 
       out.write(`OK       ${step.name}\n`);
     } else {
       missing++;
-      out.write(`MISSING  ${step.name}\n         fix: ${step.applyCommands.map(formatCommand).join(' && ')}` +
-        `${step.applyInput ? '  (or: relay routes apply)' : ''}\n`);
+      // A command fed a script on stdin is no use as a one-line fix.
+      const fix = step.applyInput ? 'relay routes apply' : step.applyCommands.map(formatCommand).join(' && ');
+      out.write(`MISSING  ${step.name}\n         fix: ${fix}\n`);
     }
   }
   if (missing > 0) out.write(`${missing} missing: run 'relay routes apply' (as root, or with CAP_NET_ADMIN)\n`);
@@ -193,7 +197,7 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
   const lines: string[] = [];
   for (const backend of config.backends) {
     const relay = config.relayAddresses.find((a) => familyOfAddress(a) === backend.family) ??
-      relayAddressFor(backend.address) ?? 'RELAY_ADDRESS';
+      relayAddressFor(backend.address) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
     const v = backend.family === 4 ? '-4' : '-6';
     lines.push(
       `# On backend ${formatEndpoint(backend.address, backend.port)}, choose ONE of:`,
@@ -210,7 +214,13 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
   return lines;
 }
 
+/**
+ * relay's address as the backend sees it, when the backend is on a directly
+ * connected network. Behind a gateway the backend must route via that gateway
+ * instead, which only the operator knows: then there is no guess.
+ */
 function lookupRelayAddress(backendAddress: string): string | undefined {
   const route = listJson(['ip', '-j', 'route', 'get', backendAddress])[0];
-  return typeof route?.prefsrc === 'string' ? route.prefsrc : undefined;
+  if (route === undefined || route.gateway !== undefined) return undefined;
+  return typeof route.prefsrc === 'string' ? route.prefsrc : undefined;
 }

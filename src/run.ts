@@ -35,7 +35,11 @@ export async function runRelay(config: RelayConfig): Promise<void> {
 function installShutdown(relay: TcpRelay, log: Logger, drainTimeoutMs: number): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) {
+      log.warn({ signal, open: relay.openConnections }, 'second signal: closing open connections now');
+      relay.endDrainNow();
+      return;
+    }
     stopping = true;
     log.info({ signal, open: relay.openConnections, drainTimeoutMs }, 'stopping: draining connections');
     relay.drain()

@@ -41,6 +41,8 @@ export interface SpawnedProcess {
   /** Resolves when stdout (or stderr) matches, rejects after timeoutMs or if the process exits first. */
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Wait for the process to exit on its own; rejects after timeoutMs. */
+  exited(timeoutMs: number): Promise<number | null>;
 }
 
 export class Lab {
@@ -119,6 +121,12 @@ function wrapProcess(child: ChildProcess): SpawnedProcess {
           setTimeout(poll, 20);
         };
         poll();
+      });
+    },
+    exited(timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`process still running after ${timeoutMs} ms`)), timeoutMs);
+        void exited.then((code) => { clearTimeout(timer); resolve(code); });
       });
     },
     async stop(signal = 'SIGTERM') {

@@ -72,7 +72,7 @@ function configureTransparent(fd: number, family: Family, options: TransparentSo
   }
   if (options.mark) {
     setIntOption(fd, C.SOL_SOCKET, C.SO_MARK, options.mark, 'SO_MARK', options,
-      'SO_MARK needs CAP_NET_ADMIN');
+      'SO_MARK needs CAP_NET_ADMIN (CAP_NET_RAW suffices on recent kernels)');
   }
 }
 

@@ -64,12 +64,30 @@ t.test('limits and lifecycle', { skip: !canRunLab && SKIP_REASON }, async (t) =>
     await eventually(() => relayLogs(relayProc, 'stopping: draining connections')[0]);
     const late = await clientSession(topo, `${ADDR.relayClientSide4}:7213`, [], 2000);
     t.notOk(late.connected, 'a new client is refused while draining');
-    const code = await relayProc.stop();
+    const code = await relayProc.exited(6000);
     const waited = Date.now() - started;
     t.equal(code, 0, 'exit status 0');
     t.ok(waited >= 1200 && waited < 4000, `waited ${waited} ms for the open connection (drain timeout 1500 ms)`);
     const closed = relayLogs(relayProc, 'connection closed')[0];
     t.equal(closed?.reason, 'shutdown');
+    await held.stop();
+  });
+
+  t.test('a second SIGTERM ends the drain at once', async (t) => {
+    const relayProc = await relay(topo, ['--listen', '0.0.0.0:7214', '--backend', formatEndpoint(ADDR.backend4, 7201),
+      '--drain-timeout', '30s']);
+    const held = topo.lab.spawn(topo.client, [process.execPath, toolsPath(), 'session',
+      '--target', `${ADDR.relayClientSide4}:7214`, '--send', 'hold', '--timeout', '8000']);
+    const before = accepts(silent).length;
+    await eventually(() => accepts(silent).length > before || undefined, 5000, 'held connection');
+    relayProc.child.kill('SIGTERM');
+    await eventually(() => relayLogs(relayProc, 'stopping: draining connections')[0]);
+    const started = Date.now();
+    relayProc.child.kill('SIGTERM');
+    t.equal(await relayProc.exited(5000), 0, 'exit status 0');
+    t.ok(Date.now() - started < 2000, `exited ${Date.now() - started} ms after the second signal`);
+    t.ok(relayLogs(relayProc, 'second signal: closing open connections now')[0]);
+    t.equal(relayLogs(relayProc, 'connection closed')[0]?.reason, 'shutdown');
     await held.stop();
   });
 });

@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { Endpoint, parseEndpoint, normalize } from './addr';
 import { parseDuration, formatDuration } from './duration';
 
-export type Protocol = 'tcp';
+export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -20,6 +20,10 @@ export interface RelayConfig {
   readonly drainTimeoutMs: number;
   readonly onFamilyMismatch: FamilyMismatchPolicy;
   readonly maxConns: number;
+  readonly maxSessions: number;
+  readonly sessionTimeoutMs: number;
+  /** Close a UDP session after this many replies; 0 = no limit. */
+  readonly udpResponses: number;
   readonly mark: number;
   readonly logLevel: LogLevel;
 }
@@ -37,6 +41,8 @@ export const DEFAULTS = {
   idleTimeoutMs: 600_000,
   drainTimeoutMs: 30_000,
   maxConns: 4096,
+  maxSessions: 8192,
+  sessionTimeoutMs: 30_000,
   onFamilyMismatch: 'reject' as FamilyMismatchPolicy,
   // Distinctive values so relay's rule and table never collide with an
   // operator's own and `routes remove` can tell which ones are relay's.
@@ -54,7 +60,7 @@ interface FlagSpec {
 }
 
 export const RUN_FLAGS: Record<string, FlagSpec> = {
-  proto: { type: 'string', value: 'tcp', help: 'protocol to relay (tcp)' },
+  proto: { type: 'string', value: 'tcp|udp|tcp,udp', help: 'protocols to relay on every --listen (default tcp)' },
   listen: { type: 'string', multiple: true, value: 'ADDR:PORT',
     help: 'where clients connect; repeatable. [::]:PORT also takes IPv4 clients' },
   backend: { type: 'string', multiple: true, value: 'ADDR:PORT',
@@ -72,6 +78,12 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
       "reject closes the client (default); masquerade connects from relay's own address" },
   'max-conns': { type: 'string', value: 'N',
     help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
+  'max-sessions': { type: 'string', value: 'N',
+    help: `UDP: at most N client sessions (one upstream socket each); the least recently used is closed past it (default ${DEFAULTS.maxSessions})` },
+  'session-timeout': { type: 'string', value: 'DURATION',
+    help: `UDP: close a session with no datagram either way for this long (default ${formatDuration(DEFAULTS.sessionTimeoutMs)})` },
+  'udp-responses': { type: 'string', value: 'N',
+    help: 'UDP: close a session after N replies from the backend, e.g. 1 for DNS (default 0: no limit)' },
   mark: { type: 'string', value: 'N',
     help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
@@ -121,6 +133,9 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, { min: 0 }),
     onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
     maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
+    maxSessions: integerFlag(values, 'max-sessions', DEFAULTS.maxSessions, 1, 1_000_000),
+    sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, { min: 1 }),
+    udpResponses: integerFlag(values, 'udp-responses', 0, 0, 1_000_000),
     mark: upstreamMark(values),
     logLevel: parseLogLevel(values['log-level']),
   });
@@ -171,7 +186,7 @@ function parseProtocols(raw: ParsedValues[string]): Protocol[] {
   const text = typeof raw === 'string' ? raw : 'tcp';
   const protocols = text.split(',').map((p) => p.trim());
   for (const p of protocols) {
-    if (p !== 'tcp') throw new ConfigError(`--proto: unknown protocol '${p}' (supported: tcp)`);
+    if (p !== 'tcp' && p !== 'udp') throw new ConfigError(`--proto: unknown protocol '${p}' (tcp, udp or tcp,udp)`);
   }
   return [...new Set(protocols)] as Protocol[];
 }

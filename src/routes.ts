@@ -35,6 +35,10 @@ export function nftRuleset(fwmark: number): string {
     '    type filter hook prerouting priority mangle; policy accept;',
     '    # packets for a socket bound with IP_TRANSPARENT: relay\'s upstream sockets',
     `    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${hex(fwmark)} accept`,
+    '    # a large UDP reply arrives in fragments, and only the first names its port:',
+    '    # deliver the rest locally too, where the kernel reassembles them',
+    `    ip protocol udp ip frag-off & 0x1fff != 0 meta mark set ${hex(fwmark)} accept`,
+    `    frag nexthdr udp frag frag-off != 0 meta mark set ${hex(fwmark)} accept`,
     '  }',
     '}',
   ].join('\n') + '\n';

@@ -71,9 +71,11 @@ export function applyRelayRoutes(ns: Namespace): string {
 export async function startRelay(lab: Lab, ns: Namespace, args: string[], timeoutMs = 10_000): Promise<SpawnedProcess> {
   const proc = lab.spawn(ns, [process.execPath, cliPath(), ...args]);
   const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
+  const proto = args[args.indexOf('--proto') + 1] ?? 'tcp';
+  const ssFlags = [...(proto.includes('tcp') || !args.includes('--proto') ? ['-Hltn'] : []), ...(proto.includes('udp') ? ['-Hlun'] : [])];
   const deadline = Date.now() + timeoutMs;
-  for (const port of ports) {
-    while (ns.tryRun('ss', '-Hltn', `sport = :${port}`).stdout.trim() === '') {
+  for (const [port, flags] of ports.flatMap((p) => ssFlags.map((f) => [p, f] as const))) {
+    while (ns.tryRun('ss', flags, `sport = :${port}`).stdout.trim() === '') {
       if (proc.child.exitCode !== null || Date.now() > deadline) {
         await proc.stop('SIGKILL');
         throw new Error(`relay did not start listening on ${port}: ${proc.stderr().trim() || proc.stdout().trim()}`);

@@ -31,6 +31,9 @@ export const IPPROTO_TCP = 6;
 // <linux/tcp.h>
 export const TCP_SYNCNT = 7;
 
+// <asm-generic/resource.h>
+export const RLIMIT_NOFILE = 7;
+
 // <asm-generic/errno-base.h>, <asm-generic/errno.h>
 export const EPERM = 1;
 export const EINVAL = 22;

@@ -1,2 +1,3 @@
 export * from './transparent';
 export { encodeSockaddr, familyOf, type Family } from './sockaddr';
+export { getFileLimit, raiseFileLimit, type FileLimit } from './limits';

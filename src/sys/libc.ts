@@ -8,6 +8,8 @@ export interface Libc {
   setsockopt(fd: number, level: number, name: number, value: Buffer, length: number): number;
   bind(fd: number, addr: Buffer, length: number): number;
   close(fd: number): number;
+  getrlimit(resource: number, limits: Buffer): number;
+  setrlimit(resource: number, limits: Buffer): number;
   errno(): number;
 }
 
@@ -27,6 +29,8 @@ function load(): Libc {
     setsockopt: lib.func('int setsockopt(int, int, int, void *, uint32_t)'),
     bind: lib.func('int bind(int, void *, uint32_t)'),
     close: lib.func('int close(int)'),
+    getrlimit: lib.func('int getrlimit(int, void *)'),
+    setrlimit: lib.func('int setrlimit(int, void *)'),
     errno: () => koffi.errno(),
   };
 }

@@ -69,3 +69,39 @@ export function accepts(server: SpawnedProcess): { remote: string; port: number 
 }
 
 export type { Namespace, Topology, SpawnedProcess };
+
+// ---- UDP --------------------------------------------------------------------
+
+import { distFile } from '../../src/lab/topology';
+import { waitForListener } from '../../src/lab/netns';
+
+export function udpToolsPath(): string {
+  return distFile('lab', 'udp-tools.js');
+}
+
+/** A UDP echo server on the backend that reports every datagram's source. */
+export async function udpEcho(topo: Topology, port: number, addresses = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
+  const proc = topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
+    ...addresses.flatMap((a) => ['--listen', formatEndpoint(a, port)])]);
+  await waitForListener(topo.backend, 'udp', port);
+  return proc;
+}
+
+export interface SendResult {
+  local: string;
+  localPort: number;
+  sent: number;
+  replies: { from: string; bytes: number; exact: boolean }[];
+}
+
+/** Send datagrams of the given sizes from one client socket; what came back. */
+export async function udpSend(topo: Topology, target: string, flags: string[] = [], ns: Namespace = topo.client): Promise<SendResult> {
+  const proc = topo.lab.spawn(ns, [process.execPath, udpToolsPath(), 'send', '--target', target, ...flags]);
+  await proc.waitFor(/"event":"send-result"/, 15_000);
+  return events(proc).find((e) => e.event === 'send-result') as unknown as SendResult;
+}
+
+export function udpSeen(server: SpawnedProcess): { remote: string; port: number; bytes: number }[] {
+  return events(server).filter((e) => e.event === 'udp')
+    .map((e) => ({ remote: String(e.remote), port: Number(e.port), bytes: Number(e.bytes) }));
+}

@@ -1,0 +1,263 @@
+// The UDP data path, for IPv4 and IPv6 alike. A session per client
+// (address, port, listener address): an upstream socket bound to the client's
+// address AND port, connected to the backend. Client datagrams go out through
+// it; the backend's replies come back on it and are sent to the client from
+// the listener socket, i.e. from the address the client sent to.
+//
+// Listening on a wildcard address: a wildcard socket would reply from whatever
+// source the kernel picks, which on a host with several addresses is not
+// always the one the client sent to. relay binds one socket per local address
+// instead (found at start), so every reply leaves from the right address.
+import * as dgram from 'node:dgram';
+import * as os from 'node:os';
+import type { RelayConfig } from '../src/config';
+import type { Logger } from '../src/log';
+import { RateLimitedLog } from '../src/log';
+import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
+import { bindTransparentUdp } from '../src/sys';
+import type { PickBackend } from '../src/balance';
+import { SysError, describeError } from '../src/errors';
+import { listenError } from '../src/listen';
+import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
+import type { Family } from '../src/sys/sockaddr';
+
+export interface UdpStats {
+  sessionsOpened: number;
+  sessionsEnded: Record<SessionEnd, number>;
+  droppedFamilyMismatch: number;
+  upstreamFailed: number;
+  portFallbacks: number;
+  refused: number;
+}
+
+/** A client's first datagrams, held while its upstream socket connects (a tick or two). */
+const MAX_PENDING_DATAGRAMS = 64;
+
+interface Listener {
+  socket: dgram.Socket;
+  address: string;
+  port: number;
+}
+
+class UdpSession {
+  readonly startedAt = Date.now();
+  /** Datagrams that arrived before the upstream connect completed (bounded). */
+  pending: Buffer[] | undefined = [];
+  closed = false;
+  datagramsFromClient = 0;
+  bytesFromClient = 0;
+  datagramsToClient = 0;
+  bytesToClient = 0;
+  constructor(
+    readonly key: string,
+    readonly upstream: dgram.Socket,
+    readonly listener: Listener,
+    readonly clientAddress: string,
+    readonly clientPort: number,
+    readonly backend: Endpoint,
+  ) {}
+}
+
+export class UdpRelay {
+  readonly stats: UdpStats = {
+    sessionsOpened: 0,
+    sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
+    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0,
+  };
+  private readonly listeners: Listener[] = [];
+  private readonly sessions: SessionTable<UdpSession>;
+  private readonly evictionLog = new RateLimitedLog();
+  private readonly mismatchLog = new RateLimitedLog();
+  private readonly failureLog = new RateLimitedLog();
+
+  constructor(
+    private readonly config: RelayConfig,
+    private readonly log: Logger,
+    private readonly pickBackend: PickBackend,
+  ) {
+    this.sessions = new SessionTable<UdpSession>({
+      maxSessions: config.maxSessions,
+      idleTimeoutMs: config.sessionTimeoutMs,
+      onEnd: (session, reason) => this.onSessionEnd(session, reason),
+    });
+  }
+
+  get openSessions(): number {
+    return this.sessions.size;
+  }
+
+  async listen(): Promise<void> {
+    for (const endpoint of this.config.listeners) {
+      for (const address of listenAddresses(endpoint)) {
+        this.listeners.push(await this.bindListener(address, endpoint));
+      }
+    }
+  }
+
+  /** The addresses actually bound, e.g. for the start line. */
+  get boundAddresses(): string[] {
+    return this.listeners.map((l) => formatEndpoint(l.address, l.port));
+  }
+
+  private bindListener(address: string, endpoint: Endpoint): Promise<Listener> {
+    const socket = dgram.createSocket({ type: familyOfAddress(address) === 4 ? 'udp4' : 'udp6' });
+    const listener: Listener = { socket, address, port: endpoint.port };
+    return new Promise((resolve, reject) => {
+      socket.once('error', (err) => reject(listenError(err as NodeJS.ErrnoException, { ...endpoint, address })));
+      socket.bind({ address, port: endpoint.port, exclusive: true }, () => {
+        socket.removeAllListeners('error');
+        const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
+        socket.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
+        socket.on('message', (msg, rinfo) => this.fromClient(listener, msg, rinfo));
+        resolve(listener);
+      });
+    });
+  }
+
+  private fromClient(listener: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const clientAddress = unmapAddress(rinfo.address);
+    const key = sessionKey(listener.address, clientAddress, rinfo.port);
+    const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, rinfo.port);
+    if (!session) return;
+    session.datagramsFromClient++;
+    session.bytesFromClient += msg.length;
+    if (session.pending === undefined) {
+      session.upstream.send(msg);
+    } else if (session.pending.length < MAX_PENDING_DATAGRAMS) {
+      session.pending.push(msg);
+    }
+  }
+
+  private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
+    const backend = this.pickBackend(familyOfAddress(clientAddress));
+    const upstream = this.openUpstream(clientAddress, clientPort, backend);
+    if (!upstream) return undefined;
+    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend);
+    upstream.on('message', (reply) => this.fromBackend(session, reply));
+    upstream.on('error', (err) => this.onUpstreamError(session, err as NodeJS.ErrnoException));
+    // dgram's connect completes on a later tick; until then datagrams wait in session.pending.
+    upstream.connect(backend.port, backend.address, () => {
+      if (session.closed) return; // ended (evicted) while connecting
+      const pending = session.pending ?? [];
+      session.pending = undefined;
+      for (const datagram of pending) upstream.send(datagram);
+    });
+    this.stats.sessionsOpened++;
+    this.sessions.add(key, session);
+    return session;
+  }
+
+  /** A socket from the client's address and port, or undefined (logged) when there can be none. */
+  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): dgram.Socket | undefined {
+    if (familyOfAddress(clientAddress) !== backend.family) {
+      if (this.config.onFamilyMismatch === 'masquerade') {
+        return dgram.createSocket({ type: backend.family === 4 ? 'udp4' : 'udp6' });
+      }
+      this.stats.droppedFamilyMismatch++;
+      this.rateLimited(this.mismatchLog, 'warn', { client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port), dropped: this.stats.droppedFamilyMismatch },
+        "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
+      return undefined;
+    }
+    try {
+      return bindTransparentUdp({ address: clientAddress, port: clientPort, mark: this.config.mark });
+    } catch (err) {
+      if (err instanceof SysError && err.code === 'EADDRINUSE') {
+        // Something on this host holds the client's address and port (another
+        // listener's session, or a local socket): keep the address, not the port.
+        this.stats.portFallbacks++;
+        this.log.warn({ client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port) },
+          "client's port is in use on this host: relaying from an ephemeral port");
+        return this.tryBind(clientAddress, 0, backend);
+      }
+      this.upstreamFailed(err, clientAddress, clientPort, backend);
+      return undefined;
+    }
+  }
+
+  private tryBind(address: string, port: number, backend: Endpoint): dgram.Socket | undefined {
+    try {
+      return bindTransparentUdp({ address, port, mark: this.config.mark });
+    } catch (err) {
+      this.upstreamFailed(err, address, port, backend);
+      return undefined;
+    }
+  }
+
+  private upstreamFailed(err: unknown, clientAddress: string, clientPort: number, backend: Endpoint): void {
+    this.stats.upstreamFailed++;
+    this.rateLimited(this.failureLog, 'error', {
+      client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
+      err: describeError(err), failures: this.stats.upstreamFailed,
+    }, 'cannot open upstream socket: dropping datagram');
+  }
+
+  private fromBackend(session: UdpSession, reply: Buffer): void {
+    // get() refreshes the session's idle timer: replies count as traffic too.
+    if (this.sessions.get(session.key) !== session) return;
+    session.datagramsToClient++;
+    session.bytesToClient += reply.length;
+    session.listener.socket.send(reply, session.clientPort, session.clientAddress);
+    if (this.config.udpResponses > 0 && session.datagramsToClient >= this.config.udpResponses) {
+      this.sessions.end(session.key, 'responses');
+    }
+  }
+
+  private onUpstreamError(session: UdpSession, err: NodeJS.ErrnoException): void {
+    // ICMP port unreachable from the backend arrives as ECONNREFUSED on the
+    // connected socket: the backend is not listening. End the session.
+    if (err.code === 'ECONNREFUSED') this.stats.refused++;
+    if (this.sessions.get(session.key) === session) {
+      this.sessions.end(session.key, err.code === 'ECONNREFUSED' ? 'refused' : 'error');
+    }
+  }
+
+  private onSessionEnd(session: UdpSession, reason: SessionEnd): void {
+    session.closed = true;
+    session.upstream.close();
+    this.stats.sessionsEnded[reason]++;
+    const fields = {
+      client: formatEndpoint(session.clientAddress, session.clientPort),
+      backend: formatEndpoint(session.backend.address, session.backend.port),
+      datagramsFromClient: session.datagramsFromClient,
+      bytesFromClient: session.bytesFromClient,
+      datagramsToClient: session.datagramsToClient,
+      bytesToClient: session.bytesToClient,
+      durationMs: Date.now() - session.startedAt,
+      reason,
+    };
+    if (reason === 'evicted') {
+      // Evictions come in floods (a full table under load): a few lines, with counts.
+      this.rateLimited(this.evictionLog, 'info', { ...fields, evicted: this.stats.sessionsEnded.evicted },
+        'session ended (table full: least recently used evicted)');
+    } else {
+      this.log.info(fields, 'session ended');
+    }
+  }
+
+  private rateLimited(limiter: RateLimitedLog, level: 'info' | 'warn' | 'error', fields: object, msg: string): void {
+    const suppressed = limiter.take();
+    if (suppressed >= 0) this.log[level]({ ...fields, suppressed }, msg);
+  }
+
+  /** Close every session and listener. UDP has nothing to drain. */
+  close(): void {
+    for (const listener of this.listeners) listener.socket.close();
+    this.sessions.clear('shutdown');
+  }
+}
+
+/**
+ * The addresses to bind for a listen endpoint: itself, or for a wildcard
+ * every local address of its family ([::] also takes IPv4 addresses, as a
+ * dual-stack TCP listener does).
+ */
+export function listenAddresses(endpoint: Endpoint, interfaces = os.networkInterfaces()): string[] {
+  if (endpoint.address !== '0.0.0.0' && endpoint.address !== '::') return [endpoint.address];
+  const families: Family[] = endpoint.address === '0.0.0.0' ? [4] : [6, 4];
+  const found = Object.values(interfaces).flat().filter((i) => i !== undefined)
+    .filter((i) => families.includes(i!.family === 'IPv4' ? 4 : 6))
+    // Link-local IPv6 needs a scope id per interface; relay's clients use routable addresses.
+    .filter((i) => !(i!.family === 'IPv6' && i!.address.toLowerCase().startsWith('fe80:')))
+    .map((i) => normalize(i!.address));
+  return [...new Set(found)];
+}

@@ -1,0 +1,115 @@
+// UDP peers for the lab, one process each inside a namespace, reporting JSON
+// lines on stdout (like tools.ts).
+//   echo   --listen ADDR:PORT...  print {"event":"udp","remote","port","bytes"} per datagram and echo it back
+//          (--silent-after N: stop answering after N datagrams per client port, for idle tests)
+//   send   --target ADDR:PORT [--local-address A] [--local-port P] [--sizes 0,100,65507] [--count N]
+//          send from ONE socket, wait for the replies; print {"event":"send-result",...}
+//   flows  --target ADDR:PORT --flows N [--batch B]: N sockets (N client ports), one
+//          request each, in batches; print {"event":"flows-result","answered",...}
+import * as dgram from 'node:dgram';
+import * as net from 'node:net';
+import { parseArgs } from 'node:util';
+
+function print(obj: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(obj)}\n`);
+}
+
+function splitHostPort(spec: string): { host: string; port: number } {
+  const cut = spec.lastIndexOf(':');
+  return { host: spec.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(spec.slice(cut + 1)) };
+}
+
+function typeOf(host: string): 'udp4' | 'udp6' {
+  return net.isIPv6(host) ? 'udp6' : 'udp4';
+}
+
+function echo(listen: string[]): void {
+  for (const spec of listen) {
+    const { host, port } = splitHostPort(spec);
+    const socket = dgram.createSocket({ type: typeOf(host) });
+    socket.on('message', (msg, rinfo) => {
+      print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length });
+      socket.send(msg, rinfo.port, rinfo.address);
+    });
+    socket.bind(port, host, () => print({ event: 'listening', host, port }));
+  }
+}
+
+async function send(target: string, localAddress: string | undefined, localPort: number, sizes: number[], timeoutMs: number): Promise<void> {
+  const { host, port } = splitHostPort(target);
+  const socket = dgram.createSocket({ type: typeOf(host) });
+  const replies: { from: string; bytes: number; exact: boolean }[] = [];
+  const payloads = sizes.map((size, i) => Buffer.alloc(size, i + 1));
+  await new Promise<void>((resolve) => socket.bind(localPort, localAddress, () => resolve()));
+  const local = socket.address();
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    socket.on('message', (msg, rinfo) => {
+      const expected = payloads[replies.length];
+      replies.push({ from: `${rinfo.address}:${rinfo.port}`, bytes: msg.length, exact: expected !== undefined && msg.equals(expected) });
+      if (replies.length === payloads.length) { clearTimeout(timer); resolve(); }
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => print({ event: 'error', code: err.code }));
+  });
+  for (const payload of payloads) {
+    socket.send(payload, port, host);
+    await new Promise((r) => setTimeout(r, 5)); // keep order: one datagram at a time
+  }
+  await done;
+  print({ event: 'send-result', local: local.address, localPort: local.port, sent: payloads.length, replies });
+  socket.close();
+}
+
+async function flows(target: string, count: number, batch: number, timeoutMs: number): Promise<void> {
+  const { host, port } = splitHostPort(target);
+  let answered = 0;
+  for (let start = 0; start < count; start += batch) {
+    const n = Math.min(batch, count - start);
+    const results = await Promise.all(Array.from({ length: n }, () => oneFlow(host, port, timeoutMs)));
+    answered += results.filter(Boolean).length;
+  }
+  print({ event: 'flows-result', flows: count, answered });
+}
+
+function oneFlow(host: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket({ type: typeOf(host) });
+    const finish = (ok: boolean) => { clearTimeout(timer); socket.close(); resolve(ok); };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    socket.on('message', () => finish(true));
+    socket.on('error', () => finish(false));
+    socket.send(Buffer.from('flow'), port, host);
+  });
+}
+
+function main(): void {
+  const [mode, ...rest] = process.argv.slice(2);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      listen: { type: 'string', multiple: true },
+      target: { type: 'string', default: '' },
+      'local-address': { type: 'string' },
+      'local-port': { type: 'string', default: '0' },
+      sizes: { type: 'string', default: '32' },
+      flows: { type: 'string', default: '1' },
+      batch: { type: 'string', default: '200' },
+      timeout: { type: 'string', default: '3000' },
+    },
+  });
+  const timeout = Number(values.timeout);
+  if (mode === 'echo') return echo(values.listen ?? []);
+  if (mode === 'send') {
+    void send(values.target!, values['local-address'], Number(values['local-port']),
+      values.sizes!.split(',').map(Number), timeout);
+    return;
+  }
+  if (mode === 'flows') {
+    void flows(values.target!, Number(values.flows), Number(values.batch), timeout);
+    return;
+  }
+  process.stderr.write(`unknown mode ${mode}\n`);
+  process.exit(2);
+}
+
+main();

@@ -52,15 +52,14 @@ export async function runRelay(config: RelayConfig): Promise<void> {
 }
 
 /**
- * Raise the soft open-file limit to the hard one, and warn when even that is
- * below what the configured limits can use (the kernel would then refuse
- * sockets with EMFILE under load).
+ * Raise the open-file limit to what the configured limits can use, and warn
+ * when it cannot be (the kernel would then refuse sockets with EMFILE under load).
  */
 function checkFileLimit(config: RelayConfig, log: Logger): number {
-  const limit = raiseFileLimit();
   const needed = FD_HEADROOM +
     (config.protocols.includes('tcp') ? 2 * config.maxConns : 0) +
     (config.protocols.includes('udp') ? config.maxSessions : 0);
+  const limit = raiseFileLimit(needed);
   if (limit.soft < needed) {
     log.warn({ openFileLimit: limit.soft, needed, maxConns: config.maxConns, maxSessions: config.maxSessions },
       'open-file limit is below what --max-conns/--max-sessions can use: raise it (LimitNOFILE= in systemd, ulimit -Hn) or lower them');

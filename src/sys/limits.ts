@@ -21,15 +21,23 @@ export function getFileLimit(): FileLimit {
   return { soft: clamp(readU64(buf, 0)), hard: clamp(readU64(buf, 8)) };
 }
 
-/** Raise the soft limit to the hard limit; returns the limit now in force. */
-export function raiseFileLimit(): FileLimit {
+/**
+ * Raise the limit to `wanted`: past the hard limit where the process may
+ * (CAP_SYS_RESOURCE), else as far as the hard limit. Returns the limit now in force.
+ */
+export function raiseFileLimit(wanted: number): FileLimit {
   const limit = getFileLimit();
-  if (limit.soft >= limit.hard) return limit;
+  if (limit.soft >= wanted) return limit;
+  if (wanted > limit.hard && setFileLimit(wanted, wanted)) return { soft: wanted, hard: wanted };
+  if (limit.soft < limit.hard && setFileLimit(limit.hard, limit.hard)) return { soft: limit.hard, hard: limit.hard };
+  return limit;
+}
+
+function setFileLimit(soft: number, hard: number): boolean {
   const buf = Buffer.alloc(RLIMIT_SIZE);
-  writeU64(buf, BigInt(limit.hard), 0);
-  writeU64(buf, BigInt(limit.hard), 8);
-  if (libc().setrlimit(RLIMIT_NOFILE, buf) !== 0) return limit;
-  return { soft: limit.hard, hard: limit.hard };
+  writeU64(buf, BigInt(soft), 0);
+  writeU64(buf, BigInt(hard), 8);
+  return libc().setrlimit(RLIMIT_NOFILE, buf) === 0;
 }
 
 /** RLIM_INFINITY is all ones; nothing here needs more than a safe integer. */

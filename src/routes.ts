@@ -33,8 +33,9 @@ export function nftRuleset(fwmark: number): string {
     `table inet ${NFT_TABLE} {`,
     '  chain prerouting {',
     '    type filter hook prerouting priority mangle; policy accept;',
-    '    # packets for a socket bound with IP_TRANSPARENT: relay\'s upstream sockets',
-    `    meta l4proto { tcp, udp } socket transparent 1 meta mark set ${hex(fwmark)} accept`,
+    '    # packets for a socket bound with IP_TRANSPARENT (relay\'s upstream sockets),',
+    '    # and ICMP errors about them (port unreachable ends a UDP session at once)',
+    `    meta l4proto { tcp, udp, icmp, ipv6-icmp } socket transparent 1 meta mark set ${hex(fwmark)} accept`,
     '    # a large UDP reply arrives in fragments, and only the first names its port:',
     '    # deliver the rest locally too, where the kernel reassembles them',
     `    ip protocol udp ip frag-off & 0x1fff != 0 meta mark set ${hex(fwmark)} accept`,
@@ -64,8 +65,10 @@ function nftStep(config: RoutesConfig): RouteStep {
       if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
         throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
       }
-      const mark = new RegExp(`socket transparent 1 meta mark set 0x0*${config.fwmark.toString(16)}\\b`);
-      return listed.ok && mark.test(listed.stdout);
+      // Every rule of the current ruleset, so a table left by an older relay counts as missing.
+      const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
+      const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
+      return listed.ok && rules.every((rule) => new RegExp(rule).test(listed.stdout));
     },
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,

@@ -4,7 +4,7 @@
 import { ConfigError, describeError } from './errors';
 import { RUN_FLAGS, ROUTES_FLAGS, parseFlags, buildRunConfig, buildRoutesConfig, usage } from './config';
 
-const RUN_USAGE = 'relay [--proto tcp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
+const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
   '       relay routes print|apply|check|remove [options]\n' +
   '       relay demo';
 
@@ -38,7 +38,7 @@ async function routesCommand(argv: string[]): Promise<number> {
 async function demoCommand(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write('usage: relay demo\n\nBuilds a network-namespace lab (client, relay, backend), ' +
-      'relays TCP over IPv4 and IPv6 and shows what the backend saw. Needs root; removes everything on exit.\n');
+      'relays TCP and UDP over IPv4 and IPv6 and shows what the backend saw. Needs root; removes everything on exit.\n');
     return 0;
   }
   if (argv.length > 0) throw new ConfigError(`demo takes no arguments: got '${argv.join(' ')}'`);

@@ -1,9 +1,9 @@
 // `relay demo`: a namespace lab (client, relay, backend) that shows, for TCP
-// over IPv4 and IPv6, the address the backend saw through relay beside the one
-// it sees through a plain proxy. Everything it makes is removed on exit,
-// Ctrl-C or failure.
-import { Lab } from './lab/netns';
-import { ADDR, buildTopology, applyRelayRoutes, startRelay } from './lab/topology';
+// and UDP over IPv4 and IPv6, the address the backend saw through relay,
+// beside (for TCP) the one it sees through a plain proxy. Everything it makes
+// is removed on exit, Ctrl-C or failure.
+import { ADDR, buildTopology, applyRelayRoutes, startRelay, distFile } from './lab/topology';
+import { Lab, Namespace, SpawnedProcess, waitForListener } from './lab/netns';
 import { startToolServer, toolsPath, events } from './lab/peers';
 import { formatEndpoint } from './addr';
 import { RelayError } from './errors';
@@ -31,7 +31,7 @@ export async function runDemo(): Promise<number> {
   process.once('SIGINT', cleanup);
   process.once('SIGTERM', cleanup);
   try {
-    const rows = await demoTcp(lab);
+    const rows = await demoTcpAndUdp(lab);
     printRows(rows);
     return rows.every((r) => r.verdict !== 'FAIL') ? 0 : 1;
   } finally {
@@ -41,7 +41,7 @@ export async function runDemo(): Promise<number> {
   }
 }
 
-async function demoTcp(lab: Lab): Promise<Row[]> {
+async function demoTcpAndUdp(lab: Lab): Promise<Row[]> {
   say('building the lab: namespaces client, relay, backend (forwarding off on the relay)');
   const topo = buildTopology(lab);
   say('relay routes apply (inside the relay namespace):');
@@ -49,9 +49,12 @@ async function demoTcp(lab: Lab): Promise<Row[]> {
 
   const backend = await startToolServer(lab, topo.backend, 'echo',
     [formatEndpoint(ADDR.backend4, BACKEND_PORT), formatEndpoint(ADDR.backend6, BACKEND_PORT)], BACKEND_PORT);
+  const udpBackend = lab.spawn(topo.backend, [process.execPath, distFile('lab', 'udp-tools.js'), 'echo',
+    '--listen', formatEndpoint(ADDR.backend4, BACKEND_PORT), '--listen', formatEndpoint(ADDR.backend6, BACKEND_PORT)]);
+  await waitForListener(topo.backend, 'udp', BACKEND_PORT);
   // One listener on [::] takes IPv4 clients too; each client goes to the backend of its own family.
   await startRelay(lab, topo.relay, [
-    '--proto', 'tcp', '--listen', formatEndpoint('::', RELAY_PORT),
+    '--proto', 'tcp,udp', '--listen', formatEndpoint('::', RELAY_PORT),
     '--backend', formatEndpoint(ADDR.backend4, BACKEND_PORT), '--backend', formatEndpoint(ADDR.backend6, BACKEND_PORT),
   ]);
   startPlainProxies(lab, topo.relay);
@@ -71,7 +74,27 @@ async function demoTcp(lab: Lab): Promise<Row[]> {
       : "the proxy's address: what a plain proxy shows";
     rows.push({ path: c.path, clientFrom: c.from, backendSaw: saw, verdict });
   }
+  for (const [path, relayAddress, from] of [
+    ['UDP4 through relay', ADDR.relayClientSide4, ADDR.client4],
+    ['UDP6 through relay', ADDR.relayClientSide6, ADDR.client6],
+  ] as const) {
+    rows.push(await udpRow(lab, topo.client, udpBackend, path, formatEndpoint(relayAddress, RELAY_PORT), from));
+  }
   return rows;
+}
+
+/** UDP keeps the client's port too: send from a known port, compare with what the backend saw. */
+async function udpRow(lab: Lab, ns: Namespace, backend: SpawnedProcess, path: string, target: string, from: string): Promise<Row> {
+  const port = 40053;
+  const client = lab.spawn(ns, [process.execPath, distFile('lab', 'udp-tools.js'), 'send', '--target', target,
+    '--local-port', String(port), '--timeout', '3000']);
+  const result = await client.waitFor(/"event":"send-result".*/, 6000).catch(() => '');
+  const replied = result.includes('"bytes"');
+  const seen = events(backend).filter((e) => e.event === 'udp').at(-1);
+  const saw = seen ? formatEndpoint(String(seen.remote), Number(seen.port)) : '(nothing)';
+  const sent = formatEndpoint(from, port);
+  const verdict = replied && saw === sent ? "OK: the client's own address and port" : 'FAIL';
+  return { path, clientFrom: sent, backendSaw: saw, verdict };
 }
 
 function startPlainProxies(lab: Lab, relayNs: ReturnType<typeof buildTopology>['relay']): void {
@@ -97,7 +120,7 @@ async function clientHello(lab: Lab, ns: ReturnType<typeof buildTopology>['clien
 
 function printRows(rows: Row[]): void {
   const header = { path: 'path', clientFrom: 'client sent from', backendSaw: 'backend saw', verdict: '' };
-  const widths = { path: 20, clientFrom: 18, backendSaw: 18 };
+  const widths = { path: 20, clientFrom: 22, backendSaw: 22 };
   process.stdout.write('\n');
   for (const r of [header, ...rows]) {
     process.stdout.write(`  ${r.path.padEnd(widths.path)} ${r.clientFrom.padEnd(widths.clientFrom)} ` +

@@ -32,7 +32,6 @@ export class TcpRelay {
   };
   private readonly servers: net.Server[] = [];
   private readonly open = new Set<ProxiedConnection>();
-  private readonly maxConnsLog = new RateLimitedLog();
   /** While draining: when to stop waiting for open connections. */
   private drainDeadline = 0;
 
@@ -55,8 +54,9 @@ export class TcpRelay {
   private listenOn(endpoint: Endpoint): Promise<net.Server> {
     const log = this.log.child({ proto: 'tcp', listen: formatEndpoint(endpoint.address, endpoint.port) });
     // pauseOnConnect: read nothing from a client until its upstream is connected.
+    const maxConnsLog = new RateLimitedLog(log, 'warn', 'max-conns reached: closing new client');
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) =>
-      this.accept(client, log));
+      this.accept(client, log, maxConnsLog));
     return new Promise((resolve, reject) => {
       server.once('error', (err) => reject(listenError(err as NodeJS.ErrnoException, endpoint)));
       // ipv6Only: false lets a [::] listener take IPv4 clients too (as ::ffff:a.b.c.d).
@@ -68,15 +68,11 @@ export class TcpRelay {
     });
   }
 
-  private accept(client: net.Socket, log: Logger): void {
+  private accept(client: net.Socket, log: Logger, maxConnsLog: RateLimitedLog): void {
     if (this.open.size >= this.config.maxConns) {
       this.stats.rejectedMaxConns++;
       client.destroy();
-      const held = this.maxConnsLog.take();
-      if (held >= 0) {
-        log.warn({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns, suppressed: held },
-          'max-conns reached: closing new client');
-      }
+      maxConnsLog.write({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns });
       return;
     }
     if (client.remoteAddress === undefined || client.remotePort === undefined) {

@@ -66,15 +66,19 @@ export class UdpRelay {
   };
   private readonly listeners: Listener[] = [];
   private readonly sessions: SessionTable<UdpSession>;
-  private readonly evictionLog = new RateLimitedLog();
-  private readonly mismatchLog = new RateLimitedLog();
-  private readonly failureLog = new RateLimitedLog();
+  private readonly evictionLog: RateLimitedLog;
+  private readonly mismatchLog: RateLimitedLog;
+  private readonly failureLog: RateLimitedLog;
 
   constructor(
     private readonly config: RelayConfig,
     private readonly log: Logger,
     private readonly pickBackend: PickBackend,
   ) {
+    this.evictionLog = new RateLimitedLog(log, 'info', 'session ended (table full: least recently used evicted)');
+    this.mismatchLog = new RateLimitedLog(log, 'warn',
+      "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
+    this.failureLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: dropping datagram');
     this.sessions = new SessionTable<UdpSession>({
       maxSessions: config.maxSessions,
       idleTimeoutMs: config.sessionTimeoutMs,
@@ -154,8 +158,10 @@ export class UdpRelay {
         return dgram.createSocket({ type: backend.family === 4 ? 'udp4' : 'udp6' });
       }
       this.stats.droppedFamilyMismatch++;
-      this.rateLimited(this.mismatchLog, 'warn', { client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port), dropped: this.stats.droppedFamilyMismatch },
-        "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
+      this.mismatchLog.write({
+        client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
+        dropped: this.stats.droppedFamilyMismatch,
+      });
       return undefined;
     }
     try {
@@ -185,10 +191,10 @@ export class UdpRelay {
 
   private upstreamFailed(err: unknown, clientAddress: string, clientPort: number, backend: Endpoint): void {
     this.stats.upstreamFailed++;
-    this.rateLimited(this.failureLog, 'error', {
+    this.failureLog.write({
       client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
       err: describeError(err), failures: this.stats.upstreamFailed,
-    }, 'cannot open upstream socket: dropping datagram');
+    });
   }
 
   private fromBackend(session: UdpSession, reply: Buffer): void {
@@ -227,16 +233,10 @@ export class UdpRelay {
     };
     if (reason === 'evicted') {
       // Evictions come in floods (a full table under load): a few lines, with counts.
-      this.rateLimited(this.evictionLog, 'info', { ...fields, evicted: this.stats.sessionsEnded.evicted },
-        'session ended (table full: least recently used evicted)');
+      this.evictionLog.write({ ...fields, evicted: this.stats.sessionsEnded.evicted });
     } else {
       this.log.info(fields, 'session ended');
     }
-  }
-
-  private rateLimited(limiter: RateLimitedLog, level: 'info' | 'warn' | 'error', fields: object, msg: string): void {
-    const suppressed = limiter.take();
-    if (suppressed >= 0) this.log[level]({ ...fields, suppressed }, msg);
   }
 
   /** Close every session and listener. UDP has nothing to drain. */

@@ -29,28 +29,43 @@ export function flushLogger(log: Logger): void {
 }
 
 /**
- * Lets through at most `limit` events per `windowMs` and reports how many it
- * held back, so a flood (rejected clients, evictions) costs a few lines, not one each.
+ * One kind of log line that can come in floods (rejected clients, evicted
+ * sessions): at most `limit` lines per window; when a window ends with lines
+ * held back, one more line says how many (`suppressed`), so nothing goes
+ * uncounted and a flood costs a few lines, not one per event.
  */
 export class RateLimitedLog {
   private windowStart = 0;
   private inWindow = 0;
   private suppressed = 0;
-  constructor(private readonly limit = 5, private readonly windowMs = 10_000) {}
+  private summaryTimer: NodeJS.Timeout | undefined;
 
-  /** Returns how many were suppressed since the last line, or -1 to stay quiet. */
-  take(now = Date.now()): number {
+  constructor(
+    private readonly log: Logger,
+    private readonly level: 'info' | 'warn' | 'error',
+    private readonly msg: string,
+    private readonly limit = 5,
+    private readonly windowMs = 10_000,
+  ) {}
+
+  write(fields: object, now = Date.now()): void {
     if (now - this.windowStart >= this.windowMs) {
       this.windowStart = now;
       this.inWindow = 0;
     }
-    if (this.inWindow >= this.limit) {
-      this.suppressed++;
-      return -1;
+    if (this.inWindow < this.limit) {
+      this.inWindow++;
+      this.log[this.level](fields, this.msg);
+      return;
     }
-    this.inWindow++;
-    const held = this.suppressed;
+    this.suppressed++;
+    this.summaryTimer ??= setTimeout(() => this.summarize(), this.windowStart + this.windowMs - now).unref();
+  }
+
+  private summarize(): void {
+    this.summaryTimer = undefined;
+    if (this.suppressed === 0) return;
+    this.log[this.level]({ suppressed: this.suppressed, windowMs: this.windowMs }, `${this.msg} (${this.suppressed} more not logged)`);
     this.suppressed = 0;
-    return held;
   }
 }

@@ -63,6 +63,17 @@ t.test('UDP sessions', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.same(out.replies.map((r) => [r.bytes, r.exact]), [[0, true], [65487, true]]);
   });
 
+  t.test('a wildcard listener on a host with several addresses replies from the one the client used', async (t) => {
+    // relay's namespace gains a second address before this relay starts (addresses are found at start).
+    topo.relay.ip('addr', 'add', '192.0.2.9/24', 'dev', 'eth-client');
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5303', '--backend', formatEndpoint(ADDR.backend4, 5300)]);
+    for (const address of [ADDR.relayClientSide4, '192.0.2.9']) {
+      const out = await udpSend(topo, `${address}:5303`, ['--local-port', '40040']);
+      t.equal(out.replies.length, 1);
+      t.equal(out.replies[0]?.from, `${address}:5303`, `sent to ${address}, answered from ${address}`);
+    }
+  });
+
   t.test('relay logged no error', async (t) => {
     await eventually(() => proc.stdout().includes('relay started') || undefined);
     t.same(relayLogs(proc).filter((l) => Number(l.level) >= 50), []);

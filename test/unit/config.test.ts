@@ -73,3 +73,18 @@ t.test('durations', async (t) => {
   t.throws(() => parseDuration('-1s', '--idle-timeout'), /--idle-timeout must be a duration/);
   t.throws(() => parseDuration('5d', 'x'), ConfigError);
 });
+
+t.test('UDP flags', async (t) => {
+  const config = run([...base, '--proto', 'tcp,udp', '--max-sessions', '100', '--session-timeout', '2s', '--udp-responses', '1']);
+  t.same(config.protocols, ['tcp', 'udp']);
+  t.equal(config.maxSessions, 100);
+  t.equal(config.sessionTimeoutMs, 2000);
+  t.equal(config.udpResponses, 1);
+  const defaults = run([...base, '--proto', 'udp']);
+  t.equal(defaults.maxSessions, DEFAULTS.maxSessions);
+  t.equal(defaults.sessionTimeoutMs, DEFAULTS.sessionTimeoutMs);
+  t.equal(defaults.udpResponses, 0);
+  t.throws(() => run([...base, '--max-sessions', '0']), /--max-sessions must be an integer from 1/);
+  t.throws(() => run([...base, '--session-timeout', '0']), /--session-timeout must be at least/);
+  t.throws(() => run([...base, '--mark', '0x5e1a']), /the mark relay's routes use/);
+});

@@ -17,12 +17,9 @@
 import * as net from 'node:net';
 import * as crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
+import { print, splitHostPort } from './peer-io';
 
 type Mode = 'echo' | 'hash' | 'fin-first' | 'reset' | 'silent';
-
-function print(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
 
 function serve(mode: Mode, listen: string[]): void {
   for (const spec of listen) {
@@ -63,11 +60,6 @@ function handle(mode: Mode, socket: net.Socket): void {
       socket.on('close', () => print({ event: 'close', remote: socket.remoteAddress }));
       break;
   }
-}
-
-function splitHostPort(spec: string): { host: string; port: number } {
-  const cut = spec.lastIndexOf(':');
-  return { host: spec.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(spec.slice(cut + 1)) };
 }
 
 /** A plain (non-transparent) forwarder, to show what a backend sees without relay. */

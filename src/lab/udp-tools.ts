@@ -9,15 +9,7 @@
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
-
-function print(obj: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify(obj)}\n`);
-}
-
-function splitHostPort(spec: string): { host: string; port: number } {
-  const cut = spec.lastIndexOf(':');
-  return { host: spec.slice(0, cut).replace(/^\[|\]$/g, ''), port: Number(spec.slice(cut + 1)) };
-}
+import { print, splitHostPort } from './peer-io';
 
 function typeOf(host: string): 'udp4' | 'udp6' {
   return net.isIPv6(host) ? 'udp6' : 'udp4';

@@ -52,6 +52,24 @@ t.test('operator-facing behaviour', { skip: !canRunLab && SKIP_REASON }, async (
     t.match(result.stderr, /^relay: setsockopt\(IP_TRANSPARENT\) EPERM \(IP_TRANSPARENT needs CAP_NET_RAW/);
   });
 
+  t.test('a failed transparent bind closes its fd and says which call failed', async (t) => {
+    const sys = JSON.stringify(require.resolve('../../dist/src/sys/index.js'));
+    const script = `const s=require(${sys}); const fs=require('fs');
+      const opts={transport:'tcp',address:'192.0.2.77',port:5000};
+      s.openTransparentFd(opts);
+      const before=fs.readdirSync('/proc/self/fd').length; let err;
+      for (let i=0;i<200;i++) { try { s.openTransparentFd(opts); } catch (e) { err=e; } }
+      const after=fs.readdirSync('/proc/self/fd').length;
+      console.log(JSON.stringify({before,after,code:err.code,errno:err.errno,syscall:err.syscall,address:err.address,port:err.port,message:err.message}));`;
+    const result = spawnSync('ip', ['netns', 'exec', ns.name, ...IN_NAMESPACE_ENV, process.execPath, '-e', script],
+      { encoding: 'utf8', timeout: 20_000 });
+    const out = JSON.parse(result.stdout);
+    t.equal(out.after, out.before, '200 failed binds left no fd behind');
+    t.same({ code: out.code, errno: out.errno, syscall: out.syscall, address: out.address, port: out.port },
+      { code: 'EADDRINUSE', errno: -98, syscall: 'bind', address: '192.0.2.77', port: 5000 });
+    t.equal(out.message, 'bind EADDRINUSE 192.0.2.77:5000');
+  });
+
   t.test('address in use: one line with the address and a hint', async (t) => {
     const first = lab.spawn(ns, [process.execPath, cliPath(), '--listen', '192.0.2.1:8081', '--backend', '198.51.100.20:80']);
     await first.waitFor(/relay started/);

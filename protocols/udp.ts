@@ -41,8 +41,9 @@ interface Listener {
 
 class UdpSession {
   readonly startedAt = Date.now();
-  /** Datagrams that arrived before the upstream connect completed (bounded). */
-  pending: Buffer[] | undefined = [];
+  connected = false;
+  /** Datagrams that arrived before the upstream connect completed (bounded; most sessions never need it). */
+  pending: Buffer[] | undefined;
   closed = false;
   datagramsFromClient = 0;
   bytesFromClient = 0;
@@ -125,9 +126,9 @@ export class UdpRelay {
     if (!session) return;
     session.datagramsFromClient++;
     session.bytesFromClient += msg.length;
-    if (session.pending === undefined) {
+    if (session.connected) {
       session.upstream.send(msg);
-    } else if (session.pending.length < MAX_PENDING_DATAGRAMS) {
+    } else if ((session.pending ??= []).length < MAX_PENDING_DATAGRAMS) {
       session.pending.push(msg);
     }
   }
@@ -142,9 +143,9 @@ export class UdpRelay {
     // dgram's connect completes on a later tick; until then datagrams wait in session.pending.
     upstream.connect(backend.port, backend.address, () => {
       if (session.closed) return; // ended (evicted) while connecting
-      const pending = session.pending ?? [];
+      session.connected = true;
+      for (const datagram of session.pending ?? []) upstream.send(datagram);
       session.pending = undefined;
-      for (const datagram of pending) upstream.send(datagram);
     });
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);

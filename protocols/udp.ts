@@ -14,7 +14,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { bindTransparentUdp } from '../src/sys';
+import { bindTransparentUdp, bindUdpListener } from '../src/sys';
 import type { PickBackend } from '../src/balance';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
@@ -29,6 +29,13 @@ export interface UdpStats {
   portFallbacks: number;
   refused: number;
 }
+
+/**
+ * Room for a burst of new clients: each needs an upstream socket made before
+ * its datagram moves on, and meanwhile the rest wait in the kernel.
+ * 4 MiB holds about 5,000 small datagrams.
+ */
+const LISTENER_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** A client's first datagrams, held while its upstream socket connects (a tick or two). */
 const MAX_PENDING_DATAGRAMS = 64;
@@ -94,7 +101,7 @@ export class UdpRelay {
   async listen(): Promise<void> {
     for (const endpoint of this.config.listeners) {
       for (const address of listenAddresses(endpoint)) {
-        this.listeners.push(await this.bindListener(address, endpoint));
+        this.listeners.push(this.bindListener(address, endpoint));
       }
     }
   }
@@ -104,19 +111,18 @@ export class UdpRelay {
     return this.listeners.map((l) => formatEndpoint(l.address, l.port));
   }
 
-  private bindListener(address: string, endpoint: Endpoint): Promise<Listener> {
-    const socket = dgram.createSocket({ type: familyOfAddress(address) === 4 ? 'udp4' : 'udp6' });
+  private bindListener(address: string, endpoint: Endpoint): Listener {
+    let socket: dgram.Socket;
+    try {
+      socket = bindUdpListener(address, endpoint.port, LISTENER_RECEIVE_BUFFER_BYTES);
+    } catch (err) {
+      throw err instanceof SysError ? listenError(err as unknown as NodeJS.ErrnoException, { ...endpoint, address }) : err;
+    }
     const listener: Listener = { socket, address, port: endpoint.port };
-    return new Promise((resolve, reject) => {
-      socket.once('error', (err) => reject(listenError(err as NodeJS.ErrnoException, { ...endpoint, address })));
-      socket.bind({ address, port: endpoint.port, exclusive: true }, () => {
-        socket.removeAllListeners('error');
-        const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
-        socket.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
-        socket.on('message', (msg, rinfo) => this.fromClient(listener, msg, rinfo));
-        resolve(listener);
-      });
-    });
+    const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
+    socket.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
+    socket.on('message', (msg, rinfo) => this.fromClient(listener, msg, rinfo));
+    return listener;
   }
 
   private fromClient(listener: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {

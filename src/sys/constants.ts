@@ -12,6 +12,8 @@ export const SOCK_CLOEXEC = 0o2000000;
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
+export const SO_RCVBUF = 8;
+export const SO_RCVBUFFORCE = 33;
 export const SO_MARK = 36;
 
 // <linux/in.h>

@@ -144,3 +144,28 @@ export function assertTransparentAllowed(family: Family): void {
     libc().close(fd);
   }
 }
+
+/**
+ * A UDP listening socket with a large receive buffer, adopted by Node. A burst
+ * of new clients (each needs an upstream socket before its datagram moves on)
+ * must queue in the kernel rather than be dropped: SO_RCVBUFFORCE passes
+ * net.core.rmem_max where relay holds CAP_NET_ADMIN; otherwise SO_RCVBUF gets
+ * what rmem_max allows. IPv6 sockets are v6-only: relay binds each address itself.
+ */
+export function bindUdpListener(address: string, port: number, receiveBufferBytes: number): dgram.Socket {
+  const family = familyOf(address);
+  const fd = createSocket(family, 'udp');
+  try {
+    if (!trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUFFORCE, receiveBufferBytes)) {
+      trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUF, receiveBufferBytes); // tolerated: the default still works
+    }
+    if (family === 6) setIntOption(fd, C.SOL_IPV6, C.IPV6_V6ONLY, 1, 'IPV6_V6ONLY', { address, port });
+    bindTo(fd, address, port);
+  } catch (err) {
+    libc().close(fd);
+    throw err;
+  }
+  const socket = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6' });
+  socket.bind({ fd, exclusive: true });
+  return socket;
+}

@@ -82,6 +82,15 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     await holder.stop();
   });
 
+  t.test('a burst of 2,000 new clients at once is queued, not dropped', async (t) => {
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5407', '--backend', formatEndpoint(ADDR.backend4, 5400),
+      '--log-level', 'warn']);
+    const client = topo.lab.spawn(topo.client, [process.execPath, udpToolsPath(), 'flows',
+      '--target', `${ADDR.relayClientSide4}:5407`, '--flows', '2000', '--batch', '2000', '--timeout', '5000']);
+    await client.waitFor(/"event":"flows-result"/, 30_000);
+    t.equal(events(client).find((e) => e.event === 'flows-result')?.answered, 2000);
+  });
+
   t.test('10,000 flows through a table of 1,000: all answered, fds bounded', async (t) => {
     const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5406', '--backend', formatEndpoint(ADDR.backend4, 5400),
       '--max-sessions', '1000', '--log-level', 'warn']);

@@ -1,0 +1,136 @@
+// Backend choice: which backend a new client (TCP connection or UDP session)
+// goes to. Pure: no I/O and no timers, so every algorithm is unit-tested
+// without root. Health and connection counts come in from outside, through
+// setUp() and onOpen()/onClose().
+//
+// Every algorithm prefers up backends of the client's own address family:
+// only those can see the client's address. A client is sent across families
+// (and so meets --on-family-mismatch) only when no backend of its family is
+// up; when none at all is up, pick() returns undefined.
+import type { Family } from '../sys/sockaddr';
+import { ConfigError } from '../errors';
+import { WeightedBackend, backendName } from './backend';
+import { leastConnections } from './leastconn';
+import { MAGLEV_TABLE_SIZE, maglev } from './maglev';
+import { Client, Member, Strategy, toMembers } from './member';
+import { smoothRoundRobin } from './roundrobin';
+import { sourceHash } from './source';
+
+export { DEFAULT_WEIGHT, MAX_WEIGHT, backendName, parseBackend, weightedBackend } from './backend';
+export type { WeightedBackend } from './backend';
+export { MAGLEV_MAX_TABLE_SIZE, MAGLEV_TABLE_SIZE, maglevTableNames } from './maglev';
+export type { Client } from './member';
+
+export const ALGORITHMS = ['roundrobin', 'leastconn', 'source', 'maglev'] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+
+export interface BalancerOptions {
+  /**
+   * source and maglev: hash the client's port with its address, so one
+   * client's UDP sessions spread over backends. Default false: one client,
+   * one backend.
+   */
+  readonly hashPort?: boolean;
+  /** maglev: lookup table size, a prime. Default MAGLEV_TABLE_SIZE. */
+  readonly maglevTableSize?: number;
+}
+
+export interface BackendStatus {
+  readonly backend: WeightedBackend;
+  readonly up: boolean;
+  readonly active: number;
+}
+
+export interface Balancer {
+  readonly algorithm: Algorithm;
+  /** As given to createBalancer, in that order. */
+  readonly backends: readonly WeightedBackend[];
+  /** The backend for a new client; undefined when no backend is up. */
+  pick(client: Client): WeightedBackend | undefined;
+  /** Health checker: mark a backend up or down. Every backend starts up. */
+  setUp(backend: WeightedBackend, up: boolean): void;
+  /** Data path: a connection (or UDP session) to backend opened. Call right after pick(). */
+  onOpen(backend: WeightedBackend): void;
+  /** Data path: it ended, however it ended (including a failed connect). Once per onOpen. */
+  onClose(backend: WeightedBackend): void;
+  status(): BackendStatus[];
+}
+
+/** The --balance flag's value. */
+export function parseAlgorithm(text: string): Algorithm {
+  const found = ALGORITHMS.find((name) => name === text);
+  if (found === undefined) {
+    throw new ConfigError(`balance algorithm must be one of ${ALGORITHMS.join(', ')}: got '${text}'`);
+  }
+  return found;
+}
+
+/**
+ * Throws ConfigError for an empty list, a backend listed twice or a bad
+ * maglev table size. Backends are told apart by ADDR:PORT, so setUp() and
+ * friends accept an equal backend object as well as the one given here.
+ */
+export function createBalancer(
+  algorithm: Algorithm,
+  backends: readonly WeightedBackend[],
+  options: BalancerOptions = {},
+): Balancer {
+  const members = toMembers(backends);
+  const strategies = new Map<Family, Strategy>();
+  for (const family of [4, 6] as const) {
+    const own = members.filter((m) => m.backend.endpoint.family === family);
+    if (own.length > 0) strategies.set(family, createStrategy(algorithm, own, options));
+  }
+  const find = memberFinder(members);
+  return {
+    algorithm,
+    backends: Object.freeze([...backends]),
+    pick(client) {
+      const other: Family = client.family === 4 ? 6 : 4;
+      const member = strategies.get(client.family)?.pick(client) ?? strategies.get(other)?.pick(client);
+      return member?.backend;
+    },
+    setUp(backend, up) {
+      const member = find(backend);
+      if (member.up === up) return;
+      member.up = up;
+      strategies.get(member.backend.endpoint.family)?.healthChanged(member);
+    },
+    onOpen(backend) {
+      find(backend).active++;
+    },
+    onClose(backend) {
+      const member = find(backend);
+      // Never below zero: one stray close must not make a backend look
+      // permanently idle to leastconn.
+      if (member.active > 0) member.active--;
+    },
+    status() {
+      return members.map(({ backend, up, active }) => ({ backend, up, active }));
+    },
+  };
+}
+
+function createStrategy(algorithm: Algorithm, members: Member[], options: BalancerOptions): Strategy {
+  switch (algorithm) {
+    case 'roundrobin':
+      return smoothRoundRobin(members);
+    case 'leastconn':
+      return leastConnections(members);
+    case 'source':
+      return sourceHash(members, options.hashPort ?? false);
+    case 'maglev':
+      return maglev(members, options.hashPort ?? false, options.maglevTableSize ?? MAGLEV_TABLE_SIZE);
+  }
+}
+
+/** By identity first (the data path hands back what pick() returned), else by ADDR:PORT. */
+function memberFinder(members: readonly Member[]): (backend: WeightedBackend) => Member {
+  const byObject = new Map(members.map((m) => [m.backend, m]));
+  const byName = new Map(members.map((m) => [m.name, m]));
+  return (backend) => {
+    const member = byObject.get(backend) ?? byName.get(backendName(backend.endpoint));
+    if (member === undefined) throw new Error(`not a backend of this balancer: ${backendName(backend.endpoint)}`);
+    return member;
+  };
+}

@@ -1,0 +1,140 @@
+// Backend health: active checks on a timer (TCP: a connect; UDP: a probe
+// datagram that must be answered) and passive reports from real traffic
+// (connect refused or timed out, ICMP unreachable). HAProxy's model: a backend
+// goes down after `fall` failures in a row and comes back after `rise`
+// successes in a row. The tracker is pure; the checker does the I/O.
+import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import type { Endpoint } from './addr';
+import { formatEndpoint } from './addr';
+
+export interface HealthOptions {
+  /** 0 disables active checks (passive reports still count). */
+  intervalMs: number;
+  timeoutMs: number;
+  rise: number;
+  fall: number;
+  /** UDP: the probe to send; undefined means no active UDP check. */
+  udpProbe?: Buffer;
+}
+
+export type HealthChange = (endpoint: Endpoint, up: boolean, reason: string) => void;
+
+/** Consecutive-result counting for one backend. Starts up: traffic flows until checks say otherwise. */
+export class HealthState {
+  up = true;
+  private successes = 0;
+  private failures = 0;
+  constructor(private readonly rise: number, private readonly fall: number) {}
+
+  /** Record a result; returns true when it changed the state. */
+  record(ok: boolean): boolean {
+    if (ok) {
+      this.failures = 0;
+      this.successes++;
+      if (!this.up && this.successes >= this.rise) return this.flip(true);
+    } else {
+      this.successes = 0;
+      this.failures++;
+      if (this.up && this.failures >= this.fall) return this.flip(false);
+    }
+    return false;
+  }
+
+  private flip(up: boolean): boolean {
+    this.up = up;
+    this.successes = 0;
+    this.failures = 0;
+    return true;
+  }
+}
+
+export class HealthChecker {
+  private readonly states = new Map<Endpoint, HealthState>();
+  private timer: NodeJS.Timeout | undefined;
+  private checking = false;
+
+  constructor(
+    private readonly backends: readonly Endpoint[],
+    private readonly protocol: 'tcp' | 'udp',
+    private readonly options: HealthOptions,
+    private readonly onChange: HealthChange,
+  ) {
+    for (const backend of backends) this.states.set(backend, new HealthState(options.rise, options.fall));
+  }
+
+  isUp(backend: Endpoint): boolean {
+    return this.states.get(backend)?.up ?? true;
+  }
+
+  start(): void {
+    const active = this.options.intervalMs > 0 && (this.protocol === 'tcp' || this.options.udpProbe !== undefined);
+    if (!active) return;
+    this.timer = setInterval(() => void this.checkAll(), this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** A failure seen in real traffic counts like a failed check. */
+  reportFailure(backend: Endpoint, reason: string): void {
+    this.record(backend, false, reason);
+  }
+
+  private async checkAll(): Promise<void> {
+    if (this.checking) return; // a slow round must not pile up behind the timer
+    this.checking = true;
+    try {
+      await Promise.all(this.backends.map(async (backend) => {
+        const failure = this.protocol === 'tcp' ? await checkTcp(backend, this.options.timeoutMs)
+          : await checkUdp(backend, this.options.udpProbe!, this.options.timeoutMs);
+        this.record(backend, failure === undefined, failure ?? 'check passed');
+      }));
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private record(backend: Endpoint, ok: boolean, reason: string): void {
+    const state = this.states.get(backend);
+    if (state?.record(ok)) this.onChange(backend, state.up, reason);
+  }
+}
+
+/** undefined when the backend accepted a connection within the timeout, else why not. */
+export function checkTcp(backend: Endpoint, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: backend.address, port: backend.port });
+    const finish = (failure: string | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(failure);
+    };
+    const timer = setTimeout(() => finish(`connect timeout after ${timeoutMs} ms`), timeoutMs);
+    socket.once('connect', () => finish(undefined));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(`connect ${err.code ?? err.message}`));
+  });
+}
+
+/** undefined when the backend answered the probe within the timeout, else why not. */
+export function checkUdp(backend: Endpoint, probe: Buffer, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket({ type: backend.family === 4 ? 'udp4' : 'udp6' });
+    const finish = (failure: string | undefined) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(failure);
+    };
+    const timer = setTimeout(() => finish(`no reply to the probe within ${timeoutMs} ms`), timeoutMs);
+    socket.once('message', () => finish(undefined));
+    // A connected socket hears ICMP port unreachable as ECONNREFUSED.
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(`probe ${err.code ?? err.message}`));
+    socket.connect(backend.port, backend.address, () => socket.send(probe));
+  });
+}
+
+export function describeBackend(backend: Endpoint): string {
+  return formatEndpoint(backend.address, backend.port);
+}

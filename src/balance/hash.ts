@@ -89,16 +89,88 @@ export function writeAddressBytes(address: string, out: Uint8Array): number {
     if (writeDottedQuad(v4, out)) return 4;
     throw new Error(`not an IP address: '${address}'`);
   }
-  const v6 = ipaddr.IPv6.parse(address); // '::ffff:c000:201' is mapped too
-  const bytes = v6.isIPv4MappedAddress() ? v6.toIPv4Address().toByteArray() : v6.toByteArray();
-  out.set(bytes);
-  return bytes.length;
+  if (!writeIPv6(address, out)) {
+    // Rare forms (zone ids, embedded dotted quads) and errors: ipaddr.js
+    // parses the former and throws on the latter.
+    out.set(ipaddr.IPv6.parse(address).toByteArray());
+  }
+  if (!isIPv4Mapped(out)) return 16;
+  out.copyWithin(0, 12, 16); // '::ffff:c000:201' is 192.0.2.1
+  return 4;
 }
 
-/**
- * Strict decimal a.b.c.d into out[0..3]. By hand, not ipaddr.parse: dotted
- * quads are the common client address, and ipaddr costs several times the hash.
- */
+/** ::ffff:0:0/96 */
+function isIPv4Mapped(bytes: Uint8Array): boolean {
+  for (let i = 0; i < 10; i++) if (bytes[i] !== 0) return false;
+  return bytes[10] === 0xff && bytes[11] === 0xff;
+}
+
+// The hand-written parsers below exist for speed: ipaddr.parse costs several
+// times the hash. Each returns false for anything it does not handle, and
+// the caller then falls back to ipaddr.js or refuses the address.
+
+// Groups of an IPv6 address, before placing them around the '::' gap.
+const words = new Uint16Array(8);
+
+/** Hex groups with at most one '::' (no zone, no dotted quad); into out[0..15]. */
+function writeIPv6(text: string, out: Uint8Array): boolean {
+  let count = 0;
+  let gap = -1; // where '::' stands, counted in groups
+  let i = 0;
+  if (text.startsWith('::')) {
+    gap = 0;
+    i = 2;
+  }
+  while (i < text.length) {
+    const end = readGroup(text, i, count);
+    if (end < 0) return false;
+    count++;
+    if (end === text.length) break;
+    if (text.charCodeAt(end) !== 0x3a /* : */ || end + 1 === text.length) return false;
+    i = end + 1;
+    if (text.charCodeAt(i) === 0x3a) {
+      if (gap >= 0) return false;
+      gap = count;
+      i++;
+    }
+  }
+  if (gap < 0 ? count !== 8 : count > 7) return false;
+  placeWords(count, gap < 0 ? count : gap, out);
+  return true;
+}
+
+/** Reads the 1-4 hex digits at start into words[index]; returns their end, or -1. */
+function readGroup(text: string, start: number, index: number): number {
+  if (index === 8) return -1;
+  let value = 0;
+  let end = start;
+  for (; end < text.length; end++) {
+    const digit = hexValue(text.charCodeAt(end));
+    if (digit < 0) break;
+    value = (value << 4) | digit;
+  }
+  if (end === start || end - start > 4) return -1;
+  words[index] = value;
+  return end;
+}
+
+function hexValue(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  const lower = c | 0x20; // 'A'-'F' -> 'a'-'f'
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1;
+}
+
+/** words[0, gap) at the front, words[gap, count) at the back, zeros between. */
+function placeWords(count: number, gap: number, out: Uint8Array): void {
+  out.fill(0, 0, 16);
+  for (let k = 0; k < count; k++) {
+    const at = k < gap ? 2 * k : 16 - 2 * (count - k);
+    out[at] = words[k] >>> 8;
+    out[at + 1] = words[k] & 0xff;
+  }
+}
+
+/** Strict decimal a.b.c.d into out[0..3]. */
 function writeDottedQuad(text: string, out: Uint8Array): boolean {
   let octet = 0;
   let digits = 0;

@@ -1,0 +1,72 @@
+import t from 'tap';
+import { ALGORITHMS, createBalancer, parseBackend } from '../../src/balance/index';
+
+const a4 = parseBackend('198.51.100.20:80');
+const b4 = parseBackend('198.51.100.21:80,weight=2');
+const a6 = parseBackend('[2001:db8::20]:80');
+const v4 = { address: '192.0.2.7', family: 4 } as const;
+const v6 = { address: '2001:db8::7', family: 6 } as const;
+
+for (const algorithm of ALGORITHMS) {
+  t.test(`${algorithm}: the client's own family first`, async (t) => {
+    const balancer = createBalancer(algorithm, [a4, a6, b4]);
+    for (let i = 0; i < 20; i++) {
+      t.not(balancer.pick(v4), a6);
+      t.equal(balancer.pick(v6), a6);
+    }
+  });
+
+  t.test(`${algorithm}: the other family only when none of the client's is up`, async (t) => {
+    const balancer = createBalancer(algorithm, [a4, a6, b4]);
+    balancer.setUp(a6, false);
+    t.not(balancer.pick(v6), undefined, 'an IPv4 backend for an IPv6 client');
+    t.not(balancer.pick(v6), a6);
+    balancer.setUp(a4, false);
+    balancer.setUp(b4, false);
+    t.equal(balancer.pick(v6), undefined, 'none up at all');
+    t.equal(balancer.pick(v4), undefined);
+    balancer.setUp(a6, true);
+    t.equal(balancer.pick(v4), a6, 'an IPv6 backend for an IPv4 client');
+  });
+
+  t.test(`${algorithm}: a family without backends is served by the other`, async (t) => {
+    const balancer = createBalancer(algorithm, [a4, b4]);
+    t.ok([a4, b4].includes(balancer.pick(v6)!));
+  });
+}
+
+t.test('backends are told apart by ADDR:PORT, not by object', async (t) => {
+  const balancer = createBalancer('roundrobin', [a4, b4]);
+  balancer.setUp(parseBackend('198.51.100.20:80'), false);
+  balancer.onOpen(parseBackend('198.51.100.21:80,weight=2'));
+  t.same(balancer.status(), [
+    { backend: a4, up: false, active: 0 },
+    { backend: b4, up: true, active: 1 },
+  ]);
+  t.throws(() => balancer.setUp(parseBackend('198.51.100.99:80'), false), /not a backend of this balancer: 198\.51\.100\.99:80/);
+  t.throws(() => balancer.onClose(a6), /not a backend of this balancer: \[2001:db8::20\]:80/);
+});
+
+t.test('setUp is idempotent and counts survive it', async (t) => {
+  const balancer = createBalancer('maglev', [a4, b4]);
+  balancer.onOpen(a4);
+  balancer.setUp(a4, false);
+  balancer.setUp(a4, false);
+  t.same(balancer.status()[0], { backend: a4, up: false, active: 1 });
+  balancer.onClose(a4);
+  t.equal(balancer.status()[0].active, 0, 'a connection to a down backend still closes');
+});
+
+t.test('configuration errors', async (t) => {
+  t.throws(() => createBalancer('roundrobin', []), { name: 'ConfigError', message: 'at least one backend is needed' });
+  t.throws(() => createBalancer('source', [a4, parseBackend('198.51.100.20:80,weight=3')]), {
+    name: 'ConfigError',
+    message: 'backend 198.51.100.20:80 is listed twice',
+  });
+});
+
+t.test('backends keeps the order given', async (t) => {
+  const balancer = createBalancer('maglev', [b4, a6, a4]);
+  t.same(balancer.backends, [b4, a6, a4]);
+  t.equal(balancer.algorithm, 'maglev');
+});

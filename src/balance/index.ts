@@ -7,6 +7,7 @@
 // only those can see the client's address. A client is sent across families
 // (and so meets --on-family-mismatch) only when no backend of its family is
 // up; when none at all is up, pick() returns undefined.
+import type { Endpoint } from '../addr';
 import type { Family } from '../sys/sockaddr';
 import { ConfigError } from '../errors';
 import { WeightedBackend, backendName } from './backend';
@@ -41,6 +42,12 @@ export interface BackendStatus {
   readonly active: number;
 }
 
+/**
+ * A backend as pick() returned it, or just its endpoint (what a health
+ * checker knows). Either way it is found by ADDR:PORT.
+ */
+export type BackendRef = WeightedBackend | Endpoint;
+
 export interface Balancer {
   readonly algorithm: Algorithm;
   /** As given to createBalancer, in that order. */
@@ -48,11 +55,11 @@ export interface Balancer {
   /** The backend for a new client; undefined when no backend is up. */
   pick(client: Client): WeightedBackend | undefined;
   /** Health checker: mark a backend up or down. Every backend starts up. */
-  setUp(backend: WeightedBackend, up: boolean): void;
+  setUp(backend: BackendRef, up: boolean): void;
   /** Data path: a connection (or UDP session) to backend opened. Call right after pick(). */
-  onOpen(backend: WeightedBackend): void;
+  onOpen(backend: BackendRef): void;
   /** Data path: it ended, however it ended (including a failed connect). Once per onOpen. */
-  onClose(backend: WeightedBackend): void;
+  onClose(backend: BackendRef): void;
   status(): BackendStatus[];
 }
 
@@ -67,8 +74,7 @@ export function parseAlgorithm(text: string): Algorithm {
 
 /**
  * Throws ConfigError for an empty list, a backend listed twice or a bad
- * maglev table size. Backends are told apart by ADDR:PORT, so setUp() and
- * friends accept an equal backend object as well as the one given here.
+ * maglev table size.
  */
 export function createBalancer(
   algorithm: Algorithm,
@@ -125,12 +131,15 @@ function createStrategy(algorithm: Algorithm, members: Member[], options: Balanc
 }
 
 /** By identity first (the data path hands back what pick() returned), else by ADDR:PORT. */
-function memberFinder(members: readonly Member[]): (backend: WeightedBackend) => Member {
-  const byObject = new Map(members.map((m) => [m.backend, m]));
+function memberFinder(members: readonly Member[]): (ref: BackendRef) => Member {
+  const byObject = new Map<BackendRef, Member>(members.map((m) => [m.backend, m]));
   const byName = new Map(members.map((m) => [m.name, m]));
-  return (backend) => {
-    const member = byObject.get(backend) ?? byName.get(backendName(backend.endpoint));
-    if (member === undefined) throw new Error(`not a backend of this balancer: ${backendName(backend.endpoint)}`);
+  return (ref) => {
+    const known = byObject.get(ref);
+    if (known !== undefined) return known;
+    const name = backendName('endpoint' in ref ? ref.endpoint : ref);
+    const member = byName.get(name);
+    if (member === undefined) throw new Error(`not a backend of this balancer: ${name}`);
     return member;
   };
 }

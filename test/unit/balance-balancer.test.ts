@@ -1,4 +1,5 @@
 import t from 'tap';
+import { parseEndpoint } from '../../src/addr';
 import { ALGORITHMS, createBalancer, parseBackend } from '../../src/balance/index';
 
 const a4 = parseBackend('198.51.100.20:80');
@@ -43,6 +44,8 @@ t.test('backends are told apart by ADDR:PORT, not by object', async (t) => {
     { backend: a4, up: false, active: 0 },
     { backend: b4, up: true, active: 1 },
   ]);
+  balancer.setUp(parseEndpoint('198.51.100.20:80'), true);
+  t.equal(balancer.status()[0].up, true, 'or by its endpoint alone, as the health checker knows it');
   t.throws(() => balancer.setUp(parseBackend('198.51.100.99:80'), false), /not a backend of this balancer: 198\.51\.100\.99:80/);
   t.throws(() => balancer.onClose(a6), /not a backend of this balancer: \[2001:db8::20\]:80/);
 });

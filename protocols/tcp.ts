@@ -32,6 +32,8 @@ export class TcpRelay {
   };
   private readonly servers: net.Server[] = [];
   private readonly open = new Set<ProxiedConnection>();
+  /** Flushed at shutdown, so counts held back in a window are not lost. */
+  private readonly rateLimitedLogs: RateLimitedLog[] = [];
   /** While draining: when to stop waiting for open connections. */
   private drainDeadline = 0;
 
@@ -55,6 +57,7 @@ export class TcpRelay {
     const log = this.log.child({ proto: 'tcp', listen: formatEndpoint(endpoint.address, endpoint.port) });
     // pauseOnConnect: read nothing from a client until its upstream is connected.
     const maxConnsLog = new RateLimitedLog(log, 'warn', 'max-conns reached: closing new client');
+    this.rateLimitedLogs.push(maxConnsLog);
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) =>
       this.accept(client, log, maxConnsLog));
     return new Promise((resolve, reject) => {
@@ -150,6 +153,7 @@ export class TcpRelay {
     // 'close' events (and their log lines) follow destroy() asynchronously.
     this.drainDeadline = Date.now() + 1000;
     await this.waitForClose();
+    for (const limited of this.rateLimitedLogs) limited.flush();
   }
 
   /** Cut a drain short: a second SIGTERM/SIGINT means "now". */

@@ -75,6 +75,7 @@ export class SessionTable<S extends object> {
   }
 }
 
-export function sessionKey(listenAddress: string, clientAddress: string, clientPort: number): string {
-  return `${listenAddress}|${clientAddress}|${clientPort}`;
+/** A session is one client socket talking to one listener: both ends are in the key. */
+export function sessionKey(listenAddress: string, listenPort: number, clientAddress: string, clientPort: number): string {
+  return `${listenAddress}|${listenPort}|${clientAddress}|${clientPort}`;
 }

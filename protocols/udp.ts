@@ -28,6 +28,7 @@ export interface UdpStats {
   upstreamFailed: number;
   portFallbacks: number;
   refused: number;
+  droppedWhileConnecting: number;
 }
 
 /**
@@ -44,11 +45,14 @@ interface Listener {
   socket: dgram.Socket;
   address: string;
   port: number;
+  /** Carries proto and listen address, like the TCP listener's. */
+  log: Logger;
 }
 
 class UdpSession {
   readonly startedAt = Date.now();
   connected = false;
+  errorCode: string | undefined;
   /** Datagrams that arrived before the upstream connect completed (bounded; most sessions never need it). */
   pending: Buffer[] | undefined;
   closed = false;
@@ -70,7 +74,7 @@ export class UdpRelay {
   readonly stats: UdpStats = {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
-    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0,
+    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedWhileConnecting: 0,
   };
   private readonly listeners: Listener[] = [];
   private readonly sessions: SessionTable<UdpSession>;
@@ -99,8 +103,13 @@ export class UdpRelay {
   }
 
   async listen(): Promise<void> {
+    const bound = new Set<string>();
     for (const endpoint of this.config.listeners) {
       for (const address of listenAddresses(endpoint)) {
+        // 0.0.0.0 and [::] on one port both expand to the IPv4 addresses: bind each once.
+        const id = formatEndpoint(address, endpoint.port);
+        if (bound.has(id)) continue;
+        bound.add(id);
         this.listeners.push(this.bindListener(address, endpoint));
       }
     }
@@ -118,8 +127,8 @@ export class UdpRelay {
     } catch (err) {
       throw err instanceof SysError ? listenError(err as unknown as NodeJS.ErrnoException, { ...endpoint, address }) : err;
     }
-    const listener: Listener = { socket, address, port: endpoint.port };
     const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
+    const listener: Listener = { socket, address, port: endpoint.port, log };
     socket.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
     socket.on('message', (msg, rinfo) => this.fromClient(listener, msg, rinfo));
     return listener;
@@ -127,16 +136,19 @@ export class UdpRelay {
 
   private fromClient(listener: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
     const clientAddress = unmapAddress(rinfo.address);
-    const key = sessionKey(listener.address, clientAddress, rinfo.port);
+    const key = sessionKey(listener.address, listener.port, clientAddress, rinfo.port);
     const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, rinfo.port);
     if (!session) return;
-    session.datagramsFromClient++;
-    session.bytesFromClient += msg.length;
     if (session.connected) {
       session.upstream.send(msg);
     } else if ((session.pending ??= []).length < MAX_PENDING_DATAGRAMS) {
       session.pending.push(msg);
+    } else {
+      this.stats.droppedWhileConnecting++;
+      return;
     }
+    session.datagramsFromClient++;
+    session.bytesFromClient += msg.length;
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
@@ -147,12 +159,16 @@ export class UdpRelay {
     upstream.on('message', (reply) => this.fromBackend(session, reply));
     upstream.on('error', (err) => this.onUpstreamError(session, err as NodeJS.ErrnoException));
     // dgram's connect completes on a later tick; until then datagrams wait in session.pending.
-    upstream.connect(backend.port, backend.address, () => {
+    // With a callback, dgram hands a failed connect (ENETUNREACH: no route to
+    // the backend) to the callback instead of emitting 'error'.
+    const onConnect = (err?: NodeJS.ErrnoException) => {
       if (session.closed) return; // ended (evicted) while connecting
+      if (err) return this.onUpstreamError(session, err);
       session.connected = true;
       for (const datagram of session.pending ?? []) upstream.send(datagram);
       session.pending = undefined;
-    });
+    };
+    upstream.connect(backend.port, backend.address, onConnect as () => void);
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
     return session;
@@ -210,7 +226,10 @@ export class UdpRelay {
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
     session.listener.socket.send(reply, session.clientPort, session.clientAddress);
-    if (this.config.udpResponses > 0 && session.datagramsToClient >= this.config.udpResponses) {
+    // Like nginx's proxy_responses: N replies expected per client datagram, so
+    // two queries in flight on one port (a resolver's A and AAAA) both get answers.
+    if (this.config.udpResponses > 0 &&
+        session.datagramsToClient >= session.datagramsFromClient * this.config.udpResponses) {
       this.sessions.end(session.key, 'responses');
     }
   }
@@ -219,6 +238,7 @@ export class UdpRelay {
     // ICMP port unreachable from the backend arrives as ECONNREFUSED on the
     // connected socket: the backend is not listening. End the session.
     if (err.code === 'ECONNREFUSED') this.stats.refused++;
+    session.errorCode ??= err.code;
     if (this.sessions.get(session.key) === session) {
       this.sessions.end(session.key, err.code === 'ECONNREFUSED' ? 'refused' : 'error');
     }
@@ -237,12 +257,13 @@ export class UdpRelay {
       bytesToClient: session.bytesToClient,
       durationMs: Date.now() - session.startedAt,
       reason,
+      ...(session.errorCode ? { code: session.errorCode } : {}),
     };
     if (reason === 'evicted') {
       // Evictions come in floods (a full table under load): a few lines, with counts.
       this.evictionLog.write({ ...fields, evicted: this.stats.sessionsEnded.evicted });
     } else {
-      this.log.info(fields, 'session ended');
+      session.listener.log.info(fields, 'session ended');
     }
   }
 
@@ -250,6 +271,7 @@ export class UdpRelay {
   close(): void {
     for (const listener of this.listeners) listener.socket.close();
     this.sessions.clear('shutdown');
+    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog]) limited.flush();
   }
 }
 

@@ -75,7 +75,7 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
     help: `on SIGTERM/SIGINT, wait this long for open connections (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
   'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
     help: "client and backend families differ, so the client's address cannot be kept: " +
-      "reject closes the client (default); masquerade connects from relay's own address" },
+      "reject closes the client (TCP) or drops its datagrams (UDP), the default; masquerade connects from relay's own address" },
   'max-conns': { type: 'string', value: 'N',
     help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
   'max-sessions': { type: 'string', value: 'N',
@@ -115,8 +115,8 @@ export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): Par
   try {
     return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as ParsedValues;
   } catch (err) {
-    // parseArgs may explain over several lines; the operator gets the first.
-    throw new ConfigError((err as Error).message.split('\n')[0]);
+    // parseArgs may explain over several lines; the operator gets one.
+    throw new ConfigError((err as Error).message.split('\n').join(' '));
   }
 }
 

@@ -62,6 +62,12 @@ export class RateLimitedLog {
     this.summaryTimer ??= setTimeout(() => this.summarize(), this.windowStart + this.windowMs - now).unref();
   }
 
+  /** Log what is held back now (at shutdown), not when the window ends. */
+  flush(): void {
+    clearTimeout(this.summaryTimer);
+    this.summarize();
+  }
+
   private summarize(): void {
     this.summaryTimer = undefined;
     if (this.suppressed === 0) return;

@@ -61,7 +61,11 @@ function checkFileLimit(config: RelayConfig, log: Logger): number {
     (config.protocols.includes('udp') ? config.maxSessions : 0);
   const limit = raiseFileLimit(needed);
   if (limit.soft < needed) {
-    log.warn({ openFileLimit: limit.soft, needed, maxConns: config.maxConns, maxSessions: config.maxSessions },
+    log.warn({
+      openFileLimit: limit.soft, needed,
+      ...(config.protocols.includes('tcp') ? { maxConns: config.maxConns } : {}),
+      ...(config.protocols.includes('udp') ? { maxSessions: config.maxSessions } : {}),
+    },
       'open-file limit is below what --max-conns/--max-sessions can use: raise it (LimitNOFILE= in systemd, ulimit -Hn) or lower them');
   }
   return limit.soft;

@@ -1,5 +1,5 @@
 // The open-file limit: every UDP session and every TCP connection holds fds,
-// so relay raises its soft limit to the hard one at start.
+// so relay raises its limit at start to what its configured bounds can use.
 import * as os from 'node:os';
 import { libc } from './libc';
 import { RLIMIT_NOFILE } from './constants';

@@ -74,6 +74,13 @@ t.test('UDP sessions', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     }
   });
 
+  t.test('one client port talking to two listener ports gets each reply from the port it used', async (t) => {
+    for (const port of [5301, 5302]) {
+      const out = await udpSend(topo, `${ADDR.relayClientSide4}:${port}`, ['--local-port', '40050']);
+      t.equal(out.replies[0]?.from, `${ADDR.relayClientSide4}:${port}`);
+    }
+  });
+
   t.test('relay logged no error', async (t) => {
     await eventually(() => proc.stdout().includes('relay started') || undefined);
     t.same(relayLogs(proc).filter((l) => Number(l.level) >= 50), []);

@@ -66,6 +66,24 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.equal(proc.child.exitCode, null, 'relay is still running');
   });
 
+  t.test('no route to the backend ends the session with its error; relay stays up', async (t) => {
+    const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5408', '--backend', '203.0.113.50:53']);
+    topo.relay.ip('route', 'add', 'unreachable', '203.0.113.0/24');
+    await udpSend(topo, `${ADDR.relayClientSide4}:5408`, ['--local-port', '41050', '--timeout', '500']);
+    const ended = await eventually(() => relayLogs(proc, 'session ended')[0], 3000, 'error end');
+    t.equal(ended.reason, 'error');
+    t.equal(ended.code, 'EHOSTUNREACH');
+    t.equal(proc.child.exitCode, null, 'relay is still running');
+  });
+
+  t.test('--udp-responses counts per request: two queries in flight on one port both get answers', async (t) => {
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5409', '--backend', formatEndpoint(ADDR.backend4, 5400),
+      '--udp-responses', '1']);
+    // Two datagrams from one socket, 5 ms apart: the second is sent before the first reply returns.
+    const out = await udpSend(topo, `${ADDR.relayClientSide4}:5409`, ['--local-port', '41060', '--sizes', '10,20']);
+    t.same(out.replies.map((r) => r.bytes), [10, 20]);
+  });
+
   t.test("a client port in use on the relay host falls back to another port, address kept", async (t) => {
     const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5405', '--backend', formatEndpoint(ADDR.backend4, 5400)]);
     const holder = topo.lab.spawn(topo.relay, [process.execPath, '-e',

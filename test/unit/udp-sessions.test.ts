@@ -57,8 +57,9 @@ t.test('10,000 sessions through a table of 1,000 stay bounded', async (t) => {
   sessions.clear();
 });
 
-t.test('keys separate listener address, client address and port', async (t) => {
-  t.not(sessionKey('192.0.2.1', '192.0.2.2', 53), sessionKey('192.0.2.1', '192.0.2.2', 54));
-  t.not(sessionKey('192.0.2.1', '192.0.2.2', 53), sessionKey('192.0.2.9', '192.0.2.2', 53));
-  t.not(sessionKey('2001:db8::1', '2001:db8::2', 53), sessionKey('2001:db8::1', '2001:db8::2:53', 0));
+t.test('keys separate listener address and port, client address and port', async (t) => {
+  t.not(sessionKey('192.0.2.1', 53, '192.0.2.2', 53), sessionKey('192.0.2.1', 53, '192.0.2.2', 54));
+  t.not(sessionKey('192.0.2.1', 53, '192.0.2.2', 53), sessionKey('192.0.2.9', 53, '192.0.2.2', 53));
+  t.not(sessionKey('192.0.2.1', 53, '192.0.2.2', 53), sessionKey('192.0.2.1', 54, '192.0.2.2', 53));
+  t.not(sessionKey('2001:db8::1', 53, '2001:db8::2', 53), sessionKey('2001:db8::1', 53, '2001:db8::2:53', 0));
 });

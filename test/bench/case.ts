@@ -1,10 +1,10 @@
 // What a benchmark case is, and the loop that runs one: every run starts each
 // target fresh, targets interleaved run by run so slow drift on the machine
 // (another job, thermal) spreads over all of them instead of one. A new
-// protocol (UDP) is another module exporting more BenchCase values.
+// protocol is another module exporting more BenchCase values (tcp.ts, udp.ts).
 import type { BenchContext, HostPort, ProxyUnderTest, Target, TargetName } from './targets';
 import { busyFractions, foreignCpuSeconds, hostCpuTimes, namedNetns, processCpuSnapshot, totalCpuSeconds } from './proc';
-import { sleep } from './lab';
+import { PROXY_CPU, sleep } from './lab';
 
 export interface BenchOptions {
   runs: number;
@@ -13,6 +13,10 @@ export interface BenchOptions {
   rateConns: number;
   /** Connections held open in the memory case. */
   idleConns: number;
+  /** UDP client sockets (so client ports, so proxy sessions) in the UDP rate cases. */
+  udpFlows: number;
+  /** Live UDP sessions held in the UDP memory case. */
+  udpSessions: number;
 }
 
 /** One measurement of one target. */
@@ -35,6 +39,13 @@ export interface Sample {
   busyBefore: number;
   /** Cores used during the run by processes outside the lab: other jobs on this machine. */
   foreignCores: number;
+  /**
+   * Busy share of the proxy's CPU not spent in the proxy's processes: kernel
+   * threads, interrupts or anything else that shared the CPU pinned for the
+   * proxy (work the foreign-process count cannot see). undefined without a
+   * proxy process.
+   */
+  proxyCpuOthers?: number;
 }
 
 export type Goal =
@@ -44,7 +55,7 @@ export type Goal =
 /** A case prepared for measuring: its backend runs until close(). */
 export interface PreparedCase {
   backend: HostPort;
-  measure(proxy: ProxyUnderTest, run: number): Promise<Omit<Sample, 'target' | 'run' | 'problems' | 'busyBefore' | 'foreignCores'>>;
+  measure(proxy: ProxyUnderTest, run: number): Promise<Omit<Sample, 'target' | 'run' | 'problems' | 'busyBefore' | 'foreignCores' | 'proxyCpuOthers'>>;
   close(): Promise<void>;
 }
 
@@ -55,10 +66,18 @@ export interface BenchCase {
   decimals: number;
   /** Figures per core of proxy CPU make sense for rates, not for memory. */
   perCore: boolean;
+  /**
+   * The load generator sends as fast as it can whatever the proxy manages
+   * (one-way UDP): the load CPU is always saturated, which then says nothing
+   * about what bounded the figure.
+   */
+  flatOut?: boolean;
   targets: readonly Target[];
   goal: Goal;
   /** How it is measured, for docs/benchmarks.md. */
   method(options: BenchOptions): string;
+  /** What a reader must know next to the verdict (e.g. a figure measured at less than the issue asked for). */
+  caveat?(options: BenchOptions): string;
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
 }
 
@@ -73,6 +92,13 @@ export type Log = (line: string) => void;
 
 /** Another job using this much CPU during a run makes the run worthless: repeat it. */
 const FOREIGN_CORES_LIMIT = 0.1;
+/**
+ * The proxy runs alone on its CPU: normally that CPU's busy share is within a
+ * few percent of the proxy's own CPU time. More than this beside it means
+ * something else ran there (another job's kernel work, e.g. a network
+ * namespace being torn down in a kernel worker): repeat the run.
+ */
+export const PROXY_CPU_OTHERS_LIMIT = 0.25;
 const MAX_ATTEMPTS = 4;
 
 export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
@@ -86,12 +112,15 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         for (let attempt = 1; ; attempt++) {
           const sample = await runOnce(ctx, prepared, target, run, ours);
           log(describe(benchCase, sample));
-          if (sample.foreignCores <= FOREIGN_CORES_LIMIT || attempt === MAX_ATTEMPTS) {
+          const others = sample.proxyCpuOthers ?? 0;
+          if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || attempt === MAX_ATTEMPTS) {
             samples.push(sample);
             break;
           }
           discarded.push(sample);
-          log(`  other processes used ${sample.foreignCores.toFixed(2)} cores during that run: repeating it`);
+          log(sample.foreignCores > FOREIGN_CORES_LIMIT
+            ? `  other processes used ${sample.foreignCores.toFixed(2)} cores during that run: repeating it`
+            : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
         }
       }
     }
@@ -110,8 +139,12 @@ async function runOnce(ctx: BenchContext, prepared: PreparedCase, target: Target
     const t0 = Date.now();
     const measured = await prepared.measure(proxy, run);
     const foreign = foreignCpuSeconds(before, processCpuSnapshot(), ours, process.pid);
-    return { target: target.name, run, ...measured, busyBefore, foreignCores: foreign / ((Date.now() - t0) / 1000),
-      problems: countProblems(proxy.problems()) };
+    const sample: Sample = { target: target.name, run, ...measured, busyBefore,
+      foreignCores: foreign / ((Date.now() - t0) / 1000), problems: countProblems(proxy.problems()) };
+    if (sample.proxyCpuSeconds !== undefined && sample.hostBusy.length > PROXY_CPU) {
+      sample.proxyCpuOthers = Math.max(0, sample.hostBusy[PROXY_CPU] - cores(sample));
+    }
+    return sample;
   } finally {
     await proxy.stop();
   }

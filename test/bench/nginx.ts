@@ -1,4 +1,4 @@
-// nginx in two roles: the transparent stream proxy relay is compared with,
+// nginx in two roles: the transparent stream proxy relay is compared with (TCP and UDP),
 // and the HTTP backend for the connection-rate case. Each instance gets its
 // own directory under the lab, so nothing touches /etc/nginx or /var/log.
 import * as fs from 'node:fs';
@@ -17,16 +17,18 @@ export interface Nginx {
   errors(): string[];
 }
 
-/** Settings shared by both roles: one worker (the comparison is one core against one core). */
-function mainContext(dir: string, extra: string): string {
+export const DEFAULT_WORKER_CONNECTIONS = 16384;
+
+/** Settings shared by every role: one worker (the comparison is one core against one core). */
+function mainContext(dir: string, extra: string, workerConnections = DEFAULT_WORKER_CONNECTIONS): string {
   return `
 daemon off;
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-# 2 fds per proxied connection; the hard limit here is 20000.
+# TCP: 2 fds per proxied connection; UDP: 1 per session. The hard limit here is 20000.
 worker_rlimit_nofile 20000;
-events { worker_connections 16384; }
+events { worker_connections ${workerConnections}; }
 ${extra}`;
 }
 
@@ -46,6 +48,37 @@ ${mainContext(dir, `stream {
     proxy_pass ${formatEndpoint(backend.host, backend.port)};
   }
 }`)}`;
+}
+
+export interface UdpProxyOptions {
+  /** proxy_responses: end a session after this many replies; unset keeps it until proxy_timeout. */
+  responses?: number;
+  /** proxy_timeout: how long an idle session lives, e.g. '30s'. */
+  timeout: string;
+  /**
+   * A UDP session takes two of nginx's connection slots (the client side,
+   * sharing the listening socket's fd, and the upstream socket): many live
+   * sessions need more than the default.
+   */
+  workerConnections?: number;
+}
+
+/**
+ * A transparent UDP proxy. $remote_addr:$remote_port binds each session's
+ * upstream socket to the client's address and port, as relay does.
+ */
+export function udpStreamProxyConfig(dir: string, listen: { host: string; port: number }, backend: { host: string; port: number },
+  o: UdpProxyOptions): string {
+  return `load_module ${STREAM_MODULE};
+user root;
+${mainContext(dir, `stream {
+  server {
+    listen ${formatEndpoint(listen.host, listen.port)} udp;
+    proxy_bind $remote_addr:$remote_port transparent;
+    proxy_pass ${formatEndpoint(backend.host, backend.port)};
+    proxy_timeout ${o.timeout};
+${o.responses !== undefined ? `    proxy_responses ${o.responses};\n` : ''}  }
+}`, o.workerConnections)}`;
 }
 
 /**
@@ -69,13 +102,13 @@ export function httpBackendConfig(dir: string, listen: { host: string; port: num
 }
 
 export async function startNginx(lab: Lab, ns: Namespace, cpu: number, name: string,
-  config: (dir: string) => string, port: number): Promise<Nginx> {
+  config: (dir: string) => string, port: number, proto: 'tcp' | 'udp' = 'tcp'): Promise<Nginx> {
   const dir = fs.mkdtempSync(path.join(lab.dir, `nginx-${name}-`));
   const confFile = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confFile, config(dir));
   // -e: the error log before the config is read, else nginx opens /var/log/nginx/error.log.
   const proc = spawnPinned(lab, ns, cpu, ['nginx', '-c', confFile, '-p', dir, '-e', path.join(dir, 'error.log')]);
-  await waitForListener(ns, 'tcp', port).catch((err: Error) => {
+  await waitForListener(ns, proto, port).catch((err: Error) => {
     throw new Error(`nginx (${name}) did not start: ${proc.stderr().trim() || err.message}`);
   });
   const logFile = path.join(dir, 'error.log');

@@ -5,9 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, Sample, cores, median } from './case';
+import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, Sample, cores, median } from './case';
 import type { Target, TargetName } from './targets';
-import { LOAD_GENERATOR_SYSCTLS } from './lab';
+import { LOAD_GENERATOR_SYSCTLS, PROXY_CPU } from './lab';
 
 export interface TargetSummary {
   values: number[];
@@ -127,6 +127,7 @@ export interface Machine {
   nginx: string;
   iperf3: string;
   wrk: string;
+  cc: string;
   commit: string;
 }
 
@@ -147,6 +148,7 @@ export function machineInfo(): Machine {
     nginx: firstLine(['nginx', '-v']).replace(/^nginx version: /, ''),
     iperf3: firstLine(['iperf3', '--version']),
     wrk: firstLine(['wrk', '-v']).replace(/ Copyright.*/, ''),
+    cc: firstLine(['cc', '--version']),
     commit: `${commit || 'unknown'}${dirty ? ' (with uncommitted changes in src/ or protocols/)' : ''}`,
   };
 }
@@ -160,6 +162,8 @@ export interface DocInput {
   targets: readonly Target[];
   pinning: string;
   warnings: string[];
+  /** Comparisons across cases worth a line under the verdicts (not verdicts themselves). */
+  crossComparisons: string[];
 }
 
 export function markdownReport(d: DocInput): string {
@@ -172,16 +176,21 @@ export function markdownReport(d: DocInput): string {
     '## Machine',
     '',
     mdTable(['', ''], [['CPUs (nproc)', String(m.cpus)], ['CPU model', m.cpuModel], ['kernel (uname -r)', m.kernel],
-      ['Node.js', m.node], ['nginx', m.nginx], ['iperf3', m.iperf3], ['wrk', m.wrk], ['relay commit', m.commit]]),
+      ['Node.js', m.node], ['nginx', m.nginx], ['iperf3', m.iperf3], ['wrk', m.wrk],
+      ['C compiler (UDP peers)', m.cc], ['relay commit', m.commit]]),
     '',
     `Runs per measurement: ${d.options.runs} (the table shows medians); ${d.options.seconds} s per throughput and ` +
-      `connection-rate run; ${d.options.rateConns} concurrent wrk connections; ${d.options.idleConns} idle connections.`,
+      `connection-rate run; ${d.options.rateConns} concurrent wrk connections; ${d.options.idleConns} idle connections; ` +
+      `${d.options.udpFlows} client sockets in the UDP rate cases; ${d.options.udpSessions} live sessions in the UDP ` +
+      'memory case.',
     '',
     '## Results',
     '',
     mdTable(RESULT_HEAD, resultRows(d.summaries)),
     '',
-    ...d.summaries.map((s) => `- **${s.verdict}** ${s.result.benchCase.title}: target ${s.goal}; ${s.why}.`),
+    ...d.summaries.map((s) => `- **${s.verdict}** ${s.result.benchCase.title}: target ${s.goal}; ${s.why}.` +
+      (s.result.benchCase.caveat ? ` ${s.result.benchCase.caveat(d.options)}` : '')),
+    ...d.crossComparisons.map((line) => `- ${line}`),
     '',
     '### CPU use of the proxy',
     '',
@@ -196,7 +205,9 @@ export function markdownReport(d: DocInput): string {
     'Host CPUs busy = each CPU\'s busy share during the run (from /proc/stat), CPU 0 first: a load-generator CPU at ' +
       '100% means the figure is a floor, not the proxy\'s limit. Other jobs = CPU time used during the run by ' +
       'processes outside the lab\'s namespaces (this machine is shared); a run where they used more than 0.1 cores ' +
-      'is repeated, up to 3 times.',
+      `is repeated, up to 3 times, and so is a run where CPU ${PROXY_CPU}, pinned for the proxy alone, was more than ` +
+      `${Math.round(PROXY_CPU_OTHERS_LIMIT * 100)} points busier than the proxy's own CPU time (kernel threads and ` +
+      'interrupts are not processes of another job, but can still be another job\'s work); shown in brackets when over 10.',
     '',
     ...d.summaries.flatMap((s) => runsSection(s)),
     '## How it is measured',
@@ -211,7 +222,7 @@ export function markdownReport(d: DocInput): string {
     `- Pinning: ${d.pinning}`,
     '- Each run starts the proxy fresh; runs are interleaved (run 1 of every target, then run 2...). Before each run ' +
       'the benchmark waits (up to 20 s) for every CPU to be under 20% busy.',
-    ...d.targets.map((t) => `- ${t.name}: ${t.setup}.`),
+    ...d.targets.map((t) => `- ${t.name}${t.variant ? ` (${t.variant})` : ''}: ${t.setup}.`),
     '',
     ...d.summaries.flatMap((s) => [`### ${s.result.benchCase.title}`, '', s.result.benchCase.method(d.options), '']),
     '## Notes',
@@ -226,7 +237,8 @@ function runsSection(s: CaseSummary): string[] {
   const row = (x: Sample) => [String(x.run), x.target, fmt(x.value, c.decimals),
     x.proxyCpuSeconds !== undefined ? fmt(cores(x), 2) : 'n/a',
     x.hostBusy.length > 0 ? x.hostBusy.map((b) => `${Math.round(b * 100)}%`).join(' / ') : 'n/a',
-    fmt(x.foreignCores, 2),
+    fmt(x.foreignCores, 2) + (x.proxyCpuOthers !== undefined && x.proxyCpuOthers > 0.1
+      ? ` (CPU ${PROXY_CPU}: ${Math.round(x.proxyCpuOthers * 100)}% beside the proxy)` : ''),
     x.sawClient === undefined ? 'n/a' : x.sawClient ? 'yes' : 'NO',
     Object.entries(x.details).map(([k, v]) => `${k}=${v}`).join(', '),
     Object.entries(x.problems).map(([k, n]) => `${n}x ${k}`).join('; ') || 'none'];

@@ -10,23 +10,26 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, median, runCase } from './case';
+import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, median, runCase } from './case';
 import { LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
-import { TARGETS } from './targets';
+import { TARGETS, Target } from './targets';
 import { TCP_CASES } from './tcp';
+import { UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
 import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
 
-/** Every case the benchmark knows; a UDP module adds its own list here. */
-const CASES: readonly BenchCase[] = [...TCP_CASES];
+/** Every case the benchmark knows, in the order they run. */
+const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES];
 const LAB_PREFIX = 'relaybench';
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft'];
+const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft', 'cc'];
 
 const FLAGS = {
   runs: { type: 'string', default: '3' },
   seconds: { type: 'string', default: '5' },
   conns: { type: 'string', default: '50' },
   'idle-conns': { type: 'string', default: '5000' },
+  'udp-flows': { type: 'string', default: '128' },
+  'udp-sessions': { type: 'string', default: '18000' },
   only: { type: 'string' },
   targets: { type: 'string' },
   out: { type: 'string', default: path.join('docs', 'benchmarks.md') },
@@ -41,6 +44,8 @@ const USAGE = `usage: npm run bench [-- options]   (as root)
   --seconds S       length of each throughput and connection-rate run (default 5)
   --conns N         concurrent wrk connections in the connection-rate case (default 50)
   --idle-conns N    connections held in the memory case (default 5000; relay uses 2 fds each)
+  --udp-flows N     client sockets (ports, so sessions) in the UDP rate cases (default 128)
+  --udp-sessions N  live sessions in the UDP memory case (default 18000; 1 fd each, at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS})
   --only IDS        comma-separated case ids: ${CASES.map((c) => c.id).join(', ')}
   --targets NAMES   comma-separated: ${TARGETS.map((t) => t.name).join(', ')} (default all)
   --out FILE        where to write the report (default docs/benchmarks.md)
@@ -65,9 +70,16 @@ function parseOptions(argv: string[]) {
     seconds: positiveInt(values.seconds, 'seconds'),
     rateConns: positiveInt(values.conns, 'conns'),
     idleConns: positiveInt(values['idle-conns'], 'idle-conns'),
+    udpFlows: positiveInt(values['udp-flows'], 'udp-flows'),
+    udpSessions: positiveInt(values['udp-sessions'], 'udp-sessions'),
   };
   // Each idle connection costs the proxy 2 fds under the 20,000 hard limit, plus listeners and logs.
-  if (options.idleConns > 9_000) throw new Error('--idle-conns must be at most 9000 (2 fds each, 20,000 fd limit)');
+  if (options.idleConns > 8_800) throw new Error('--idle-conns must be at most 8800 (relay runs with --max-conns 9000: 2 fds each, 20,000 fd limit)');
+  if (options.udpFlows > 1_000) throw new Error('--udp-flows must be at most 1000');
+  // Each UDP session costs the proxy 1 fd; relay runs with --max-sessions UDP_MAX_SESSIONS, warm-up sessions included.
+  if (options.udpSessions > UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS) {
+    throw new Error(`--udp-sessions must be at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS} (1 fd each, 20,000 fd limit)`);
+  }
   const ids = values.only?.split(',').map((s) => s.trim());
   const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];
   if (unknown.length > 0) throw new Error(`--only: unknown case ${unknown.join(', ')}`);
@@ -83,7 +95,7 @@ function parseOptions(argv: string[]) {
 function checkPrerequisites(): void {
   if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces and runs transparent proxies');
   const missing = REQUIRED_TOOLS.filter((t) => !tryCommand(['which', t]).ok);
-  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(' ')} (apt-get install -y iperf3 wrk nginx libnginx-mod-stream curl nftables)`);
+  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(' ')} (apt-get install -y iperf3 wrk nginx libnginx-mod-stream curl nftables gcc)`);
 }
 
 /** Other labs on this machine compete for the CPUs: worth saying next to the numbers. */
@@ -134,13 +146,16 @@ async function main(argv: string[]): Promise<number> {
 
   const summaries = results.map(summarize);
   process.stdout.write(consoleReport(summaries));
+  const cross = crossComparisons(summaries);
+  if (cross.length > 0) process.stdout.write(`\n${cross.join('\n')}\n`);
   const warnings = collectWarnings(summaries, options, foreign);
   if (warnings.length > 0) process.stdout.write(`\nNotes:\n${warnings.map((w) => `  - ${w}`).join('\n')}\n`);
-  if (!values['no-doc']) writeDoc(values.out, summaries, options, argv, warnings);
+  if (!values['no-doc']) writeDoc(values.out, summaries, options, argv, warnings, cases, cross);
   return values.strict && summaries.some((s) => s.verdict === 'FAIL') ? 1 : 0;
 }
 
-function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, argv: string[], warnings: string[]): void {
+function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, argv: string[], warnings: string[],
+  cases: readonly BenchCase[], cross: string[]): void {
   const file = path.resolve(REPO_ROOT, out);
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, markdownReport({
@@ -149,12 +164,23 @@ function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, 
     options,
     command: `npm run bench${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`,
     date: new Date(),
-    targets: TARGETS,
+    targets: distinctTargets(cases),
     pinning: `the proxy under test (relay's node process; nginx's master and worker) alone on CPU ${PROXY_CPU} ` +
       `(taskset -c ${PROXY_CPU}); load generators, backends and the benchmark runner on CPU ${LOAD_CPU}.`,
     warnings,
+    crossComparisons: cross,
   }));
   say(`wrote ${path.relative(process.cwd(), file) || file}`);
+}
+
+/** Every target configuration the cases used, each once, in order of first use. */
+function distinctTargets(cases: readonly BenchCase[]): Target[] {
+  const seen = new Map<string, Target>();
+  for (const t of cases.flatMap((c) => c.targets)) {
+    const key = `${t.name}|${t.setup}`;
+    if (!seen.has(key)) seen.set(key, t);
+  }
+  return [...seen.values()];
 }
 
 /** Things a reader must know to trust (or distrust) the numbers. */
@@ -170,6 +196,9 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
     for (const x of s.result.samples) {
       const where = `${c.id} run ${x.run} (${x.target})`;
       if (x.foreignCores > 0.1) warnings.push(`${where}: other jobs used ${x.foreignCores.toFixed(2)} cores during it, even after repeats`);
+      if ((x.proxyCpuOthers ?? 0) > PROXY_CPU_OTHERS_LIMIT) {
+        warnings.push(`${where}: CPU ${PROXY_CPU} was ${Math.round((x.proxyCpuOthers ?? 0) * 100)}% busy beside the proxy, even after repeats`);
+      }
       if (x.busyBefore > 0.2) warnings.push(`${where} started with a CPU ${Math.round(x.busyBefore * 100)}% busy (another job?)`);
       if (x.sawClient === false) warnings.push(`${where}: the backend did NOT see the client's address (${x.details.backendSaw ?? ''})`);
       if (x.details.socketErrors && x.details.socketErrors !== 'none' &&
@@ -177,18 +206,34 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
         warnings.push(`${where}: wrk socket errors: ${x.details.socketErrors}`);
       }
       if (Number(x.details.non2xx) > 0) warnings.push(`${where}: ${x.details.non2xx} non-2xx responses`);
+      warnings.push(...udpWarnings(where, x.details, c.flatOut === true));
       for (const [problem, n] of Object.entries(x.problems)) warnings.push(`${where} logged ${n}x ${problem}`);
     }
     for (const [name, t] of Object.entries(s.targets)) {
-      const busy = s.result.samples.filter((x) => x.target === name && x.hostBusy.length > LOAD_CPU)
-        .map((x) => x.hostBusy[LOAD_CPU]);
-      if (busy.length > 0 && median(busy) > 0.9) {
+      const runs = s.result.samples.filter((x) => x.target === name && x.hostBusy.length > LOAD_CPU);
+      const busy = runs.map((x) => x.hostBusy[LOAD_CPU]);
+      // Flat-out load keeps the load CPU busy whatever happens; the proxy dropping datagrams is what says it was the limit.
+      const proxyDropped = c.flatOut === true && runs.some((x) => Number(x.details.dropsRelayNs) > 0);
+      if (busy.length > 0 && median(busy) > 0.9 && !proxyDropped) {
         warnings.push(`${c.id} (${name}): CPU ${LOAD_CPU} (load generator and backend) was ${Math.round(median(busy) * 100)}% ` +
           `busy (median run), so ${t ? 'this figure' : 'it'} may be bounded by the load side rather than by ${name}`);
       }
     }
   }
   return warnings;
+}
+
+/** What the UDP peers counted that a reader should know about. */
+function udpWarnings(where: string, d: Record<string, string | number>, flatOut: boolean): string[] {
+  const out: string[] = [];
+  if (Number(d.retries) > 0) out.push(`${where}: ${d.retries} requests went unanswered for 500 ms and were sent again (datagrams lost)`);
+  if (d.sendErrors !== undefined && d.sendErrors !== 'none') out.push(`${where}: the client's sends failed: ${d.sendErrors}`);
+  if (Number(d.dropsBackendNs) > 0) out.push(`${where}: the backend's socket queue overflowed ${d.dropsBackendNs} times (the figure may be the backend's limit)`);
+  if (Number(d.dropsClientNs) > 0) out.push(`${where}: the client's socket queues overflowed ${d.dropsClientNs} times`);
+  // Flat-out one-way load is meant to overflow the proxy's queue; with replies expected, a drop is a lost request.
+  if (!flatOut && Number(d.dropsRelayNs) > 0) out.push(`${where}: ${d.dropsRelayNs} datagrams dropped in the relay namespace (a proxy socket queue full)`);
+  if (Number(d.failed) > 0) out.push(`${where}: ${d.failed} sessions never answered`);
+  return out;
 }
 
 main(process.argv.slice(2)).then(

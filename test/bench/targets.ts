@@ -7,7 +7,7 @@ import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 import { formatEndpoint } from '../../src/addr';
 import { ADDR, BenchLab, PROXY_CPU, setForwarding, spawnPinned, stopWithin } from './lab';
-import { startNginx, streamProxyConfig } from './nginx';
+import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
 import { descendants, exePath } from './proc';
 
 export type TargetName = 'relay' | 'nginx' | 'kernel';
@@ -36,6 +36,8 @@ export interface ProxyUnderTest {
 
 export interface Target {
   readonly name: TargetName;
+  /** What sets this configuration apart when a name has several (UDP cases), for the report. */
+  readonly variant?: string;
   /** How it is set up, for docs/benchmarks.md. */
   readonly setup: string;
   start(ctx: BenchContext, backend: HostPort): Promise<ProxyUnderTest>;
@@ -45,51 +47,99 @@ const RELAY_PORT = 8080;
 const NGINX_PORT = 8081;
 const STOP_GRACE_MS = 3_000;
 
+/**
+ * Each TCP connection costs relay 2 fds (client and upstream) under the hard
+ * open-file limit of 20,000 here: 9,000 connections fit with room to spare,
+ * so relay does not warn that the limit is too low for --max-conns.
+ */
+const RELAY_MAX_CONNS = 9_000;
+
 export const relayTarget: Target = {
   name: 'relay',
   setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto tcp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
-    '--backend BACKEND --log-level warn --max-conns 20000` in the relay namespace',
-  async start(ctx, backend) {
-    const entry = { host: ADDR.relayClientSide4, port: RELAY_PORT };
-    const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, [process.execPath, cliPath(),
-      '--proto', 'tcp', '--listen', formatEndpoint(entry.host, entry.port),
-      '--backend', formatEndpoint(backend.host, backend.port),
-      '--log-level', 'warn', '--max-conns', '20000']);
-    // At --log-level warn relay prints no start line: wait for its listening socket.
-    await waitForListener(ctx.net.relay, 'tcp', entry.port).catch((err: Error) => {
-      throw new Error(`relay did not start: ${proc.stderr().trim() || err.message}`);
-    });
-    assertExecs(proc, fs.realpathSync(process.execPath));
-    return {
-      name: 'relay',
-      entry,
-      pids: () => [proc.child.pid as number],
-      problems: () => relayProblems(proc.stdout() + proc.stderr()),
-      stop: () => stopWithin(proc, STOP_GRACE_MS),
-    };
-  },
+    `--backend BACKEND --log-level warn --max-conns ${RELAY_MAX_CONNS}\` in the relay namespace`,
+  start: (ctx, backend) => startRelayTarget(ctx, backend, 'tcp', ['--max-conns', String(RELAY_MAX_CONNS)]),
 };
+
+export interface UdpRelayOptions {
+  maxSessions: number;
+  /** --session-timeout, e.g. '30s'. */
+  sessionTimeout: string;
+  /** --udp-responses: end a session after this many replies (unset: relay's default, no limit). */
+  responses?: number;
+  /** How this variant differs, for the report. */
+  variant?: string;
+}
+
+/** relay relaying UDP, configured for one case. */
+export function udpRelayTarget(o: UdpRelayOptions): Target {
+  const flags = ['--max-sessions', String(o.maxSessions), '--session-timeout', o.sessionTimeout,
+    ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : [])];
+  return {
+    name: 'relay',
+    variant: o.variant,
+    setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto udp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
+      `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace`,
+    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags),
+  };
+}
+
+async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tcp' | 'udp', flags: string[]): Promise<ProxyUnderTest> {
+  const entry = { host: ADDR.relayClientSide4, port: RELAY_PORT };
+  const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, [process.execPath, cliPath(),
+    '--proto', proto, '--listen', formatEndpoint(entry.host, entry.port),
+    '--backend', formatEndpoint(backend.host, backend.port),
+    '--log-level', 'warn', ...flags]);
+  // At --log-level warn relay prints no start line: wait for its listening socket.
+  await waitForListener(ctx.net.relay, proto, entry.port).catch((err: Error) => {
+    throw new Error(`relay did not start: ${proc.stderr().trim() || err.message}`);
+  });
+  assertExecs(proc, fs.realpathSync(process.execPath));
+  return {
+    name: 'relay',
+    entry,
+    pids: () => [proc.child.pid as number],
+    problems: () => relayProblems(proc.stdout() + proc.stderr()),
+    stop: () => stopWithin(proc, STOP_GRACE_MS),
+  };
+}
 
 export const nginxTarget: Target = {
   name: 'nginx',
   setup: `nginx stream proxy, \`worker_processes 1; user root;\`, \`proxy_bind $remote_addr transparent;\`, ` +
     `master and worker on CPU ${PROXY_CPU}, listening on ${ADDR.relayClientSide4}:${NGINX_PORT}`,
-  async start(ctx, backend) {
-    const entry = { host: ADDR.relayClientSide4, port: NGINX_PORT };
-    const nginx = await startNginx(ctx.lab, ctx.net.relay, PROXY_CPU, 'stream',
-      (dir) => streamProxyConfig(dir, entry, backend), entry.port);
-    assertExecs(nginx.proc, fs.realpathSync('/usr/sbin/nginx'));
-    const master = nginx.proc.child.pid as number;
-    return {
-      name: 'nginx',
-      entry,
-      pids: () => [master, ...descendants(master)],
-      // "2026/.. [error] 12#12: *3 recv() failed (104...) while proxying..., client: ..." -> "error: recv() failed ..."
-      problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ').replace(/, client: .*$/, '')),
-      stop: () => stopWithin(nginx.proc, STOP_GRACE_MS),
-    };
-  },
+  start: (ctx, backend) => startNginxTarget(ctx, 'stream', (dir, entry) => streamProxyConfig(dir, entry, backend), 'tcp'),
 };
+
+/** nginx relaying UDP, configured for one case (see udpStreamProxyConfig). */
+export function udpNginxTarget(o: UdpProxyOptions & { variant?: string }): Target {
+  const responses = o.responses !== undefined ? ` \`proxy_responses ${o.responses};\`` : ' no `proxy_responses` (sessions kept)';
+  return {
+    name: 'nginx',
+    variant: o.variant,
+    setup: `nginx stream proxy, UDP: \`listen ${ADDR.relayClientSide4}:${NGINX_PORT} udp;\`, ` +
+      `\`proxy_bind $remote_addr:$remote_port transparent;\`,${responses}, \`proxy_timeout ${o.timeout};\`, ` +
+      `\`worker_processes 1; user root; worker_rlimit_nofile 20000;\` and ` +
+      `\`worker_connections ${o.workerConnections ?? DEFAULT_WORKER_CONNECTIONS};\`, master and worker on CPU ${PROXY_CPU}`,
+    start: (ctx, backend) => startNginxTarget(ctx, 'udp', (dir, entry) => udpStreamProxyConfig(dir, entry, backend, o), 'udp'),
+  };
+}
+
+async function startNginxTarget(ctx: BenchContext, name: string,
+  config: (dir: string, entry: HostPort) => string, proto: 'tcp' | 'udp'): Promise<ProxyUnderTest> {
+  const entry = { host: ADDR.relayClientSide4, port: NGINX_PORT };
+  const nginx = await startNginx(ctx.lab, ctx.net.relay, PROXY_CPU, name, (dir) => config(dir, entry), entry.port, proto);
+  assertExecs(nginx.proc, fs.realpathSync('/usr/sbin/nginx'));
+  const master = nginx.proc.child.pid as number;
+  return {
+    name: 'nginx',
+    entry,
+    pids: () => [master, ...descendants(master)],
+    // "2026/.. [error] 12#12: *3 recv() failed (104...) while proxying..., client: ..." -> "error: recv() failed ..."
+    problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ').replace(/, client: .*$/, '')),
+    stop: () => stopWithin(nginx.proc, STOP_GRACE_MS),
+  };
+}
 
 export const kernelTarget: Target = {
   name: 'kernel',

@@ -1,0 +1,481 @@
+// C-speed UDP peers for the benchmark's UDP cases. test/bench/udp.ts builds
+// this with `cc -O2` into the lab's directory at the start of a run. Node's
+// dgram costs microseconds per datagram in JavaScript alone: a Node client
+// sharing the load CPU with the backend would measure itself, not the proxy.
+//
+// Every datagram carries a stamp: the sender's own IPv4 address and port (as
+// getsockname reports them). The backend compares it with the source address
+// and port the datagram arrived from, so "the backend saw the client's address
+// AND port" is checked for every datagram, through every proxy.
+//
+//   echo  --listen A:P [--sink]
+//         count datagrams and check stamps; reply with the datagram (its flag
+//         byte set to what the check found) unless --sink. Prints a status line
+//         every 100 ms: {"event":"status","t":MONOTONIC_NS,"rx":..,...}.
+//   rr    --target A:P --local A --sockets N --warmup S --seconds S
+//         N sockets (N client ports), each with one request outstanding: a
+//         reply is answered at once with the next request. Counts completed
+//         requests after the warm-up; prints {"event":"rr-result",...}.
+//   blast --target A:P --local A --sockets N --warmup S --seconds S
+//         N sockets sending 64-byte datagrams round-robin as fast as they go,
+//         nothing expected back; prints {"event":"blast-result",...}.
+//   hold  --target A:P --local A --sockets N [--parallel P]
+//         open N sockets, each sending one request until answered (P at a
+//         time), print {"event":"held",...}, then keep them all open until
+//         killed: N live sessions in the proxy.
+//
+// Every mode ends on SIGTERM or SIGINT (the default action); rr and blast end
+// by themselves after warm-up + seconds.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAYLOAD 64
+#define BATCH 64
+#define MAGIC "rly1"
+// Stamp layout: 0..3 magic, 4..7 sender IPv4, 8..9 sender port (both network
+// order), 10 flag set by the backend, 12..15 sequence number.
+#define OFF_ADDR 4
+#define OFF_PORT 8
+#define OFF_FLAG 10
+#define OFF_SEQ 12
+enum { FLAG_NONE = 0, FLAG_SAME = 1, FLAG_OTHER_ADDR = 2, FLAG_OTHER_PORT = 3 };
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static _Noreturn void die(const char *what) {
+  printf("{\"event\":\"fatal\",\"what\":\"%s\",\"errno\":%d,\"error\":\"%s\"}\n", what, errno, strerror(errno));
+  fflush(stdout);
+  exit(1);
+}
+
+static _Noreturn void usage(void) {
+  fprintf(stderr, "usage: udp-peers echo --listen A:P [--sink] | rr|blast|hold --target A:P --local A "
+                  "--sockets N [--warmup S --seconds S | --parallel P]\n");
+  exit(2);
+}
+
+static struct sockaddr_in parse_endpoint(const char *spec) {
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  char host[64];
+  const char *colon = strrchr(spec, ':');
+  if (colon == NULL || (size_t)(colon - spec) >= sizeof host) usage();
+  memcpy(host, spec, (size_t)(colon - spec));
+  host[colon - spec] = 0;
+  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) usage();
+  sa.sin_port = htons((uint16_t)atoi(colon + 1));
+  return sa;
+}
+
+struct opts {
+  const char *listen, *target, *local;
+  int sink, sockets, parallel;
+  double warmup, seconds;
+};
+
+static struct opts parse_opts(int argc, char **argv) {
+  struct opts o = {0};
+  o.sockets = 1;
+  o.parallel = 256;
+  o.warmup = 1;
+  o.seconds = 5;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--sink") == 0) { o.sink = 1; continue; }
+    if (v == NULL) usage();
+    if (strcmp(a, "--listen") == 0) o.listen = v;
+    else if (strcmp(a, "--target") == 0) o.target = v;
+    else if (strcmp(a, "--local") == 0) o.local = v;
+    else if (strcmp(a, "--sockets") == 0) o.sockets = atoi(v);
+    else if (strcmp(a, "--parallel") == 0) o.parallel = atoi(v);
+    else if (strcmp(a, "--warmup") == 0) o.warmup = atof(v);
+    else if (strcmp(a, "--seconds") == 0) o.seconds = atof(v);
+    else usage();
+    i++;
+  }
+  if (o.sockets < 1 || o.parallel < 1) usage();
+  return o;
+}
+
+/* ---------------------------------------------------------------- echo */
+
+static _Noreturn void run_echo(const struct opts *o) {
+  if (o->listen == NULL) usage();
+  struct sockaddr_in addr = parse_endpoint(o->listen);
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) die("socket");
+  // A deep queue, so the backend on the shared load CPU loses nothing to
+  // scheduling delays: drops should happen in the proxy, not here.
+  int rcvbuf = 16 << 20;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("bind");
+  printf("{\"event\":\"listening\",\"listen\":\"%s\"}\n", o->listen);
+  fflush(stdout);
+
+  static char bufs[BATCH][2048];
+  static struct sockaddr_in from[BATCH];
+  static struct iovec iov[BATCH];
+  static struct mmsghdr msgs[BATCH];
+  uint64_t rx = 0, tx = 0, same = 0, other_addr = 0, other_port = 0, unstamped = 0, tx_errors = 0;
+  uint64_t next_status = 0;
+  for (;;) {
+    uint64_t t = now_ns();
+    if (t >= next_status) {
+      printf("{\"event\":\"status\",\"t\":%llu,\"rx\":%llu,\"tx\":%llu,\"same\":%llu,\"otherAddr\":%llu,"
+             "\"otherPort\":%llu,\"unstamped\":%llu,\"txErrors\":%llu}\n",
+             (unsigned long long)t, (unsigned long long)rx, (unsigned long long)tx, (unsigned long long)same,
+             (unsigned long long)other_addr, (unsigned long long)other_port, (unsigned long long)unstamped,
+             (unsigned long long)tx_errors);
+      fflush(stdout);
+      next_status = t + 100000000ull;
+    }
+    for (int i = 0; i < BATCH; i++) {
+      iov[i].iov_base = bufs[i];
+      iov[i].iov_len = sizeof bufs[i];
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    }
+    int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) die("recvmmsg");
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      poll(&p, 1, 50);
+      continue;
+    }
+    for (int i = 0; i < n; i++) {
+      rx++;
+      char *b = bufs[i];
+      unsigned len = msgs[i].msg_len;
+      if (len < 16 || memcmp(b, MAGIC, 4) != 0) {
+        unstamped++;
+      } else if (memcmp(b + OFF_ADDR, &from[i].sin_addr, 4) != 0) {
+        other_addr++;
+        b[OFF_FLAG] = FLAG_OTHER_ADDR;
+      } else if (memcmp(b + OFF_PORT, &from[i].sin_port, 2) != 0) {
+        other_port++;
+        b[OFF_FLAG] = FLAG_OTHER_PORT;
+      } else {
+        same++;
+        b[OFF_FLAG] = FLAG_SAME;
+      }
+      iov[i].iov_len = len;
+    }
+    if (o->sink) continue;
+    int sent = 0;
+    while (sent < n) {
+      int r = sendmmsg(fd, msgs + sent, (unsigned)(n - sent), 0);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        // One bad destination (EPERM, EINVAL...) must not stall the others: skip it.
+        tx_errors++;
+        sent++;
+        continue;
+      }
+      sent += r;
+      tx += (uint64_t)r;
+    }
+  }
+}
+
+/* ------------------------------------------------------- client sockets */
+
+struct flow {
+  int fd;
+  uint32_t seq;
+  int answered;
+  int tries;
+  uint64_t sent_at;
+  char payload[PAYLOAD];
+};
+
+/* A socket bound to local:0 (so the stamp holds a real address), connected to target, stamped. */
+static void open_flow(struct flow *f, const struct sockaddr_in *local, const struct sockaddr_in *target) {
+  f->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (f->fd < 0) die("socket");
+  if (bind(f->fd, (const struct sockaddr *)local, sizeof *local) != 0) die("bind");
+  if (connect(f->fd, (const struct sockaddr *)target, sizeof *target) != 0) die("connect");
+  struct sockaddr_in me;
+  socklen_t len = sizeof me;
+  if (getsockname(f->fd, (struct sockaddr *)&me, &len) != 0) die("getsockname");
+  memset(f->payload, 'x', PAYLOAD);
+  memcpy(f->payload, MAGIC, 4);
+  memcpy(f->payload + OFF_ADDR, &me.sin_addr, 4);
+  memcpy(f->payload + OFF_PORT, &me.sin_port, 2);
+  f->payload[OFF_FLAG] = FLAG_NONE;
+  f->seq = 0;
+  f->answered = 0;
+  f->tries = 0;
+}
+
+struct errcount {
+  int err;
+  uint64_t n;
+};
+#define MAX_ERRS 8
+static struct errcount send_errors[MAX_ERRS];
+
+static void count_error(int err) {
+  for (int i = 0; i < MAX_ERRS; i++) {
+    if (send_errors[i].err == err || send_errors[i].n == 0) {
+      send_errors[i].err = err;
+      send_errors[i].n++;
+      return;
+    }
+  }
+}
+
+static void print_errors(void) {
+  printf("\"errors\":{");
+  for (int i = 0, first = 1; i < MAX_ERRS && send_errors[i].n > 0; i++, first = 0) {
+    printf("%s\"%s\":%llu", first ? "" : ",", strerrorname_np(send_errors[i].err), (unsigned long long)send_errors[i].n);
+  }
+  printf("}");
+}
+
+static void send_request(struct flow *f, uint64_t t) {
+  uint32_t seq = htonl(f->seq);
+  memcpy(f->payload + OFF_SEQ, &seq, 4);
+  f->sent_at = t;
+  f->tries++;
+  if (send(f->fd, f->payload, PAYLOAD, 0) < 0) count_error(errno);
+}
+
+static struct flow *open_flows(const struct opts *o, struct sockaddr_in *local, struct sockaddr_in *target) {
+  if (o->target == NULL || o->local == NULL) usage();
+  *target = parse_endpoint(o->target);
+  char spec[80];
+  snprintf(spec, sizeof spec, "%s:0", o->local);
+  *local = parse_endpoint(spec);
+  // One fd per socket: take the whole soft limit the hard one allows.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  struct flow *flows = calloc((size_t)o->sockets, sizeof *flows);
+  if (flows == NULL) die("calloc");
+  return flows;
+}
+
+/* ------------------------------------------------------------------ rr */
+
+/* Re-send a request unanswered for this long (a datagram lost on the way). */
+#define RR_RETRY_NS 500000000ull
+
+static int run_rr(const struct opts *o) {
+  struct sockaddr_in local, target;
+  struct flow *flows = open_flows(o, &local, &target);
+  int ep = epoll_create1(0);
+  if (ep < 0) die("epoll_create1");
+  for (int i = 0; i < o->sockets; i++) {
+    open_flow(&flows[i], &local, &target);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, flows[i].fd, &ev) != 0) die("epoll_ctl");
+  }
+  uint64_t start = now_ns();
+  uint64_t t0 = start + (uint64_t)(o->warmup * 1e9);
+  uint64_t t1 = t0 + (uint64_t)(o->seconds * 1e9);
+  uint64_t completed = 0, same = 0, other_addr = 0, other_port = 0, unchecked = 0;
+  uint64_t retries = 0, stale = 0, refused = 0, rtt_sum = 0, completed_total = 0;
+  for (int i = 0; i < o->sockets; i++) send_request(&flows[i], start);
+  static struct epoll_event evs[1024];
+  char buf[2048];
+  uint64_t next_scan = start + 50000000ull;
+  for (;;) {
+    int n = epoll_wait(ep, evs, 1024, 10);
+    uint64_t t = now_ns();
+    if (t >= t1) break;
+    int counting = t >= t0;
+    for (int k = 0; k < n; k++) {
+      struct flow *f = &flows[evs[k].data.u32];
+      ssize_t len = recv(f->fd, buf, sizeof buf, 0);
+      if (len < 0) {
+        if (errno == ECONNREFUSED) refused++; // ICMP port unreachable: resent after RR_RETRY_NS
+        continue;
+      }
+      uint32_t seq;
+      memcpy(&seq, buf + OFF_SEQ, 4);
+      if (len < 16 || memcmp(buf, MAGIC, 4) != 0 || ntohl(seq) != f->seq) {
+        stale++; // the answer to a request already re-sent, or garbage
+        continue;
+      }
+      completed_total++;
+      if (counting) {
+        completed++;
+        rtt_sum += t - f->sent_at;
+        switch (buf[OFF_FLAG]) {
+          case FLAG_SAME: same++; break;
+          case FLAG_OTHER_ADDR: other_addr++; break;
+          case FLAG_OTHER_PORT: other_port++; break;
+          default: unchecked++;
+        }
+      }
+      f->seq++;
+      send_request(f, t);
+    }
+    if (t >= next_scan) {
+      next_scan = t + 50000000ull;
+      for (int i = 0; i < o->sockets; i++) {
+        if (t - flows[i].sent_at > RR_RETRY_NS) {
+          flows[i].seq++;
+          send_request(&flows[i], t);
+          retries++;
+        }
+      }
+    }
+  }
+  double secs = (double)(t1 - t0) / 1e9;
+  printf("{\"event\":\"rr-result\",\"sockets\":%d,\"t0\":%llu,\"t1\":%llu,\"seconds\":%.3f,\"completed\":%llu,"
+         "\"rate\":%.1f,\"meanRttUs\":%.1f,\"same\":%llu,\"otherAddr\":%llu,\"otherPort\":%llu,\"unchecked\":%llu,"
+         "\"retries\":%llu,\"stale\":%llu,\"refused\":%llu,\"completedWithWarmup\":%llu,",
+         o->sockets, (unsigned long long)t0, (unsigned long long)t1, secs, (unsigned long long)completed,
+         (double)completed / secs, completed ? (double)rtt_sum / (double)completed / 1e3 : 0.0,
+         (unsigned long long)same, (unsigned long long)other_addr, (unsigned long long)other_port,
+         (unsigned long long)unchecked, (unsigned long long)retries, (unsigned long long)stale,
+         (unsigned long long)refused, (unsigned long long)completed_total);
+  print_errors();
+  printf("}\n");
+  fflush(stdout);
+  return 0;
+}
+
+/* --------------------------------------------------------------- blast */
+
+#define BLAST_BATCH 16
+
+static int run_blast(const struct opts *o) {
+  struct sockaddr_in local, target;
+  struct flow *flows = open_flows(o, &local, &target);
+  for (int i = 0; i < o->sockets; i++) open_flow(&flows[i], &local, &target);
+  struct iovec iov[BLAST_BATCH];
+  struct mmsghdr msgs[BLAST_BATCH];
+  uint64_t start = now_ns();
+  uint64_t t0 = start + (uint64_t)(o->warmup * 1e9);
+  uint64_t t1 = t0 + (uint64_t)(o->seconds * 1e9);
+  uint64_t sent = 0, sent_total = 0;
+  for (;;) {
+    uint64_t t = now_ns();
+    if (t >= t1) break;
+    int counting = t >= t0;
+    for (int i = 0; i < o->sockets; i++) {
+      struct flow *f = &flows[i];
+      for (int k = 0; k < BLAST_BATCH; k++) {
+        iov[k].iov_base = f->payload;
+        iov[k].iov_len = PAYLOAD;
+        memset(&msgs[k], 0, sizeof msgs[k]);
+        msgs[k].msg_hdr.msg_iov = &iov[k];
+        msgs[k].msg_hdr.msg_iovlen = 1;
+      }
+      int r = sendmmsg(f->fd, msgs, BLAST_BATCH, 0);
+      if (r < 0) {
+        count_error(errno);
+        continue;
+      }
+      sent_total += (uint64_t)r;
+      if (counting) sent += (uint64_t)r;
+    }
+  }
+  double secs = (double)(t1 - t0) / 1e9;
+  printf("{\"event\":\"blast-result\",\"sockets\":%d,\"t0\":%llu,\"t1\":%llu,\"seconds\":%.3f,\"sent\":%llu,"
+         "\"rate\":%.1f,\"sentWithWarmup\":%llu,",
+         o->sockets, (unsigned long long)t0, (unsigned long long)t1, secs, (unsigned long long)sent,
+         (double)sent / secs, (unsigned long long)sent_total);
+  print_errors();
+  printf("}\n");
+  fflush(stdout);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- hold */
+
+#define HOLD_RETRY_NS 300000000ull
+#define HOLD_TRIES 10
+
+static _Noreturn void run_hold(const struct opts *o) {
+  struct sockaddr_in local, target;
+  struct flow *flows = open_flows(o, &local, &target);
+  int ep = epoll_create1(0);
+  if (ep < 0) die("epoll_create1");
+  uint64_t answered = 0, failed = 0, same = 0, retries = 0;
+  static struct epoll_event evs[1024];
+  char buf[2048];
+  uint64_t start = now_ns();
+  for (int first = 0; first < o->sockets; first += o->parallel) {
+    int last = first + o->parallel < o->sockets ? first + o->parallel : o->sockets;
+    uint64_t t = now_ns();
+    for (int i = first; i < last; i++) {
+      open_flow(&flows[i], &local, &target);
+      struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+      if (epoll_ctl(ep, EPOLL_CTL_ADD, flows[i].fd, &ev) != 0) die("epoll_ctl");
+      send_request(&flows[i], t);
+    }
+    int waiting = last - first;
+    while (waiting > 0) {
+      int n = epoll_wait(ep, evs, 1024, 20);
+      t = now_ns();
+      for (int k = 0; k < n; k++) {
+        struct flow *f = &flows[evs[k].data.u32];
+        ssize_t len = recv(f->fd, buf, sizeof buf, 0);
+        if (len < 16 || f->answered || f->tries > HOLD_TRIES) continue;
+        f->answered = 1;
+        answered++;
+        if (buf[OFF_FLAG] == FLAG_SAME) same++;
+        waiting--;
+        // Nothing more will come: stop watching it, so epoll stays cheap.
+        epoll_ctl(ep, EPOLL_CTL_DEL, f->fd, NULL);
+      }
+      for (int i = first; i < last; i++) {
+        struct flow *f = &flows[i];
+        if (f->answered || f->tries > HOLD_TRIES || t - f->sent_at < HOLD_RETRY_NS) continue;
+        if (f->tries == HOLD_TRIES) {
+          f->tries++;
+          failed++;
+          waiting--;
+          continue;
+        }
+        retries++;
+        send_request(f, t);
+      }
+    }
+  }
+  printf("{\"event\":\"held\",\"sockets\":%d,\"answered\":%llu,\"failed\":%llu,\"same\":%llu,\"retries\":%llu,"
+         "\"ms\":%llu,",
+         o->sockets, (unsigned long long)answered, (unsigned long long)failed, (unsigned long long)same,
+         (unsigned long long)retries, (unsigned long long)((now_ns() - start) / 1000000));
+  print_errors();
+  printf("}\n");
+  fflush(stdout);
+  for (;;) pause();
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) usage();
+  setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+  struct opts o = parse_opts(argc, argv);
+  if (strcmp(argv[1], "echo") == 0) run_echo(&o);
+  if (strcmp(argv[1], "rr") == 0) return run_rr(&o);
+  if (strcmp(argv[1], "blast") == 0) return run_blast(&o);
+  if (strcmp(argv[1], "hold") == 0) run_hold(&o);
+  usage();
+}

@@ -7,7 +7,8 @@ import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
 import { connectTransparent } from '../src/sys';
-import type { PickBackend } from '../src/balance';
+import type { Balancer, WeightedBackend } from '../src/balance';
+import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
 
@@ -17,7 +18,23 @@ export interface TcpStats {
   rejectedFamilyMismatch: number;
   upstreamFailed: number;
   portFallbacks: number;
+  /** Refused at once because no backend was up. */
+  rejectedNoBackend: number;
+  /** Connects that failed before any data and were tried again on another backend. */
+  retried: number;
   closed: number;
+}
+
+/** What a connection needs from the relay when its upstream connect fails. */
+interface UpstreamSource {
+  /**
+   * The backend failed before any data: count it against its health, release
+   * it, and (when retry is allowed) offer another backend's upstream.
+   */
+  connectFailed(backend: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog):
+    { upstream: net.Socket; backend: WeightedBackend } | undefined;
+  /** The connection no longer uses this backend. */
+  release(backend: WeightedBackend): void;
 }
 
 
@@ -28,7 +45,8 @@ type EndReason =
 
 export class TcpRelay {
   readonly stats: TcpStats = {
-    accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, closed: 0,
+    accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
+    rejectedNoBackend: 0, retried: 0, closed: 0,
   };
   private readonly servers: net.Server[] = [];
   private readonly open = new Set<ProxiedConnection>();
@@ -40,8 +58,14 @@ export class TcpRelay {
   constructor(
     private readonly config: RelayConfig,
     private readonly log: Logger,
-    private readonly pickBackend: PickBackend,
-  ) {}
+    private readonly balancer: Balancer,
+    private readonly health?: HealthChecker,
+  ) {
+    this.noBackendLog = new RateLimitedLog(log, 'warn', 'no backend is up: refusing client');
+    this.rateLimitedLogs.push(this.noBackendLog);
+  }
+
+  private readonly noBackendLog: RateLimitedLog;
 
   get openConnections(): number {
     return this.open.size;
@@ -84,18 +108,54 @@ export class TcpRelay {
     }
     this.stats.accepted++;
     const clientAddress = unmapAddress(client.remoteAddress);
-    const backend = this.pickBackend(familyOfAddress(clientAddress));
-    const connLog = new ConnectionLog(log, clientAddress, client.remotePort, backend);
-    const upstream = this.openUpstream(clientAddress, client.remotePort, backend, connLog);
+    const clientPort = client.remotePort;
+    const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
+    if (!backend) {
+      this.stats.rejectedNoBackend++;
+      this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), rejected: this.stats.rejectedNoBackend });
+      resetSocket(client);
+      return;
+    }
+    this.balancer.onOpen(backend);
+    const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint);
+    const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, connLog);
     if (!upstream) {
+      this.balancer.onClose(backend);
       client.destroy();
       return;
     }
-    const conn = new ProxiedConnection(client, upstream, this.config, connLog, () => {
+    const source: UpstreamSource = {
+      connectFailed: (failed, reason, retry, connLog) =>
+        this.connectFailed(failed, reason, retry, clientAddress, clientPort, connLog),
+      release: (released) => this.balancer.onClose(released),
+    };
+    const conn = new ProxiedConnection(client, upstream, backend, source, this.config, connLog, () => {
       this.open.delete(conn);
       this.stats.closed++;
     });
     this.open.add(conn);
+  }
+
+  /**
+   * A connect failed before any byte moved (the client is paused until its
+   * upstream connects), so the client can be sent elsewhere once, unnoticed.
+   */
+  private connectFailed(
+    failed: WeightedBackend, reason: string, retry: boolean, clientAddress: string, clientPort: number, log: ConnectionLog,
+  ): { upstream: net.Socket; backend: WeightedBackend } | undefined {
+    this.health?.reportFailure(failed.endpoint, reason);
+    this.balancer.onClose(failed);
+    if (!retry) return undefined;
+    const next = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
+    if (!next || next === failed) return undefined;
+    this.balancer.onOpen(next);
+    const upstream = this.openUpstream(clientAddress, clientPort, next.endpoint, log);
+    if (!upstream) {
+      this.balancer.onClose(next);
+      return undefined;
+    }
+    this.stats.retried++;
+    return { upstream, backend: next };
   }
 
   /** The upstream socket, or undefined when the client must be turned away (already logged). */
@@ -185,20 +245,29 @@ class ProxiedConnection {
   private connected = false;
   private connectTimer: NodeJS.Timeout | undefined;
   private socketsOpen = 2;
+  /** Whether this.backend has been handed back to the balancer. */
+  private released = false;
+  private retried = false;
 
   constructor(
     private readonly client: net.Socket,
-    private readonly upstream: net.Socket,
-    config: RelayConfig,
+    private upstream: net.Socket,
+    private backend: WeightedBackend,
+    private readonly source: UpstreamSource,
+    private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
     private readonly onClosed: () => void,
   ) {
-    this.connectTimer = setTimeout(() => this.fail('connect timeout'), config.connectTimeoutMs);
-    upstream.once('connect', () => this.onConnected(config.idleTimeoutMs));
-    upstream.on('error', (err) => this.onUpstreamError(err as NodeJS.ErrnoException));
     client.on('error', (err) => this.onClientError(err as NodeJS.ErrnoException));
     client.once('close', () => this.onSocketClosed());
-    upstream.once('close', () => this.onSocketClosed());
+    this.watchUpstream();
+  }
+
+  private watchUpstream(): void {
+    this.connectTimer = setTimeout(() => this.fail('connect timeout'), this.config.connectTimeoutMs);
+    this.upstream.once('connect', () => this.onConnected(this.config.idleTimeoutMs));
+    this.upstream.on('error', (err) => this.onUpstreamError(err as NodeJS.ErrnoException));
+    this.upstream.once('close', () => this.onSocketClosed());
   }
 
   private onConnected(idleTimeoutMs: number): void {
@@ -234,13 +303,39 @@ class ProxiedConnection {
     resetSocket(this.upstream);
   }
 
-  /** The upstream never connected: reset the client so it sees the failure at once. */
+  /**
+   * The upstream never connected: try another backend once; failing that,
+   * reset the client so it sees the failure at once.
+   */
   private fail(reason: EndReason, err?: NodeJS.ErrnoException): void {
     clearTimeout(this.connectTimer);
+    const failed = this.backend;
+    this.released = true; // connectFailed releases it
+    const next = this.source.connectFailed(failed, err?.code ? `${reason} (${err.code})` : reason, !this.retried, this.log);
+    if (next) {
+      this.retried = true;
+      this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
+        ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
+      this.switchUpstream(next.upstream, next.backend);
+      return;
+    }
     this.reason ??= reason;
     this.errorCode ??= err?.code;
     this.upstream.destroy();
     resetSocket(this.client);
+  }
+
+  /** Drop the failed upstream (its events no longer concern us) and watch the new one. */
+  private switchUpstream(upstream: net.Socket, backend: WeightedBackend): void {
+    const old = this.upstream;
+    old.removeAllListeners();
+    old.on('error', () => {}); // late errors of a socket we are discarding
+    old.destroy();
+    this.upstream = upstream;
+    this.backend = backend;
+    this.released = false;
+    this.log.setBackend(backend.endpoint);
+    this.watchUpstream();
   }
 
   close(reason: EndReason): void {
@@ -253,6 +348,8 @@ class ProxiedConnection {
   private onSocketClosed(): void {
     if (--this.socketsOpen > 0) return;
     clearTimeout(this.connectTimer);
+    if (!this.released) this.source.release(this.backend);
+    this.released = true;
     const fields = {
       bytesFromClient: this.client.bytesRead,
       bytesToClient: this.client.bytesWritten,
@@ -276,8 +373,13 @@ class ConnectionLog {
     private readonly log: Logger,
     private readonly clientAddress: string,
     private readonly clientPort: number,
-    private readonly backend: Endpoint,
+    private backend: Endpoint,
   ) {}
+
+  /** After a retry, lines name the backend actually used. */
+  setBackend(backend: Endpoint): void {
+    this.backend = backend;
+  }
 
   private context(fields: object): object {
     return {

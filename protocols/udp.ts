@@ -15,7 +15,8 @@ import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
 import { bindTransparentUdp, bindUdpListener } from '../src/sys';
-import type { PickBackend } from '../src/balance';
+import type { Balancer, WeightedBackend } from '../src/balance';
+import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
 import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
@@ -29,6 +30,7 @@ export interface UdpStats {
   portFallbacks: number;
   refused: number;
   droppedWhileConnecting: number;
+  droppedNoBackend: number;
 }
 
 /**
@@ -66,7 +68,7 @@ class UdpSession {
     readonly listener: Listener,
     readonly clientAddress: string,
     readonly clientPort: number,
-    readonly backend: Endpoint,
+    readonly backend: WeightedBackend,
   ) {}
 }
 
@@ -75,18 +77,22 @@ export class UdpRelay {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
     droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedWhileConnecting: 0,
+    droppedNoBackend: 0,
   };
   private readonly listeners: Listener[] = [];
   private readonly sessions: SessionTable<UdpSession>;
   private readonly evictionLog: RateLimitedLog;
   private readonly mismatchLog: RateLimitedLog;
   private readonly failureLog: RateLimitedLog;
+  private readonly noBackendLog: RateLimitedLog;
 
   constructor(
     private readonly config: RelayConfig,
     private readonly log: Logger,
-    private readonly pickBackend: PickBackend,
+    private readonly balancer: Balancer,
+    private readonly health?: HealthChecker,
   ) {
+    this.noBackendLog = new RateLimitedLog(log, 'warn', 'no backend is up: dropping datagram');
     this.evictionLog = new RateLimitedLog(log, 'info', 'session ended (table full: least recently used evicted)');
     this.mismatchLog = new RateLimitedLog(log, 'warn',
       "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
@@ -152,9 +158,17 @@ export class UdpRelay {
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
-    const backend = this.pickBackend(familyOfAddress(clientAddress));
-    const upstream = this.openUpstream(clientAddress, clientPort, backend);
+    // A session stays on its backend for life; source and maglev bring the
+    // client back to the same backend after its session ended.
+    const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
+    if (!backend) {
+      this.stats.droppedNoBackend++;
+      this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), dropped: this.stats.droppedNoBackend });
+      return undefined;
+    }
+    const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint);
     if (!upstream) return undefined;
+    this.balancer.onOpen(backend);
     const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend);
     upstream.on('message', (reply) => this.fromBackend(session, reply));
     upstream.on('error', (err) => this.onUpstreamError(session, err as NodeJS.ErrnoException));
@@ -168,7 +182,7 @@ export class UdpRelay {
       for (const datagram of session.pending ?? []) upstream.send(datagram);
       session.pending = undefined;
     };
-    upstream.connect(backend.port, backend.address, onConnect as () => void);
+    upstream.connect(backend.endpoint.port, backend.endpoint.address, onConnect as () => void);
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
     return session;
@@ -238,6 +252,8 @@ export class UdpRelay {
     // ICMP port unreachable from the backend arrives as ECONNREFUSED on the
     // connected socket: the backend is not listening. End the session.
     if (err.code === 'ECONNREFUSED') this.stats.refused++;
+    // Passive health: the backend is not listening, or not reachable.
+    this.health?.reportFailure(session.backend.endpoint, `udp ${err.code ?? err.message}`);
     session.errorCode ??= err.code;
     if (this.sessions.get(session.key) === session) {
       this.sessions.end(session.key, err.code === 'ECONNREFUSED' ? 'refused' : 'error');
@@ -247,10 +263,11 @@ export class UdpRelay {
   private onSessionEnd(session: UdpSession, reason: SessionEnd): void {
     session.closed = true;
     session.upstream.close();
+    this.balancer.onClose(session.backend);
     this.stats.sessionsEnded[reason]++;
     const fields = {
       client: formatEndpoint(session.clientAddress, session.clientPort),
-      backend: formatEndpoint(session.backend.address, session.backend.port),
+      backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
       datagramsFromClient: session.datagramsFromClient,
       bytesFromClient: session.bytesFromClient,
       datagramsToClient: session.datagramsToClient,
@@ -271,7 +288,7 @@ export class UdpRelay {
   close(): void {
     for (const listener of this.listeners) listener.socket.close();
     this.sessions.clear('shutdown');
-    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog]) limited.flush();
+    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog]) limited.flush();
   }
 }
 

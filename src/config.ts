@@ -5,6 +5,8 @@ import { ConfigError } from './errors';
 import * as net from 'node:net';
 import { Endpoint, parseEndpoint, normalize } from './addr';
 import { parseDuration, formatDuration } from './duration';
+import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
+import type { HealthOptions } from './health';
 
 export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
@@ -13,7 +15,9 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface RelayConfig {
   readonly protocols: readonly Protocol[];
   readonly listeners: readonly Endpoint[];
-  readonly backends: readonly Endpoint[];
+  readonly backends: readonly WeightedBackend[];
+  readonly balance: Algorithm;
+  readonly health: HealthOptions;
   readonly keepClientPort: boolean;
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
@@ -42,6 +46,10 @@ export const DEFAULTS = {
   drainTimeoutMs: 30_000,
   maxConns: 4096,
   maxSessions: 8192,
+  healthIntervalMs: 2000,
+  healthTimeoutMs: 1000,
+  healthRise: 2,
+  healthFall: 3,
   sessionTimeoutMs: 30_000,
   onFamilyMismatch: 'reject' as FamilyMismatchPolicy,
   // Distinctive values so relay's rule and table never collide with an
@@ -63,8 +71,20 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   proto: { type: 'string', value: 'tcp|udp|tcp,udp', help: 'protocols to relay on every --listen (default tcp)' },
   listen: { type: 'string', multiple: true, value: 'ADDR:PORT',
     help: 'where clients connect; repeatable. [::]:PORT also takes IPv4 clients' },
-  backend: { type: 'string', multiple: true, value: 'ADDR:PORT',
-    help: "where to relay to; repeatable (round robin, preferring the client's address family)" },
+  backend: { type: 'string', multiple: true, value: 'ADDR:PORT[,weight=N]',
+    help: "where to relay to; repeatable. Clients go to backends of their own address family when one is up" },
+  balance: { type: 'string', value: ALGORITHMS.join('|'),
+    help: 'how to choose a backend (default roundrobin, weighted); source and maglev keep a client on one backend' },
+  'health-interval': { type: 'string', value: 'DURATION',
+    help: `active health checks every DURATION; 0 turns them off (default ${formatDuration(DEFAULTS.healthIntervalMs)}). ` +
+      'TCP: a connect; UDP: only with --health-udp-probe' },
+  'health-timeout': { type: 'string', value: 'DURATION',
+    help: `a check fails after this (default ${formatDuration(DEFAULTS.healthTimeoutMs)})` },
+  'health-rise': { type: 'string', value: 'N', help: `a down backend is up after N passed checks in a row (default ${DEFAULTS.healthRise})` },
+  'health-fall': { type: 'string', value: 'N',
+    help: `an up backend is down after N failures in a row, checks or real traffic (default ${DEFAULTS.healthFall})` },
+  'health-udp-probe': { type: 'string', value: 'HEX',
+    help: 'UDP: a datagram (hex) the backend must answer, e.g. a DNS query; without it UDP health is passive only' },
   'keep-client-port': { type: 'boolean',
     help: "bind upstream to the client's port too (falls back to an ephemeral port if in use)" },
   'connect-timeout': { type: 'string', value: 'DURATION',
@@ -122,11 +142,13 @@ export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): Par
 
 export function buildRunConfig(values: ParsedValues): RelayConfig {
   const listeners = endpoints(values.listen, '--listen');
-  const backends = endpoints(values.backend, '--backend');
+  const backends = weightedBackends(values.backend);
   return Object.freeze({
     protocols: parseProtocols(values.proto),
     listeners,
     backends,
+    balance: typeof values.balance === 'string' ? parseAlgorithm(values.balance) : 'roundrobin',
+    health: healthOptions(values),
     keepClientPort: values['keep-client-port'] === true,
     connectTimeoutMs: durationFlag(values, 'connect-timeout', DEFAULTS.connectTimeoutMs, { min: 1 }),
     idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, { min: 0 }),
@@ -150,7 +172,8 @@ export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
     fwmark: integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff),
     rulePriority: integerFlag(values, 'priority', DEFAULTS.rulePriority, 1, 32765),
     table: routingTable(values),
-    backends: values.backend ? endpoints(values.backend, '--backend') : [],
+    // Weights mean nothing to a recipe, but the same --backend values are accepted.
+    backends: values.backend ? weightedBackends(values.backend).map((b) => b.endpoint) : [],
     relayAddresses,
   });
 }
@@ -174,6 +197,33 @@ function upstreamMark(values: ParsedValues): number {
     throw new ConfigError(`--mark 0x${mark.toString(16)} is the mark relay's routes use for replies: choose another`);
   }
   return mark;
+}
+
+function weightedBackends(raw: ParsedValues[string]): WeightedBackend[] {
+  const list = Array.isArray(raw) ? raw : [];
+  if (list.length === 0) throw new ConfigError('--backend is required');
+  const backends = list.map((text) => parseBackend(text));
+  const seen = new Set<string>();
+  for (const b of backends) {
+    const name = `${b.endpoint.address}|${b.endpoint.port}`;
+    if (seen.has(name)) throw new ConfigError(`--backend ${b.endpoint.address}:${b.endpoint.port} is given twice`);
+    seen.add(name);
+  }
+  return backends;
+}
+
+function healthOptions(values: ParsedValues): HealthOptions {
+  const probe = values['health-udp-probe'];
+  if (probe !== undefined && !/^([0-9a-f]{2})+$/i.test(String(probe))) {
+    throw new ConfigError(`--health-udp-probe must be hex bytes, e.g. 0a0b0c: got '${probe}'`);
+  }
+  return Object.freeze({
+    intervalMs: durationFlag(values, 'health-interval', DEFAULTS.healthIntervalMs, { min: 0 }),
+    timeoutMs: durationFlag(values, 'health-timeout', DEFAULTS.healthTimeoutMs, { min: 1 }),
+    rise: integerFlag(values, 'health-rise', DEFAULTS.healthRise, 1, 100),
+    fall: integerFlag(values, 'health-fall', DEFAULTS.healthFall, 1, 100),
+    udpProbe: probe === undefined ? undefined : Buffer.from(String(probe), 'hex'),
+  });
 }
 
 function endpoints(raw: ParsedValues[string], flag: string): Endpoint[] {

@@ -5,7 +5,8 @@ import { createLogger, flushLogger, Logger } from './log';
 import { assertTransparentAllowed, raiseFileLimit } from './sys';
 import { TcpRelay } from '../protocols/tcp';
 import { UdpRelay } from '../protocols/udp';
-import { roundRobin } from './balance';
+import { createBalancer, Balancer } from './balance';
+import { HealthChecker } from './health';
 import { formatEndpoint } from './addr';
 import { describeError } from './errors';
 
@@ -19,14 +20,17 @@ interface Relays {
 
 export async function runRelay(config: RelayConfig): Promise<void> {
   const log = createLogger(config.logLevel);
-  for (const family of new Set(config.backends.map((b) => b.family))) {
+  for (const family of new Set(config.backends.map((b) => b.endpoint.family))) {
     assertTransparentAllowed(family);
   }
   const fileLimit = checkFileLimit(config, log);
-  const pick = roundRobin(config.backends);
+  // Each protocol has its own balancer and health: DNS over TCP and over UDP
+  // can fail independently on one backend address.
+  const tcpPool = config.protocols.includes('tcp') ? backendPool(config, 'tcp', log) : undefined;
+  const udpPool = config.protocols.includes('udp') ? backendPool(config, 'udp', log) : undefined;
   const relays: Relays = {
-    tcp: config.protocols.includes('tcp') ? new TcpRelay(config, log, pick) : undefined,
-    udp: config.protocols.includes('udp') ? new UdpRelay(config, log, pick) : undefined,
+    tcp: tcpPool ? new TcpRelay(config, log, tcpPool.balancer, tcpPool.health) : undefined,
+    udp: udpPool ? new UdpRelay(config, log, udpPool.balancer, udpPool.health) : undefined,
   };
   try {
     await relays.tcp?.listen();
@@ -37,11 +41,15 @@ export async function runRelay(config: RelayConfig): Promise<void> {
     flushLogger(log);
     throw err;
   }
+  tcpPool?.health.start();
+  udpPool?.health.start();
   log.info({
     proto: config.protocols.join(','),
     listen: config.listeners.map((l) => formatEndpoint(l.address, l.port)),
     ...(relays.udp ? { udpBound: relays.udp.boundAddresses } : {}),
-    backends: config.backends.map((b) => formatEndpoint(b.address, b.port)),
+    backends: config.backends.map((b) => `${formatEndpoint(b.endpoint.address, b.endpoint.port)}${b.weight !== 1 ? `,weight=${b.weight}` : ''}`),
+    balance: config.balance,
+    healthIntervalMs: config.health.intervalMs,
     ...(relays.tcp ? { maxConns: config.maxConns, keepClientPort: config.keepClientPort } : {}),
     ...(relays.udp ? { maxSessions: config.maxSessions, sessionTimeoutMs: config.sessionTimeoutMs,
       udpResponses: config.udpResponses } : {}),
@@ -49,6 +57,23 @@ export async function runRelay(config: RelayConfig): Promise<void> {
     openFileLimit: fileLimit,
   }, 'relay started');
   installShutdown(relays, log, config.drainTimeoutMs);
+}
+
+interface BackendPool {
+  balancer: Balancer;
+  health: HealthChecker;
+}
+
+/** A balancer whose backends a health checker marks down and up, with a log line for each change. */
+function backendPool(config: RelayConfig, protocol: 'tcp' | 'udp', log: Logger): BackendPool {
+  const balancer = createBalancer(config.balance, config.backends);
+  const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
+    balancer.setUp(backend, up);
+    const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
+    if (up) log.info(fields, 'backend up');
+    else log.warn(fields, 'backend down');
+  });
+  return { balancer, health };
 }
 
 /**

@@ -23,7 +23,7 @@ t.test('every flag parses', async (t) => {
     '--connect-timeout', '1500ms', '--idle-timeout', '0', '--drain-timeout', '1m', '--on-family-mismatch', 'masquerade',
     '--max-conns', '10', '--mark', '0x10', '--log-level', 'debug', '--proto', 'tcp']);
   t.equal(config.listeners.length, 2);
-  t.equal(config.backends[1].address, '2001:db8::20');
+  t.equal(config.backends[1].endpoint.address, '2001:db8::20');
   t.equal(config.keepClientPort, true);
   t.equal(config.connectTimeoutMs, 1500);
   t.equal(config.idleTimeoutMs, 0);
@@ -87,4 +87,21 @@ t.test('UDP flags', async (t) => {
   t.throws(() => run([...base, '--max-sessions', '0']), /--max-sessions must be an integer from 1/);
   t.throws(() => run([...base, '--session-timeout', '0']), /--session-timeout must be at least/);
   t.throws(() => run([...base, '--mark', '0x5e1a']), /the mark relay's routes use/);
+});
+
+t.test('balancing and health flags', async (t) => {
+  const config = run(['--listen', '0.0.0.0:80', '--backend', '198.51.100.20:80,weight=3', '--backend', '198.51.100.21:80',
+    '--balance', 'maglev', '--health-interval', '500ms', '--health-timeout', '200ms', '--health-rise', '1',
+    '--health-fall', '2', '--health-udp-probe', '00ff']);
+  t.same(config.backends.map((b) => b.weight), [3, 1]);
+  t.equal(config.balance, 'maglev');
+  t.same({ ...config.health, udpProbe: [...config.health.udpProbe!] },
+    { intervalMs: 500, timeoutMs: 200, rise: 1, fall: 2, udpProbe: [0, 255] });
+  const defaults = run(base);
+  t.equal(defaults.balance, 'roundrobin');
+  t.same(defaults.health, { intervalMs: 2000, timeoutMs: 1000, rise: 2, fall: 3, udpProbe: undefined });
+  t.throws(() => run([...base, '--balance', 'random']), ConfigError);
+  t.throws(() => run([...base, '--health-udp-probe', 'xyz']), /--health-udp-probe must be hex/);
+  t.throws(() => run([...base, '--backend', '198.51.100.20:80']), /given twice/);
+  t.throws(() => run(['--listen', '0.0.0.0:80', '--backend', '198.51.100.20:80,weight=0']), ConfigError);
 });

@@ -7,7 +7,7 @@ import { distFile } from './topology';
 
 export interface NginxBackend {
   proc: SpawnedProcess;
-  /** Lines of the access log: "$remote_addr $remote_port $request". */
+  /** Lines of the access log: "$remote_addr $remote_port \"$request\" $server_addr". */
   accessLog(): string[];
 }
 
@@ -28,7 +28,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  log_format peer '$remote_addr $remote_port "$request"';
+  log_format peer '$remote_addr $remote_port "$request" $server_addr';
   server {
 ${listens}
     access_log ${logFile} peer;

@@ -124,8 +124,9 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     clearInterval(sampler);
     const result = events(client).find((e) => e.event === 'flows-result')!;
     t.equal(result.answered, 10000, 'every flow was answered');
-    // A new session's socket opens just before the oldest is evicted: one over, briefly.
-    t.ok(maxFds <= baseline + 1000 + 2, `relay's fds peaked at ${maxFds} (baseline ${baseline}, table 1000)`);
+    // A small constant over the table: a new session's socket opens just before
+    // the oldest is evicted, and libuv opens a few fds of its own lazily.
+    t.ok(maxFds <= baseline + 1000 + 8, `relay's fds peaked at ${maxFds} (baseline ${baseline}, table 1000)`);
     t.equal(proc.child.exitCode, null, 'relay is still running');
     t.same(relayLogs(proc).filter((l) => Number(l.level) >= 50), [], 'no errors logged');
     const evictionLines = relayLogs(proc).filter((l) => String(l.msg).includes('evicted')).length;

@@ -2,24 +2,51 @@
 // Entry point: argv -> command -> exit status. Operator errors are one line on
 // stderr (exit 2 for usage, 1 otherwise), never a stack trace.
 import { ConfigError, describeError } from './errors';
-import { RUN_FLAGS, ROUTES_FLAGS, parseFlags, buildRunConfig, buildRoutesConfig, usage } from './config';
+import { RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, parseFlags, buildRunConfig, buildRoutesConfig, usage } from './config';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
   '       relay routes print|apply|check|remove [options]\n' +
+  '       relay doctor [the same options as a run]\n' +
   '       relay demo';
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   if (command === 'routes') return routesCommand(rest);
   if (command === 'demo') return demoCommand(rest);
+  if (command === 'doctor') return doctorCommand(rest);
   const values = parseFlags(argv, RUN_FLAGS);
   if (values.help) {
     process.stdout.write(usage(RUN_USAGE, RUN_FLAGS));
     return 0;
   }
+  const config = buildRunConfig(values);
+  if (values.check) {
+    const passed = await runChecks(parseFlags(argv.filter((a) => a !== '--check' && a !== '--check-continue'), DOCTOR_FLAGS));
+    if (!passed && !values['check-continue']) {
+      process.stderr.write("relay: not starting: a check failed (fix it, or pass --check-continue)\n");
+      return 1;
+    }
+  }
   const { runRelay } = await import('./run');
-  await runRelay(buildRunConfig(values));
+  await runRelay(config);
   return -1; // keep running until a signal
+}
+
+async function doctorCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, DOCTOR_FLAGS);
+  if (values.help) {
+    process.stdout.write(usage('relay doctor [the same options as a run] [--probe-source ADDR]', DOCTOR_FLAGS));
+    return 0;
+  }
+  return (await runChecks(values)) ? 0 : 1;
+}
+
+/** Run doctor's checks, print one line each; true when all passed. */
+async function runChecks(values: ReturnType<typeof parseFlags>): Promise<boolean> {
+  const { doctorOptionsFrom, runDoctor, formatResults } = await import('./doctor');
+  const results = await runDoctor(doctorOptionsFrom(values));
+  process.stdout.write(formatResults(results));
+  return results.every((r) => r.ok);
 }
 
 async function routesCommand(argv: string[]): Promise<number> {

@@ -107,6 +107,8 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   mark: { type: 'string', value: 'N',
     help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
+  check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
+  'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },
   help: { type: 'boolean', short: 'h', help: 'show this help' },
 };
 
@@ -122,7 +124,18 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   help: RUN_FLAGS.help,
 };
 
-type ParsedValues = Record<string, string | boolean | string[] | undefined>;
+export const DOCTOR_FLAGS: Record<string, FlagSpec> = {
+  ...RUN_FLAGS,
+  fwmark: ROUTES_FLAGS.fwmark,
+  table: ROUTES_FLAGS.table,
+  priority: ROUTES_FLAGS.priority,
+  'probe-source': { type: 'string', multiple: true, value: 'ADDR',
+    help: 'client-like source for the end-to-end probes, one per family; not relay\'s own address ' +
+      '(default 192.0.2.254 and 2001:db8:ffff::fe)' },
+  'probe-timeout': { type: 'string', value: 'DURATION', help: 'how long an end-to-end probe waits for its answer (default 2s)' },
+};
+
+export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
 
 export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): ParsedValues {
   const options = Object.fromEntries(

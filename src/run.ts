@@ -9,9 +9,8 @@ import { createBalancer, Balancer } from './balance';
 import { HealthChecker } from './health';
 import { formatEndpoint } from './addr';
 import { describeError } from './errors';
+import { fdsNeeded } from './limits';
 
-/** fds relay needs beyond its connections and sessions: stdio, listeners, epoll, libuv. */
-const FD_HEADROOM = 64;
 
 interface Relays {
   tcp?: TcpRelay;
@@ -81,9 +80,7 @@ function backendPool(config: RelayConfig, protocol: 'tcp' | 'udp', log: Logger):
  * when it cannot be (the kernel would then refuse sockets with EMFILE under load).
  */
 function checkFileLimit(config: RelayConfig, log: Logger): number {
-  const needed = FD_HEADROOM +
-    (config.protocols.includes('tcp') ? 2 * config.maxConns : 0) +
-    (config.protocols.includes('udp') ? config.maxSessions : 0);
+  const needed = fdsNeeded(config);
   const limit = raiseFileLimit(needed);
   if (limit.soft < needed) {
     log.warn({

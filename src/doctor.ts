@@ -1,0 +1,216 @@
+// `relay doctor`: check, with the same flags as a run, everything a
+// transparent setup needs, one line per check: OK, or FAIL with the command
+// that fixes it. The end-to-end checks send real traffic from a client-like
+// address, so a backend without its return route is named as such instead of
+// surfacing later as clients' timeouts.
+import * as os from 'node:os';
+import * as net from 'node:net';
+import { RelayConfig, RoutesConfig, ParsedValues, buildRunConfig, buildRoutesConfig } from './config';
+import { parseDuration } from './duration';
+import { ConfigError } from './errors';
+import type { Endpoint } from './addr';
+import { formatEndpoint } from './addr';
+import type { Family } from './sys/sockaddr';
+import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
+import { relayHostSteps, backendRecipes } from './routes';
+import { describeError } from './errors';
+import { fdsNeeded } from './limits';
+
+export interface CheckResult {
+  readonly name: string;
+  readonly ok: boolean;
+  /** What was found, for OK and FAIL alike. */
+  readonly detail?: string;
+  /** Commands or steps that fix a FAIL. */
+  readonly fix?: readonly string[];
+}
+
+export interface DoctorOptions {
+  readonly run: RelayConfig;
+  readonly routes: RoutesConfig;
+  /** Client-like source addresses for the end-to-end probes, one per family. */
+  readonly probeSources: Readonly<Record<Family, string>>;
+  readonly probeTimeoutMs: number;
+}
+
+/** Not the relay's own and not a real client's: TEST-NET-1's last address, and its IPv6 counterpart. */
+export const DEFAULT_PROBE_SOURCES: Record<Family, string> = { 4: '192.0.2.254', 6: '2001:db8:ffff::fe' };
+
+/** Doctor's options from its flags: a run's, the routes', and the probe's. */
+export function doctorOptionsFrom(values: ParsedValues): DoctorOptions {
+  const probeSources = { ...DEFAULT_PROBE_SOURCES };
+  for (const address of (values['probe-source'] as string[] | undefined) ?? []) {
+    const family = net.isIP(address);
+    if (family === 0) throw new ConfigError(`--probe-source: '${address}' is not an IP address`);
+    probeSources[family as Family] = address;
+  }
+  return {
+    run: buildRunConfig(values),
+    routes: buildRoutesConfig(values),
+    probeSources,
+    probeTimeoutMs: values['probe-timeout'] === undefined ? 2000 : parseDuration(String(values['probe-timeout']), '--probe-timeout'),
+  };
+}
+
+export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
+  const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];
+  const results: CheckResult[] = [
+    ...families.map(checkPrivilege),
+    checkFileLimit(options.run),
+    ...checkRelayRoutes(options.routes, families),
+    ...options.run.listeners.map(checkListenAddress),
+  ];
+  const privileged = results.slice(0, families.length).every((r) => r.ok);
+  for (const backend of options.run.backends.map((b) => b.endpoint)) {
+    for (const protocol of options.run.protocols) {
+      results.push(privileged
+        ? await checkEndToEnd(backend, protocol, options)
+        : { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`, ok: false,
+          detail: 'skipped: transparent sockets are not allowed (see above)' });
+    }
+  }
+  return results;
+}
+
+function checkPrivilege(family: Family): CheckResult {
+  const name = `privilege: IP${family === 6 ? 'V6' : ''}_TRANSPARENT`;
+  try {
+    assertTransparentAllowed(family);
+    return { name, ok: true, detail: 'allowed (CAP_NET_RAW or CAP_NET_ADMIN held)' };
+  } catch (err) {
+    return { name, ok: false, detail: describeError(err), fix: [
+      'run relay with CAP_NET_RAW: systemd AmbientCapabilities=CAP_NET_RAW (see docs/setup.md),',
+      'or: setpriv --inh-caps=+net_raw --ambient-caps=+net_raw ... relay ..., or run as root',
+    ] };
+  }
+}
+
+function checkFileLimit(config: RelayConfig): CheckResult {
+  const needed = fdsNeeded(config);
+  const limit = raiseFileLimit(needed);
+  const name = 'open-file limit';
+  if (limit.soft >= needed) return { name, ok: true, detail: `${limit.soft} >= ${needed} needed by the configured limits` };
+  return { name, ok: false, detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
+    'raise it: LimitNOFILE= in the systemd unit, or ulimit -Hn; or lower --max-conns / --max-sessions',
+  ] };
+}
+
+function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[]): CheckResult[] {
+  return relayHostSteps(routes, families).map((step) => {
+    let present: boolean;
+    try {
+      present = step.isPresent();
+    } catch (err) {
+      // Reading nftables needs CAP_NET_ADMIN, which a least-privilege relay
+      // does not hold; the end-to-end checks below test what the table does.
+      return { name: `relay host: ${step.name}`, ok: true,
+        detail: `not readable here (${describeError(err)}): the end-to-end checks test it` };
+    }
+    return present ? { name: `relay host: ${step.name}`, ok: true }
+      : { name: `relay host: ${step.name}`, ok: false, detail: 'missing: backends\' replies to clients will not reach relay',
+        fix: ['relay routes apply'] };
+  });
+}
+
+function checkListenAddress(listener: Endpoint): CheckResult {
+  const name = `listen address ${formatEndpoint(listener.address, listener.port)}`;
+  if (listener.address === '0.0.0.0' || listener.address === '::') return { name, ok: true, detail: 'wildcard' };
+  const local = Object.values(os.networkInterfaces()).flat().some((i) => i?.address === listener.address);
+  return local ? { name, ok: true, detail: 'on this host' }
+    : { name, ok: false, detail: 'not an address of this host', fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
+}
+
+async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<CheckResult> {
+  const source = options.probeSources[backend.family];
+  const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
+  const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
+    : await probeUdp(backend, source, options);
+  if (failure === undefined) return { name, ok: true, detail: 'the backend\'s reply came back through relay' };
+  return { name, ok: false, detail: failure.detail, fix: failure.returnPath ? recipeFor(backend, options.routes) : failure.fix };
+}
+
+interface ProbeFailure {
+  detail: string;
+  /** The symptom of a missing backend return route: print the recipe. */
+  returnPath?: boolean;
+  fix?: string[];
+}
+
+function recipeFor(backend: Endpoint, routes: RoutesConfig): string[] {
+  return ['the backend routes replies to clients elsewhere: on the backend host, apply one recipe:',
+    ...backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '')];
+}
+
+function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise<ProbeFailure | undefined> {
+  return new Promise((resolve) => {
+    let socket: net.Socket;
+    try {
+      socket = connectTransparent({ transport: 'tcp', address: source, port: 0 }, backend);
+    } catch (err) {
+      resolve({ detail: describeError(err) });
+      return;
+    }
+    const finish = (failure: ProbeFailure | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(failure);
+    };
+    const timer = setTimeout(() => finish({ returnPath: true,
+      detail: `no answer to a connect from ${source} within ${timeoutMs} ms: the SYN-ACK did not come back through relay` }),
+    timeoutMs);
+    socket.once('connect', () => finish(undefined));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNREFUSED'
+      ? { detail: 'connection refused: the backend answered through relay, but nothing listens on that port',
+        fix: [`start the service on ${formatEndpoint(backend.address, backend.port)}`] }
+      : { detail: `connect ${err.code}`, returnPath: err.code === 'ETIMEDOUT' }));
+  });
+}
+
+/**
+ * An unconnected socket, so a reply from another source address (a service on
+ * a wildcard address answering from the host's primary address) is seen and named.
+ */
+function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Promise<ProbeFailure | undefined> {
+  const probe = options.run.health.udpProbe;
+  if (!probe) {
+    return Promise.resolve({ detail: 'no probe datagram to send', fix: ['give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end'] });
+  }
+  return new Promise((resolve) => {
+    let socket: ReturnType<typeof bindTransparentUdp>;
+    try {
+      socket = bindTransparentUdp({ address: source, port: 0 });
+    } catch (err) {
+      resolve({ detail: describeError(err) });
+      return;
+    }
+    const finish = (failure: ProbeFailure | undefined) => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(failure);
+    };
+    const timer = setTimeout(() => finish({ returnPath: true,
+      detail: `no reply to the probe from ${source} within ${options.probeTimeoutMs} ms: the reply did not come back ` +
+        'through relay (no return route, or the service answered from another address)' }), options.probeTimeoutMs);
+    socket.on('message', (_msg, rinfo) => {
+      if (rinfo.address === backend.address && rinfo.port === backend.port) return finish(undefined);
+      finish({ detail: `the reply came from ${formatEndpoint(rinfo.address, rinfo.port)}, not ${formatEndpoint(backend.address, backend.port)}: ` +
+        'the service listens on a wildcard address and answers from another source', fix: [
+        `bind the service to ${backend.address} itself (dnsmasq: --bind-interfaces --listen-address=${backend.address})`,
+      ] });
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => finish({ detail: `probe ${err.code}` }));
+    socket.send(probe, backend.port, backend.address);
+  });
+}
+
+export function formatResults(results: readonly CheckResult[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    lines.push(`${r.ok ? 'OK  ' : 'FAIL'}  ${r.name}${r.detail ? `: ${r.detail}` : ''}`);
+    // Commands get a "fix:" each; the recipe's comment lines are indented under them.
+    if (!r.ok) for (const fix of r.fix ?? []) lines.push(fix.startsWith('#') ? `           ${fix}` : `      fix: ${fix}`);
+  }
+  const failed = results.filter((r) => !r.ok).length;
+  lines.push(failed === 0 ? `all ${results.length} checks passed` : `${failed} of ${results.length} checks failed`);
+  return lines.join('\n') + '\n';
+}

@@ -1,0 +1,95 @@
+// relay doctor: passes on a correct lab; each single fault is named with a
+// fix, and applying that fix makes it pass again.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath } from './lab-fixture';
+import { IN_NAMESPACE_ENV, waitForListener } from '../../src/lab/netns';
+import { cliPath } from '../../src/lab/topology';
+
+const UDP_PROBE = '70726f6265'; // "probe": the lab's UDP echo answers anything
+
+t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'doc');
+  // TCP and UDP echo on the backend's addresses, port 7700.
+  topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
+    '--listen', formatEndpoint(ADDR.backend4, 7700), '--listen', formatEndpoint(ADDR.backend6, 7700)]);
+  topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath().replace('udp-tools', 'tools'), 'echo',
+    '--listen', formatEndpoint(ADDR.backend4, 7700), '--listen', formatEndpoint(ADDR.backend6, 7700)]);
+  await waitForListener(topo.backend, 'udp', 7700);
+  await waitForListener(topo.backend, 'tcp', 7700);
+
+  const flags = ['--proto', 'tcp,udp', '--listen', '0.0.0.0:53', '--backend', formatEndpoint(ADDR.backend4, 7700),
+    '--backend', formatEndpoint(ADDR.backend6, 7700), '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'];
+  const doctor = (prefix: string[] = [], extra: string[] = []) => {
+    const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, ...prefix, process.execPath, cliPath(),
+      'doctor', ...flags, ...extra], { encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, out: r.stdout, fails: r.stdout.split('\n').filter((l) => l.startsWith('FAIL')) };
+  };
+
+  t.test('a correct lab passes', async (t) => {
+    const r = doctor();
+    t.equal(r.status, 0, 'exit 0', { output: r.out });
+    t.match(r.out, /all \d+ checks passed/);
+    t.match(r.out, /OK\s+end to end tcp 198\.51\.100\.20:7700 from 192\.0\.2\.254/);
+    t.match(r.out, /OK\s+end to end udp \[2001:db8:51::20\]:7700 from 2001:db8:ffff::fe/);
+  });
+
+  for (const family of [4, 6] as const) {
+    t.test(`no relay-host rule for IPv${family} only`, async (t) => {
+      topo.relay.ip(`-${family}`, 'rule', 'del', 'fwmark', '0x5e1a', 'lookup', '2017');
+      const r = doctor();
+      t.equal(r.status, 1);
+      t.ok(r.fails.some((l) => l.includes(`relay host: IPv${family} rule`)), 'names the missing rule');
+      t.notOk(r.fails.some((l) => l.includes(`relay host: IPv${family === 4 ? 6 : 4} rule`)), 'and not the other family');
+      t.match(r.out, /fix: relay routes apply/);
+      topo.relay.run(process.execPath, cliPath(), 'routes', 'apply');
+      t.equal(doctor().status, 0, 'the fix works');
+    });
+  }
+
+  t.test('no return route on the backend', async (t) => {
+    topo.backend.ip('route', 'del', 'default');
+    const r = doctor();
+    t.equal(r.status, 1);
+    t.ok(r.fails.some((l) => /end to end tcp 198\.51\.100\.20:7700 .*did not come back through relay/.test(l)),
+      'names the missing return path', { output: r.out });
+    t.notOk(r.fails.some((l) => l.includes('[2001:db8:51::20]')), 'IPv6 still passes');
+    const recipe = r.out.split('\n').find((l) => l.includes('fix: ip -4 route replace default via'));
+    t.ok(recipe, 'prints the backend recipe filled in');
+    const command = recipe!.replace(/^\s*fix: /, '').split(' ').slice(1);
+    topo.backend.ip(...command);
+    t.equal(doctor().status, 0, `the printed fix (ip ${command.join(' ')}) works`);
+  });
+
+  t.test('a UDP service on a wildcard address answering from another source', async (t) => {
+    // A dedicated service address on the backend, and a UDP service bound to the wildcard.
+    topo.backend.ip('addr', 'add', '198.51.100.30/32', 'dev', 'lo');
+    topo.relay.ip('route', 'add', '198.51.100.30/32', 'via', ADDR.backend4);
+    const wildcard = topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo', '--listen', '0.0.0.0:7701']);
+    await waitForListener(topo.backend, 'udp', 7701);
+    const ownFlags = ['--backend', '198.51.100.30:7701'];
+    const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+      '--proto', 'udp', '--listen', '0.0.0.0:53', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
+    { encoding: 'utf8', timeout: 30_000 });
+    t.equal(r.status, 1);
+    t.match(r.stdout, /FAIL\s+end to end udp 198\.51\.100\.30:7701 .*the reply came from 198\.51\.100\.20:7701/);
+    t.match(r.stdout, /fix: bind the service to 198\.51\.100\.30 itself/);
+    await wildcard.stop();
+    topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo', '--listen', '198.51.100.30:7701']);
+    await waitForListener(topo.backend, 'udp', 7701);
+    const fixed = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+      '--proto', 'udp', '--listen', '0.0.0.0:53', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
+    { encoding: 'utf8', timeout: 30_000 });
+    t.equal(fixed.status, 0, 'bound to its own address, it passes', { output: fixed.stdout });
+  });
+
+  t.test('missing capability', async (t) => {
+    const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+    const r = doctor([...nobody, '--inh-caps=-all', '--bounding-set=-all']);
+    t.equal(r.status, 1);
+    t.ok(r.fails.some((l) => /privilege: IP_TRANSPARENT: .*EPERM/.test(l)), 'names the missing capability', { output: r.out });
+    t.match(r.out, /fix: run relay with CAP_NET_RAW/);
+    const withRaw = doctor([...nobody, '--inh-caps=+net_raw', '--ambient-caps=+net_raw']);
+    t.equal(withRaw.status, 0, 'with CAP_NET_RAW alone (not root) it passes', { output: withRaw.out });
+  });
+});

@@ -21,7 +21,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const config = buildRunConfig(values);
   if (values.check) {
-    const passed = await runChecks(parseFlags(argv.filter((a) => a !== '--check' && a !== '--check-continue'), DOCTOR_FLAGS));
+    const passed = await runChecks(values);
     if (!passed && !values['check-continue']) {
       process.stderr.write("relay: not starting: a check failed (fix it, or pass --check-continue)\n");
       return 1;

@@ -67,7 +67,8 @@ interface FlagSpec {
   help: string;
 }
 
-export const RUN_FLAGS: Record<string, FlagSpec> = {
+/** What a relay does: shared by a run and by doctor, which checks a run's setup. */
+const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   proto: { type: 'string', value: 'tcp|udp|tcp,udp', help: 'protocols to relay on every --listen (default tcp)' },
   listen: { type: 'string', multiple: true, value: 'ADDR:PORT',
     help: 'where clients connect; repeatable. [::]:PORT also takes IPv4 clients' },
@@ -107,10 +108,9 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   mark: { type: 'string', value: 'N',
     help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
-  check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
-  'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },
-  help: { type: 'boolean', short: 'h', help: 'show this help' },
 };
+
+const HELP_FLAG: FlagSpec = { type: 'boolean', short: 'h', help: 'show this help' };
 
 export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   fwmark: { type: 'string', value: 'N', help: `firewall mark relay's rule matches (default 0x${DEFAULTS.fwmark.toString(16)})` },
@@ -121,11 +121,11 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   'relay-address': { type: 'string', multiple: true, value: 'ADDR',
     help: "relay's own address facing the backends, for the backend recipes; one per family " +
       '(default: looked up with ip route get)' },
-  help: RUN_FLAGS.help,
+  help: HELP_FLAG,
 };
 
-export const DOCTOR_FLAGS: Record<string, FlagSpec> = {
-  ...RUN_FLAGS,
+/** What doctor (and a run's --check) needs beyond the data path: the routes to look for, and the probes. */
+const CHECK_FLAGS: Record<string, FlagSpec> = {
   fwmark: ROUTES_FLAGS.fwmark,
   table: ROUTES_FLAGS.table,
   priority: ROUTES_FLAGS.priority,
@@ -134,6 +134,16 @@ export const DOCTOR_FLAGS: Record<string, FlagSpec> = {
       '(default 192.0.2.254 and 2001:db8:ffff::fe)' },
   'probe-timeout': { type: 'string', value: 'DURATION', help: 'how long an end-to-end probe waits for its answer (default 2s)' },
 };
+
+export const RUN_FLAGS: Record<string, FlagSpec> = {
+  ...DATA_PATH_FLAGS,
+  check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
+  'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },
+  ...CHECK_FLAGS,
+  help: HELP_FLAG,
+};
+
+export const DOCTOR_FLAGS: Record<string, FlagSpec> = { ...DATA_PATH_FLAGS, ...CHECK_FLAGS, help: HELP_FLAG };
 
 export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
 

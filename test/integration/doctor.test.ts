@@ -2,7 +2,8 @@
 // fix, and applying that fix makes it pass again.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath } from './lab-fixture';
+import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath, clientSession, accepts } from './lab-fixture';
+import { startToolServer } from '../../src/lab/peers';
 import { IN_NAMESPACE_ENV, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 
@@ -91,5 +92,37 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.match(r.out, /fix: run relay with CAP_NET_RAW/);
     const withRaw = doctor([...nobody, '--inh-caps=+net_raw', '--ambient-caps=+net_raw']);
     t.equal(withRaw.status, 0, 'with CAP_NET_RAW alone (not root) it passes', { output: withRaw.out });
+  });
+});
+
+t.test('least privilege and --check', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'lpv');
+  const echo = await startToolServer(topo.lab, topo.backend, 'echo', [formatEndpoint(ADDR.backend4, 7800)], 7800);
+  const nobodyWithNetRaw = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups',
+    '--inh-caps=-all,+net_raw', '--ambient-caps=+net_raw', '--bounding-set=-all,+net_raw'];
+
+  t.test('as nobody with CAP_NET_RAW alone, relay keeps the client address', async (t) => {
+    const proc = topo.lab.spawn(topo.relay, [...nobodyWithNetRaw, process.execPath, cliPath(),
+      '--listen', '0.0.0.0:7810', '--backend', formatEndpoint(ADDR.backend4, 7800), '--health-interval', '0']);
+    await waitForListener(topo.relay, 'tcp', 7810);
+    const status = topo.relay.run('sh', '-c', `grep -E '^(Uid|CapEff)' /proc/${proc.child.pid}/status`);
+    t.match(status, /Uid:\s+65534/, 'runs as nobody');
+    t.match(status, /CapEff:\s+0000000000002000/, 'holding CAP_NET_RAW (bit 13) and nothing else');
+    const out = await clientSession(topo, `${ADDR.relayClientSide4}:7810`, ['--send', 'lp', '--end']);
+    t.equal(out.received, 'lp');
+    t.equal(accepts(echo).at(-1)?.remote, ADDR.client4, "the backend saw the client's address");
+  });
+
+  t.test('--check refuses to start on a FAIL; --check-continue starts anyway', async (t) => {
+    const args = ['--listen', '0.0.0.0:7820', '--backend', formatEndpoint(ADDR.backend4, 7899), '--health-interval', '0',
+      '--probe-timeout', '500ms', '--check'];
+    const refused = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), ...args],
+      { encoding: 'utf8', timeout: 30_000 });
+    t.equal(refused.status, 1);
+    t.match(refused.stdout, /FAIL\s+end to end tcp 198\.51\.100\.20:7899 .*connection refused/);
+    t.match(refused.stderr, /not starting: a check failed/);
+    const proc = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), ...args, '--check-continue']);
+    await waitForListener(topo.relay, 'tcp', 7820);
+    t.match(proc.stdout(), /FAIL/, 'the failure was printed');
   });
 });

@@ -3,6 +3,7 @@
 // that fixes it. The end-to-end checks send real traffic from a client-like
 // address, so a backend without its return route is named as such instead of
 // surfacing later as clients' timeouts.
+import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import { RelayConfig, RoutesConfig, ParsedValues, buildRunConfig, buildRoutesConfig } from './config';
@@ -13,6 +14,7 @@ import { formatEndpoint } from './addr';
 import type { Family } from './sys/sockaddr';
 import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
 import { relayHostSteps, backendRecipes } from './routes';
+import { tryCommand } from './shell';
 import { describeError } from './errors';
 import { fdsNeeded } from './limits';
 
@@ -59,6 +61,7 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     checkFileLimit(options.run),
     ...checkRelayRoutes(options.routes, families),
     ...options.run.listeners.map(checkListenAddress),
+    ...families.map(checkForwarding),
   ];
   const privileged = results.slice(0, families.length).every((r) => r.ok);
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
@@ -120,13 +123,56 @@ function checkListenAddress(listener: Endpoint): CheckResult {
     : { name, ok: false, detail: 'not an address of this host', fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
 }
 
+/**
+ * relay itself never needs forwarding (replies are delivered locally); a
+ * relay host that is also its backends' gateway (recipe b) does, for their
+ * other traffic. Informational, so always OK.
+ */
+function checkForwarding(family: Family): CheckResult {
+  const file = family === 4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding';
+  const on = readSysctl(file) === 1;
+  return { name: `forwarding (IPv${family})`, ok: true, detail: `${on ? 'on' : 'off'}: relay does not need it; ` +
+    'a relay host that is also the backends\' gateway needs it on for their other traffic' };
+}
+
+function readSysctl(file: string): number | undefined {
+  try {
+    return Number(fs.readFileSync(file, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where rp_filter matters: strict reverse-path filtering on the interface the
+ * backend's replies arrive on drops them when the route back to the backend
+ * uses another interface (asymmetric paths). Said only when a probe failed.
+ */
+function rpFilterNote(backend: Endpoint): string | undefined {
+  if (backend.family !== 4) return undefined;
+  const dev = tryCommand(['ip', '-j', 'route', 'get', backend.address]);
+  let iface: string | undefined;
+  try {
+    iface = JSON.parse(dev.stdout)[0]?.dev;
+  } catch {
+    return undefined;
+  }
+  if (!iface) return undefined;
+  const strict = Math.max(readSysctl('/proc/sys/net/ipv4/conf/all/rp_filter') ?? 0,
+    readSysctl(`/proc/sys/net/ipv4/conf/${iface}/rp_filter`) ?? 0) === 1;
+  return strict ? `rp_filter is strict on ${iface}: if the backend's replies arrive on another interface they are dropped: ` +
+    `sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.${iface}.rp_filter=2` : undefined;
+}
+
 async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<CheckResult> {
   const source = options.probeSources[backend.family];
   const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
   const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
     : await probeUdp(backend, source, options);
   if (failure === undefined) return { name, ok: true, detail: 'the backend\'s reply came back through relay' };
-  return { name, ok: false, detail: failure.detail, fix: failure.returnPath ? recipeFor(backend, options.routes) : failure.fix };
+  const fix = failure.returnPath ? recipeFor(backend, options.routes) : failure.fix ?? [];
+  const rpFilter = failure.returnPath ? rpFilterNote(backend) : undefined;
+  return { name, ok: false, detail: failure.detail, fix: rpFilter ? [...fix, rpFilter] : fix };
 }
 
 interface ProbeFailure {

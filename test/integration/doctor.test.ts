@@ -50,7 +50,10 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
 
   t.test('no return route on the backend', async (t) => {
     topo.backend.ip('route', 'del', 'default');
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=1');
     const r = doctor();
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0');
+    t.match(r.out, /fix: rp_filter is strict on eth-backend/, 'where it matters, strict rp_filter is named too');
     t.equal(r.status, 1);
     t.ok(r.fails.some((l) => /end to end tcp 198\.51\.100\.20:7700 .*did not come back through relay/.test(l)),
       'names the missing return path', { output: r.out });

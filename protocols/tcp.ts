@@ -35,6 +35,8 @@ interface UpstreamSource {
     { upstream: net.Socket; backend: WeightedBackend } | undefined;
   /** The connection no longer uses this backend. */
   release(backend: WeightedBackend): void;
+  /** The backend accepted the connection (passive health: a success). */
+  connected(backend: WeightedBackend): void;
 }
 
 
@@ -128,6 +130,7 @@ export class TcpRelay {
       connectFailed: (failed, reason, retry, connLog) =>
         this.connectFailed(failed, reason, retry, clientAddress, clientPort, connLog),
       release: (released) => this.balancer.onClose(released),
+      connected: (used) => this.health?.reportSuccess(used.endpoint),
     };
     const conn = new ProxiedConnection(client, upstream, backend, source, this.config, connLog, () => {
       this.open.delete(conn);
@@ -146,8 +149,8 @@ export class TcpRelay {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    const next = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
-    if (!next || next === failed) return undefined;
+    const next = this.balancer.pickOther({ address: clientAddress, family: familyOfAddress(clientAddress) }, failed);
+    if (!next) return undefined;
     this.balancer.onOpen(next);
     const upstream = this.openUpstream(clientAddress, clientPort, next.endpoint, log);
     if (!upstream) {
@@ -273,6 +276,7 @@ class ProxiedConnection {
   private onConnected(idleTimeoutMs: number): void {
     clearTimeout(this.connectTimer);
     this.connected = true;
+    this.source.connected(this.backend);
     // pipe() gives backpressure both ways (pause the reader while the writer
     // is full) and passes a FIN on as end(); allowHalfOpen keeps the other
     // direction flowing.
@@ -314,9 +318,9 @@ class ProxiedConnection {
     const next = this.source.connectFailed(failed, err?.code ? `${reason} (${err.code})` : reason, !this.retried, this.log);
     if (next) {
       this.retried = true;
+      this.switchUpstream(next.upstream, next.backend);
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
-      this.switchUpstream(next.upstream, next.backend);
       return;
     }
     this.reason ??= reason;

@@ -237,6 +237,7 @@ export class UdpRelay {
   private fromBackend(session: UdpSession, reply: Buffer): void {
     // get() refreshes the session's idle timer: replies count as traffic too.
     if (this.sessions.get(session.key) !== session) return;
+    if (session.datagramsToClient === 0) this.health?.reportSuccess(session.backend.endpoint);
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
     session.listener.socket.send(reply, session.clientPort, session.clientAddress);

@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors';
 import * as net from 'node:net';
-import { Endpoint, parseEndpoint, normalize } from './addr';
+import { Endpoint, parseEndpoint, normalize, formatEndpoint } from './addr';
 import { parseDuration, formatDuration } from './duration';
 import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
 import type { HealthOptions } from './health';
@@ -228,8 +228,8 @@ function weightedBackends(raw: ParsedValues[string]): WeightedBackend[] {
   const backends = list.map((text) => parseBackend(text));
   const seen = new Set<string>();
   for (const b of backends) {
-    const name = `${b.endpoint.address}|${b.endpoint.port}`;
-    if (seen.has(name)) throw new ConfigError(`--backend ${b.endpoint.address}:${b.endpoint.port} is given twice`);
+    const name = formatEndpoint(b.endpoint.address, b.endpoint.port);
+    if (seen.has(name)) throw new ConfigError(`--backend ${name} is given twice`);
     seen.add(name);
   }
   return backends;

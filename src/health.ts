@@ -16,7 +16,12 @@ export interface HealthOptions {
   fall: number;
   /** UDP: the probe to send; undefined means no active UDP check. */
   udpProbe?: Buffer;
+  /** Without active checks, when to try a backend that traffic marked down (default PASSIVE_RETRY_MS). */
+  passiveRetryMs?: number;
 }
+
+/** Without active checks, a backend that real traffic marked down is tried again after this. */
+export const PASSIVE_RETRY_MS = 10_000;
 
 export type HealthChange = (endpoint: Endpoint, up: boolean, reason: string) => void;
 
@@ -67,9 +72,13 @@ export class HealthChecker {
     return this.states.get(backend)?.up ?? true;
   }
 
+  /** Whether active checks run: without them only time brings a backend back. */
+  private get active(): boolean {
+    return this.options.intervalMs > 0 && (this.protocol === 'tcp' || this.options.udpProbe !== undefined);
+  }
+
   start(): void {
-    const active = this.options.intervalMs > 0 && (this.protocol === 'tcp' || this.options.udpProbe !== undefined);
-    if (!active) return;
+    if (!this.active) return;
     this.timer = setInterval(() => void this.checkAll(), this.options.intervalMs);
     this.timer.unref();
   }
@@ -81,6 +90,11 @@ export class HealthChecker {
   /** A failure seen in real traffic counts like a failed check. */
   reportFailure(backend: Endpoint, reason: string): void {
     this.record(backend, false, reason);
+  }
+
+  /** Real traffic got through: failures must be in a row to count. */
+  reportSuccess(backend: Endpoint): void {
+    this.record(backend, true, 'traffic passed');
   }
 
   private async checkAll(): Promise<void> {
@@ -99,7 +113,22 @@ export class HealthChecker {
 
   private record(backend: Endpoint, ok: boolean, reason: string): void {
     const state = this.states.get(backend);
-    if (state?.record(ok)) this.onChange(backend, state.up, reason);
+    if (!state?.record(ok)) return;
+    this.onChange(backend, state.up, reason);
+    if (!state.up && !this.active) this.retryLater(backend, state);
+  }
+
+  /**
+   * Passive detection alone: a down backend gets no traffic, so nothing would
+   * ever show it recovered. Like nginx's fail_timeout, try it again later.
+   */
+  private retryLater(backend: Endpoint, state: HealthState): void {
+    const delayMs = this.options.passiveRetryMs ?? PASSIVE_RETRY_MS;
+    setTimeout(() => {
+      if (state.up) return;
+      state.up = true;
+      this.onChange(backend, true, `tried again ${delayMs} ms after going down (no active checks)`);
+    }, delayMs).unref();
   }
 }
 
@@ -131,7 +160,9 @@ export function checkUdp(backend: Endpoint, probe: Buffer, timeoutMs: number): P
     socket.once('message', () => finish(undefined));
     // A connected socket hears ICMP port unreachable as ECONNREFUSED.
     socket.once('error', (err: NodeJS.ErrnoException) => finish(`probe ${err.code ?? err.message}`));
-    socket.connect(backend.port, backend.address, () => socket.send(probe));
+    // With a callback, dgram hands a failed connect (no route) to it instead of emitting 'error'.
+    const onConnect = (err?: NodeJS.ErrnoException) => (err ? finish(`probe ${err.code ?? err.message}`) : socket.send(probe));
+    socket.connect(backend.port, backend.address, onConnect as () => void);
   });
 }
 

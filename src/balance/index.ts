@@ -54,6 +54,12 @@ export interface Balancer {
   readonly backends: readonly WeightedBackend[];
   /** The backend for a new client; undefined when no backend is up. */
   pick(client: Client): WeightedBackend | undefined;
+  /**
+   * For a retry after `failed` refused or timed out: an up backend other than
+   * it (the client's family first), the least loaded, whatever the algorithm,
+   * since source and maglev would answer `failed` again.
+   */
+  pickOther(client: Client, failed: BackendRef): WeightedBackend | undefined;
   /** Health checker: mark a backend up or down. Every backend starts up. */
   setUp(backend: BackendRef, up: boolean): void;
   /** Data path: a connection (or UDP session) to backend opened. Call right after pick(). */
@@ -95,6 +101,15 @@ export function createBalancer(
       const other: Family = client.family === 4 ? 6 : 4;
       const member = strategies.get(client.family)?.pick(client) ?? strategies.get(other)?.pick(client);
       return member?.backend;
+    },
+    pickOther(client, failed) {
+      const excluded = find(failed);
+      const candidates = (family: Family) => members.filter((m) => m.up && m !== excluded && m.backend.endpoint.family === family);
+      const own = candidates(client.family);
+      const pool = own.length > 0 ? own : candidates(client.family === 4 ? 6 : 4);
+      let best: Member | undefined;
+      for (const m of pool) if (!best || m.active / m.weight < best.active / best.weight) best = m;
+      return best?.backend;
     },
     setUp(backend, up) {
       const member = find(backend);

@@ -39,19 +39,24 @@ t.test('balancing and health', { skip: !canRunLab && SKIP_REASON }, async (t) =>
     t.ok(accepts(a).some((x) => x.remote === ADDR.client4), 'the recovered backend gets clients again');
   });
 
-  t.test('a refused connect is retried once on another backend, unseen by the client', async (t) => {
-    const live = await toolServer(topo, 'echo', 7621, [ADDR.backend4]);
-    // Nothing listens on 7620; health checks off so only the retry can save the client.
-    const proc = await relay(topo, ['--listen', '0.0.0.0:7622', '--backend', b(7620), '--backend', b(7621)]);
-    for (let i = 0; i < 4; i++) {
-      const out = await clientSession(topo, `${ADDR.relayClientSide4}:7622`, ['--send', `r${i}`, '--end']);
-      t.equal(out.received, `r${i}`, `client ${i} answered`);
-    }
-    t.ok(accepts(live).filter((x) => x.remote === ADDR.client4).length >= 4, "the live backend saw the clients' address");
-    const retry = await eventually(() => relayLogs(proc, 'backend connect failed: trying another backend')[0]);
-    t.equal(retry.failedBackend, b(7620));
-    t.equal(retry.code, 'ECONNREFUSED');
-  });
+  await toolServer(topo, 'echo', 7621, [ADDR.backend4]);
+  for (const [i, balance] of (['roundrobin', 'leastconn', 'maglev'] as const).entries()) {
+    t.test(`${balance}: a refused connect is retried once on another backend, unseen by the client`, async (t) => {
+      // Nothing listens on 7620; health checks off, and fall high enough that
+      // it stays up: only the retry can save a client sent there.
+      const port = 7622 + i;
+      const proc = await relay(topo, ['--listen', `0.0.0.0:${port}`, '--backend', b(7620), '--backend', b(7621),
+        '--balance', balance, '--health-fall', '100']);
+      for (let n = 0; n < 4; n++) {
+        const out = await clientSession(topo, `${ADDR.relayClientSide4}:${port}`, ['--send', `r${n}`, '--end']);
+        t.equal(out.received, `r${n}`, `client ${n} answered`);
+      }
+      const retry = await eventually(() => relayLogs(proc, 'backend connect failed: trying another backend')[0]);
+      t.equal(retry.failedBackend, b(7620));
+      t.equal(retry.backend, b(7621), 'the line names the backend actually used');
+      t.equal(retry.code, 'ECONNREFUSED');
+    });
+  }
 
   t.test('every backend down: clients refused at once, logged and counted', async (t) => {
     const proc = await relay(topo, ['--listen', '0.0.0.0:7632', '--backend', b(7630), '--backend', b(7631),

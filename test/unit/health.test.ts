@@ -31,3 +31,24 @@ t.test('passive failures count like failed checks and report the change once', a
   t.notOk(checker.isUp(backend));
   t.same(changes, [['198.51.100.20', false, 'connect ECONNREFUSED']]);
 });
+
+t.test('without active checks, a backend traffic marked down is tried again later', async (t) => {
+  const backend = parseEndpoint('198.51.100.20:80');
+  const changes: boolean[] = [];
+  const checker = new HealthChecker([backend], 'udp', { intervalMs: 2000, timeoutMs: 100, rise: 2, fall: 1, passiveRetryMs: 50 },
+    (_b, up) => changes.push(up));
+  checker.reportFailure(backend, 'udp ECONNREFUSED');
+  t.notOk(checker.isUp(backend), 'down (UDP without a probe: no active checks)');
+  await new Promise((r) => setTimeout(r, 120));
+  t.ok(checker.isUp(backend), 'up again after the retry delay');
+  t.same(changes, [false, true]);
+});
+
+t.test('a success in real traffic breaks a run of failures', async (t) => {
+  const backend = parseEndpoint('198.51.100.20:80');
+  const checker = new HealthChecker([backend], 'tcp', { intervalMs: 0, timeoutMs: 100, rise: 1, fall: 2 }, () => {});
+  checker.reportFailure(backend, 'x');
+  checker.reportSuccess(backend);
+  checker.reportFailure(backend, 'x');
+  t.ok(checker.isUp(backend), 'two failures, but not in a row');
+});

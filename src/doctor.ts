@@ -6,6 +6,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
+import * as dgram from 'node:dgram';
+import { listenError } from './listen';
 import { RelayConfig, RoutesConfig, ParsedValues, buildRunConfig, buildRoutesConfig } from './config';
 import { parseDuration } from './duration';
 import { ConfigError } from './errors';
@@ -63,6 +65,9 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     ...options.run.listeners.map(checkListenAddress),
     ...families.map(checkForwarding),
   ];
+  for (const listener of options.run.listeners) {
+    for (const protocol of options.run.protocols) results.push(await checkListenBind(listener, protocol));
+  }
   const privileged = results.slice(0, families.length).every((r) => r.ok);
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
     for (const protocol of options.run.protocols) {
@@ -117,10 +122,31 @@ function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[]): Ch
 
 function checkListenAddress(listener: Endpoint): CheckResult {
   const name = `listen address ${formatEndpoint(listener.address, listener.port)}`;
-  if (listener.address === '0.0.0.0' || listener.address === '::') return { name, ok: true, detail: 'wildcard' };
-  const local = Object.values(os.networkInterfaces()).flat().some((i) => i?.address === listener.address);
-  return local ? { name, ok: true, detail: 'on this host' }
+  const wildcard = listener.address === '0.0.0.0' || listener.address === '::';
+  const local = wildcard || Object.values(os.networkInterfaces()).flat().some((i) => i?.address === listener.address);
+  return local ? { name, ok: true, detail: wildcard ? 'wildcard' : 'on this host' }
     : { name, ok: false, detail: 'not an address of this host', fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
+}
+
+/** Try the listen itself (then let go): a port in use or below 1024 without the capability shows here, not at start. */
+function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<CheckResult> {
+  const name = `listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`;
+  const failed = (err: NodeJS.ErrnoException): CheckResult => ({ name, ok: false, detail: describeError(listenError(err, listener)),
+    fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024']
+      : err.code === 'EADDRINUSE' ? ['stop what listens there (ss -lntup), or choose another --listen'] : [] });
+  return new Promise((resolve) => {
+    if (protocol === 'tcp') {
+      const server = net.createServer();
+      server.once('error', (err) => resolve(failed(err as NodeJS.ErrnoException)));
+      server.listen({ host: listener.address, port: listener.port, ipv6Only: false }, () =>
+        server.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+    } else {
+      const socket = dgram.createSocket({ type: listener.family === 4 ? 'udp4' : 'udp6' });
+      socket.once('error', (err) => { socket.close(); resolve(failed(err as NodeJS.ErrnoException)); });
+      socket.bind({ address: listener.address, port: listener.port, exclusive: true }, () =>
+        socket.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+    }
+  });
 }
 
 /**
@@ -167,6 +193,11 @@ function rpFilterNote(backend: Endpoint): string | undefined {
 async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<CheckResult> {
   const source = options.probeSources[backend.family];
   const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
+  if (protocol === 'udp' && !options.run.health.udpProbe) {
+    // Not a failure: relay cannot guess a datagram the service answers, and
+    // `relay --check` must not refuse to start for want of one.
+    return { name, ok: true, detail: 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end' };
+  }
   const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
     : await probeUdp(backend, source, options);
   if (failure === undefined) return { name, ok: true, detail: 'the backend\'s reply came back through relay' };
@@ -183,7 +214,8 @@ interface ProbeFailure {
 }
 
 function recipeFor(backend: Endpoint, routes: RoutesConfig): string[] {
-  return ['the backend routes replies to clients elsewhere: on the backend host, apply one recipe:',
+  return ['first, relay\'s own routes must be in place (a FAIL above, or `relay routes check` as root);',
+    'then the backend routes replies to clients elsewhere, or is down: on the backend host, apply one recipe:',
     ...backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '')];
 }
 
@@ -219,7 +251,7 @@ function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise
 function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Promise<ProbeFailure | undefined> {
   const probe = options.run.health.udpProbe;
   if (!probe) {
-    return Promise.resolve({ detail: 'no probe datagram to send', fix: ['give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end'] });
+    return Promise.resolve(undefined);
   }
   return new Promise((resolve) => {
     let socket: ReturnType<typeof bindTransparentUdp>;

@@ -11,10 +11,12 @@
 // Relay owns the nft table `inet relay`, its rule (by mark, table and
 // priority) and its table number; `remove` deletes exactly those.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import ipaddr from 'ipaddr.js';
 import type { RoutesConfig } from './config';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand } from './shell';
-import { formatEndpoint, familyOfAddress } from './addr';
+import { Endpoint, formatEndpoint, familyOfAddress } from './addr';
 import { ConfigError, RelayError } from './errors';
 
 export const NFT_TABLE = 'relay';
@@ -203,6 +205,10 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
   }
   const lines: string[] = [];
   for (const backend of config.backends) {
+    if (isOnThisHost(backend.address)) {
+      lines.push(...localBackendRecipe(backend, config));
+      continue;
+    }
     const relay = config.relayAddresses.find((a) => familyOfAddress(a) === backend.family) ??
       relayAddressFor(backend.address) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
     const v = backend.family === 4 ? '-4' : '-6';
@@ -219,6 +225,27 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
     );
   }
   return lines;
+}
+
+/**
+ * A backend on the relay host itself: its replies to a client's address are
+ * routed by the host's main table (out to the network), never to relay's
+ * socket. One rule sends replies from the backend's address to relay's local
+ * table; there is no gateway to change (changing the default route would
+ * break the host).
+ */
+function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
+  const v = backend.family === 4 ? '-4' : '-6';
+  return [
+    `# Backend ${formatEndpoint(backend.address, backend.port)} is on this host: one rule, on this host:`,
+    `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
+    '',
+  ];
+}
+
+function isOnThisHost(address: string): boolean {
+  if (ipaddr.parse(address).range() === 'loopback') return true;
+  return Object.values(os.networkInterfaces()).flat().some((i) => i?.address === address);
 }
 
 /**

@@ -22,8 +22,8 @@ export interface TransparentSocketOptions {
 }
 
 export const PRIVILEGE_HINT =
-  'IP_TRANSPARENT needs CAP_NET_RAW (or CAP_NET_ADMIN): run relay as root, ' +
-  'or grant it, e.g. systemd AmbientCapabilities=CAP_NET_RAW, or setcap cap_net_raw+ep on the node binary';
+  'IP_TRANSPARENT needs CAP_NET_RAW (or CAP_NET_ADMIN): grant it, e.g. systemd ' +
+  'AmbientCapabilities=CAP_NET_RAW (docs/systemd/relay.service), or run relay as root';
 
 /**
  * Open a socket bound to a foreign address and return its fd. On any failure

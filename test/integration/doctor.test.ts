@@ -19,7 +19,7 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   await waitForListener(topo.backend, 'udp', 7700);
   await waitForListener(topo.backend, 'tcp', 7700);
 
-  const flags = ['--proto', 'tcp,udp', '--listen', '0.0.0.0:53', '--backend', formatEndpoint(ADDR.backend4, 7700),
+  const flags = ['--proto', 'tcp,udp', '--listen', '0.0.0.0:5353', '--backend', formatEndpoint(ADDR.backend4, 7700),
     '--backend', formatEndpoint(ADDR.backend6, 7700), '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'];
   const doctor = (prefix: string[] = [], extra: string[] = []) => {
     const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, ...prefix, process.execPath, cliPath(),
@@ -73,7 +73,7 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     await waitForListener(topo.backend, 'udp', 7701);
     const ownFlags = ['--backend', '198.51.100.30:7701'];
     const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
-      '--proto', 'udp', '--listen', '0.0.0.0:53', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
+      '--proto', 'udp', '--listen', '0.0.0.0:5353', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
     { encoding: 'utf8', timeout: 30_000 });
     t.equal(r.status, 1);
     t.match(r.stdout, /FAIL\s+end to end udp 198\.51\.100\.30:7701 .*the reply came from 198\.51\.100\.20:7701/);
@@ -82,9 +82,20 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo', '--listen', '198.51.100.30:7701']);
     await waitForListener(topo.backend, 'udp', 7701);
     const fixed = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
-      '--proto', 'udp', '--listen', '0.0.0.0:53', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
+      '--proto', 'udp', '--listen', '0.0.0.0:5353', ...ownFlags, '--health-udp-probe', UDP_PROBE, '--probe-timeout', '1s'],
     { encoding: 'utf8', timeout: 30_000 });
     t.equal(fixed.status, 0, 'bound to its own address, it passes', { output: fixed.stdout });
+  });
+
+  t.test('a listen port already in use is found before relay starts', async (t) => {
+    const holder = topo.lab.spawn(topo.relay, [process.execPath, '-e',
+      "require('net').createServer().listen(5353, '0.0.0.0', () => console.log('held'))"]);
+    await holder.waitFor(/held/);
+    const r = doctor();
+    t.equal(r.status, 1);
+    t.ok(r.fails.some((l) => /listen tcp 0\.0\.0\.0:5353: listen EADDRINUSE/.test(l)), 'names the port in use', { output: r.out });
+    await holder.stop();
+    t.equal(doctor().status, 0, 'free again, it passes');
   });
 
   t.test('missing capability', async (t) => {

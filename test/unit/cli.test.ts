@@ -41,4 +41,7 @@ t.test('routes print shows relay-host commands and filled-in backend recipes', a
   t.match(out.stdout, 'ip -4 route add default via 198.51.100.1 table 2017');
   t.match(out.stdout, 'ip -6 rule add from 2001:db8:51::20 lookup 2017');
   t.match(out.stdout, 'ip -6 route add default via 2001:db8:51::1 table 2017');
+  const local = cli('routes', 'print', '--backend', '127.0.0.1:53');
+  t.match(local.stdout, 'ip -4 rule add from 127.0.0.1 lookup 2017 priority 2017', 'a backend on this host needs one rule');
+  t.notMatch(local.stdout, /route replace default via/, 'and never a change of the default route');
 });

@@ -3,7 +3,6 @@
 // `npm test` (timings are machine-dependent, so nothing here can fail).
 //
 //   npm run build && node dist/test/bench/maglev-lookups.js [--backends 100] [--lookups 1000000]
-//   npx ts-node-transpile-only test/bench/maglev-lookups.ts
 import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { Client, MAGLEV_TABLE_SIZE, WeightedBackend, createBalancer, parseBackend } from '../../src/balance/index';

@@ -7,6 +7,7 @@
 //   npm run bench -- --only tcp-idle-memory     one case
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
@@ -150,14 +151,42 @@ async function main(argv: string[]): Promise<number> {
   if (cross.length > 0) process.stdout.write(`\n${cross.join('\n')}\n`);
   const warnings = collectWarnings(summaries, options, foreign);
   if (warnings.length > 0) process.stdout.write(`\nNotes:\n${warnings.map((w) => `  - ${w}`).join('\n')}\n`);
-  if (!values['no-doc']) writeDoc(values.out, summaries, options, argv, warnings, cases, cross);
+  // Measurements of relay against itself, not against nginx: several backends, and the cost of a pick.
+  const extras = values.only ? [] : balancingMeasurements(options);
+  if (!values['no-doc']) writeDoc(values.out, summaries, options, argv, warnings, cases, cross, extras);
   return values.strict && summaries.some((s) => s.verdict === 'FAIL') ? 1 : 0;
 }
 
+/**
+ * The balancing figures (issue target: four backends with health checks
+ * >= 0.9x one backend; maglev lookups/s), from their own scripts; each prints
+ * its runs and a median line, which are shown as they are.
+ */
+function balancingMeasurements(options: BenchOptions): string[] {
+  const scripts: [string, string[]][] = [
+    ['backends-conn-rate.js', ['--runs', String(options.runs), '--seconds', String(options.seconds)]],
+    ['maglev-lookups.js', []],
+  ];
+  const sections: string[] = [];
+  for (const [script, args] of scripts) {
+    const command = `node dist/test/bench/${script} ${args.join(' ')}`.trim();
+    say(`${command}`);
+    const result = spawnSync(process.execPath, [path.join(__dirname, script), ...args], { encoding: 'utf8', timeout: 600_000 });
+    const output = (result.stdout + (result.status === 0 ? '' : result.stderr)).trim();
+    process.stdout.write(`${output}\n`);
+    sections.push(`$ ${command}\n${output}`);
+  }
+  return sections;
+}
+
 function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, argv: string[], warnings: string[],
-  cases: readonly BenchCase[], cross: string[]): void {
+  cases: readonly BenchCase[], cross: string[], extras: string[]): void {
   const file = path.resolve(REPO_ROOT, out);
   fs.mkdirSync(path.dirname(file), { recursive: true });
+  const balancing = extras.length === 0 ? '' : '\n## Several backends (relay against itself)\n\n' +
+    'Target: new connections/s with four backends and health checks >= 0.9x one backend. ' +
+    'Both scripts ran right after the cases above, on the same machine.\n\n' +
+    extras.map((e) => `\`\`\`\n${e}\n\`\`\``).join('\n\n') + '\n';
   fs.writeFileSync(file, markdownReport({
     summaries,
     machine: machineInfo(),
@@ -169,7 +198,7 @@ function writeDoc(out: string, summaries: CaseSummary[], options: BenchOptions, 
       `(taskset -c ${PROXY_CPU}); load generators, backends and the benchmark runner on CPU ${LOAD_CPU}.`,
     warnings,
     crossComparisons: cross,
-  }));
+  }) + balancing);
   say(`wrote ${path.relative(process.cwd(), file) || file}`);
 }
 

@@ -2,9 +2,9 @@
 // and UDP over IPv4 and IPv6, the address the backend saw through relay,
 // beside (for TCP) the one it sees through a plain proxy. Everything it makes
 // is removed on exit, Ctrl-C or failure.
-import { ADDR, buildTopology, applyRelayRoutes, startRelay, distFile } from './lab/topology';
+import { ADDR, buildTopology, applyRelayRoutes, startRelay } from './lab/topology';
 import { Lab, Namespace, SpawnedProcess, waitForListener } from './lab/netns';
-import { startToolServer, toolsPath, events } from './lab/peers';
+import { startToolServer, toolsPath, udpToolsPath, events } from './lab/peers';
 import { formatEndpoint } from './addr';
 import { RelayError } from './errors';
 
@@ -49,7 +49,7 @@ async function demoTcpAndUdp(lab: Lab): Promise<Row[]> {
 
   const backend = await startToolServer(lab, topo.backend, 'echo',
     [formatEndpoint(ADDR.backend4, BACKEND_PORT), formatEndpoint(ADDR.backend6, BACKEND_PORT)], BACKEND_PORT);
-  const udpBackend = lab.spawn(topo.backend, [process.execPath, distFile('lab', 'udp-tools.js'), 'echo',
+  const udpBackend = lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
     '--listen', formatEndpoint(ADDR.backend4, BACKEND_PORT), '--listen', formatEndpoint(ADDR.backend6, BACKEND_PORT)]);
   await waitForListener(topo.backend, 'udp', BACKEND_PORT);
   // One listener on [::] takes IPv4 clients too; each client goes to the backend of its own family.
@@ -86,7 +86,7 @@ async function demoTcpAndUdp(lab: Lab): Promise<Row[]> {
 /** UDP keeps the client's port too: send from a known port, compare with what the backend saw. */
 async function udpRow(lab: Lab, ns: Namespace, backend: SpawnedProcess, path: string, target: string, from: string): Promise<Row> {
   const port = 40053;
-  const client = lab.spawn(ns, [process.execPath, distFile('lab', 'udp-tools.js'), 'send', '--target', target,
+  const client = lab.spawn(ns, [process.execPath, udpToolsPath(), 'send', '--target', target,
     '--local-port', String(port), '--timeout', '3000']);
   const result = await client.waitFor(/"event":"send-result".*/, 6000).catch(() => '');
   const replied = result.includes('"bytes"');

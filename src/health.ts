@@ -6,7 +6,6 @@
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import type { Endpoint } from './addr';
-import { formatEndpoint } from './addr';
 
 export interface HealthOptions {
   /** 0 disables active checks (passive reports still count). */
@@ -164,8 +163,4 @@ export function checkUdp(backend: Endpoint, probe: Buffer, timeoutMs: number): P
     const onConnect = (err?: NodeJS.ErrnoException) => (err ? finish(`probe ${err.code ?? err.message}`) : socket.send(probe));
     socket.connect(backend.port, backend.address, onConnect as () => void);
   });
-}
-
-export function describeBackend(backend: Endpoint): string {
-  return formatEndpoint(backend.address, backend.port);
 }

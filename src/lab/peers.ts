@@ -23,11 +23,7 @@ error_log ${dir}/error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${nginxTempPaths(dir)}
   log_format peer '$remote_addr $remote_port "$request" $server_addr';
   server {
 ${listens}
@@ -46,8 +42,21 @@ ${listens}
   };
 }
 
+/**
+ * nginx's http temp directories inside the lab's own directory: the packaged
+ * defaults under /var/lib/nginx may not exist or be writable.
+ */
+export function nginxTempPaths(dir: string): string {
+  return ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((kind) => `  ${kind}_temp_path ${dir}/${kind === 'client_body' ? 'body' : kind};`).join('\n');
+}
+
 export function toolsPath(): string {
   return distFile('lab', 'tools.js');
+}
+
+export function udpToolsPath(): string {
+  return distFile('lab', 'udp-tools.js');
 }
 
 /** Start one of tools.ts's servers inside ns. */

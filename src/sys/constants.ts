@@ -11,7 +11,6 @@ export const SOCK_CLOEXEC = 0o2000000;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
-export const SO_REUSEADDR = 2;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
 export const SO_MARK = 36;
@@ -28,16 +27,9 @@ export const IPV6_V6ONLY = 26;
 export const IPV6_TRANSPARENT = 75;
 export const IPV6_FREEBIND = 78;
 
-// <netinet/in.h>
-export const IPPROTO_TCP = 6;
-// <linux/tcp.h>
-export const TCP_SYNCNT = 7;
-
 // <asm-generic/resource.h>
 export const RLIMIT_NOFILE = 7;
 
 // <asm-generic/errno-base.h>, <asm-generic/errno.h>
 export const EPERM = 1;
-export const EINVAL = 22;
 export const EADDRINUSE = 98;
-export const EADDRNOTAVAIL = 99;

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Lab, Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { formatEndpoint } from '../../src/addr';
 import { spawnPinned } from './lab';
+import { nginxTempPaths } from '../../src/lab/peers';
 
 /** Debian builds the stream module as a dynamic module. */
 const STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
@@ -89,11 +90,7 @@ ${o.responses !== undefined ? `    proxy_responses ${o.responses};\n` : ''}  }
 export function httpBackendConfig(dir: string, listen: { host: string; port: number }): string {
   return mainContext(dir, `http {
   access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
+${nginxTempPaths(dir)}
   server {
     listen ${formatEndpoint(listen.host, listen.port)} backlog=4096;
     location / { return 200 "$remote_addr\\n"; }

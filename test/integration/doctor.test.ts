@@ -3,7 +3,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath, clientSession, accepts } from './lab-fixture';
-import { startToolServer } from '../../src/lab/peers';
+import { startToolServer, toolsPath } from '../../src/lab/peers';
 import { IN_NAMESPACE_ENV, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 
@@ -14,7 +14,7 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   // TCP and UDP echo on the backend's addresses, port 7700.
   topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
     '--listen', formatEndpoint(ADDR.backend4, 7700), '--listen', formatEndpoint(ADDR.backend6, 7700)]);
-  topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath().replace('udp-tools', 'tools'), 'echo',
+  topo.lab.spawn(topo.backend, [process.execPath, toolsPath(), 'echo',
     '--listen', formatEndpoint(ADDR.backend4, 7700), '--listen', formatEndpoint(ADDR.backend6, 7700)]);
   await waitForListener(topo.backend, 'udp', 7700);
   await waitForListener(topo.backend, 'tcp', 7700);

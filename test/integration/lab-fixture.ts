@@ -3,10 +3,10 @@
 import type { Test } from 'tap';
 import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
 import { buildTopology, applyRelayRoutes, startRelay, Topology, ADDR } from '../../src/lab/topology';
-import { startToolServer, toolsPath, events } from '../../src/lab/peers';
+import { startToolServer, toolsPath, udpToolsPath, events } from '../../src/lab/peers';
 import { formatEndpoint } from '../../src/addr';
 
-export { ADDR, events, formatEndpoint };
+export { ADDR, events, formatEndpoint, udpToolsPath };
 
 export const canRunLab = process.getuid?.() === 0;
 export const SKIP_REASON = 'namespace tests need root (they create network namespaces)';
@@ -78,12 +78,7 @@ export type { Namespace, Topology, SpawnedProcess };
 
 // ---- UDP --------------------------------------------------------------------
 
-import { distFile } from '../../src/lab/topology';
 import { waitForListener } from '../../src/lab/netns';
-
-export function udpToolsPath(): string {
-  return distFile('lab', 'udp-tools.js');
-}
 
 /** A UDP echo server on the backend that reports every datagram's source. */
 export async function udpEcho(topo: Topology, port: number, addresses = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {

@@ -1,16 +1,18 @@
 // The TCP data path, for IPv4 and IPv6 alike: accept a client, open an
 // upstream socket bound to the client's address, connect it to the backend,
 // and splice the two streams with backpressure, half-close and resets passed on.
-import * as net from 'node:net';
 import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
-import { connectTransparent } from '../src/sys';
+import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
+
+/** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
+const LISTEN_BACKLOG = 4096;
 
 export interface TcpStats {
   accepted: number;
@@ -32,7 +34,7 @@ interface UpstreamSource {
    * it, and (when retry is allowed) offer another backend's upstream.
    */
   connectFailed(backend: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog):
-    { upstream: net.Socket; backend: WeightedBackend } | undefined;
+    { upstream: TcpHandle; backend: WeightedBackend } | undefined;
   /** The connection no longer uses this backend. */
   release(backend: WeightedBackend): void;
   /** The backend accepted the connection (passive health: a success). */
@@ -50,7 +52,7 @@ export class TcpRelay {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0,
   };
-  private readonly servers: net.Server[] = [];
+  private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
   /** Flushed at shutdown, so counts held back in a window are not lost. */
   private readonly rateLimitedLogs: RateLimitedLog[] = [];
@@ -75,47 +77,46 @@ export class TcpRelay {
 
   async listen(): Promise<void> {
     for (const endpoint of this.config.listeners) {
-      this.servers.push(await this.listenOn(endpoint));
+      this.listeners.push(this.listenOn(endpoint));
     }
   }
 
-  private listenOn(endpoint: Endpoint): Promise<net.Server> {
+  private listenOn(endpoint: Endpoint): TcpListener {
     const log = this.log.child({ proto: 'tcp', listen: formatEndpoint(endpoint.address, endpoint.port) });
-    // pauseOnConnect: read nothing from a client until its upstream is connected.
     const maxConnsLog = new RateLimitedLog(log, 'warn', 'max-conns reached: closing new client');
-    this.rateLimitedLogs.push(maxConnsLog);
-    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) =>
-      this.accept(client, log, maxConnsLog));
-    return new Promise((resolve, reject) => {
-      server.once('error', (err) => reject(listenError(err as NodeJS.ErrnoException, endpoint)));
-      // ipv6Only: false lets a [::] listener take IPv4 clients too (as ::ffff:a.b.c.d).
-      server.listen({ host: endpoint.address, port: endpoint.port, ipv6Only: false, backlog: 4096 }, () => {
-        server.removeAllListeners('error');
-        server.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
-        resolve(server);
-      });
-    });
+    // EMFILE and the like: libuv sheds the client itself, and a flood must not become a log flood.
+    const acceptLog = new RateLimitedLog(log, 'error', 'accept failed');
+    this.rateLimitedLogs.push(maxConnsLog, acceptLog);
+    try {
+      // An IPv6 listener takes IPv4 clients too (as ::ffff:a.b.c.d): [::] covers both.
+      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, LISTEN_BACKLOG,
+        (client) => this.accept(client, log, maxConnsLog),
+        (err) => acceptLog.write({ code: err.code }));
+    } catch (err) {
+      throw err instanceof SysError ? listenError(err, endpoint) : err;
+    }
   }
 
-  private accept(client: net.Socket, log: Logger, maxConnsLog: RateLimitedLog): void {
+  private accept(client: TcpHandle, log: Logger, maxConnsLog: RateLimitedLog): void {
     if (this.open.size >= this.config.maxConns) {
       this.stats.rejectedMaxConns++;
-      client.destroy();
+      client.close();
       maxConnsLog.write({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns });
       return;
     }
-    if (client.remoteAddress === undefined || client.remotePort === undefined) {
-      client.destroy(); // the client was gone before we saw it
+    const peer = client.peer();
+    if (!peer) {
+      client.close(); // the client was gone before we saw it
       return;
     }
     this.stats.accepted++;
-    const clientAddress = unmapAddress(client.remoteAddress);
-    const clientPort = client.remotePort;
+    const clientAddress = unmapAddress(peer.address);
+    const clientPort = peer.port;
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
       this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), rejected: this.stats.rejectedNoBackend });
-      resetSocket(client);
+      client.reset();
       return;
     }
     this.balancer.onOpen(backend);
@@ -123,7 +124,7 @@ export class TcpRelay {
     const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, connLog);
     if (!upstream) {
       this.balancer.onClose(backend);
-      client.destroy();
+      client.close();
       return;
     }
     const source: UpstreamSource = {
@@ -145,7 +146,7 @@ export class TcpRelay {
    */
   private connectFailed(
     failed: WeightedBackend, reason: string, retry: boolean, clientAddress: string, clientPort: number, log: ConnectionLog,
-  ): { upstream: net.Socket; backend: WeightedBackend } | undefined {
+  ): { upstream: TcpHandle; backend: WeightedBackend } | undefined {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
@@ -161,8 +162,11 @@ export class TcpRelay {
     return { upstream, backend: next };
   }
 
-  /** The upstream socket, or undefined when the client must be turned away (already logged). */
-  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): net.Socket | undefined {
+  /**
+   * The upstream socket, bound but not yet connected, or undefined when the
+   * client must be turned away (already logged).
+   */
+  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
     if (familyOfAddress(clientAddress) !== backend.family) {
       if (this.config.onFamilyMismatch === 'reject') {
         this.stats.rejectedFamilyMismatch++;
@@ -171,33 +175,33 @@ export class TcpRelay {
         return undefined;
       }
       log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)");
-      return net.connect({ host: backend.address, port: backend.port, allowHalfOpen: true });
+      return TcpHandle.unbound();
     }
     const port = this.config.keepClientPort ? clientPort : 0;
     try {
-      return this.connectFrom(clientAddress, port, backend);
+      return this.openFrom(clientAddress, port);
     } catch (err) {
       if (port !== 0 && err instanceof SysError && err.code === 'EADDRINUSE') {
         this.stats.portFallbacks++;
         log.warn({ port }, "client's port is in use on this host: connecting from an ephemeral port");
-        return this.tryConnectFrom(clientAddress, 0, backend, log);
+        return this.tryOpenFrom(clientAddress, 0, log);
       }
       this.upstreamFailed(err, log);
       return undefined;
     }
   }
 
-  private tryConnectFrom(address: string, port: number, backend: Endpoint, log: ConnectionLog): net.Socket | undefined {
+  private tryOpenFrom(address: string, port: number, log: ConnectionLog): TcpHandle | undefined {
     try {
-      return this.connectFrom(address, port, backend);
+      return this.openFrom(address, port);
     } catch (err) {
       this.upstreamFailed(err, log);
       return undefined;
     }
   }
 
-  private connectFrom(address: string, port: number, backend: Endpoint): net.Socket {
-    return connectTransparent({ transport: 'tcp', address, port, mark: this.config.mark }, backend);
+  private openFrom(address: string, port: number): TcpHandle {
+    return openTransparentTcp({ address, port, mark: this.config.mark });
   }
 
   private upstreamFailed(err: unknown, log: ConnectionLog): void {
@@ -233,7 +237,7 @@ export class TcpRelay {
 
   /** Stop listening without waiting (used when start-up fails half way). */
   closeListeners(): void {
-    for (const server of this.servers) server.close();
+    for (const listener of this.listeners.splice(0)) listener.close();
   }
 }
 
@@ -243,120 +247,160 @@ export class TcpRelay {
  */
 class ProxiedConnection {
   private readonly startedAt = Date.now();
+  /** Last time a byte moved either way, for the idle timeout. */
+  private lastActivity = this.startedAt;
   private reason: EndReason | undefined;
   private errorCode: string | undefined;
   private connected = false;
-  private connectTimer: NodeJS.Timeout | undefined;
-  private socketsOpen = 2;
+  /** The connect timeout until connected, then the idle timeout. */
+  private timer: NodeJS.Timeout | undefined;
+  /** Set once both sockets are being closed: nothing else may start. */
+  private ending = false;
+  private handlesOpen = 2;
+  /** Directions whose FIN has been passed on: at 2 the connection is done. */
+  private finsPassed = 0;
+  private bytesFromClient = 0;
+  private bytesToClient = 0;
   /** Whether this.backend has been handed back to the balancer. */
   private released = false;
   private retried = false;
 
   constructor(
-    private readonly client: net.Socket,
-    private upstream: net.Socket,
+    private readonly client: TcpHandle,
+    private upstream: TcpHandle,
     private backend: WeightedBackend,
     private readonly source: UpstreamSource,
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
     private readonly onClosed: () => void,
   ) {
-    client.on('error', (err) => this.onClientError(err as NodeJS.ErrnoException));
-    client.once('close', () => this.onSocketClosed());
-    this.watchUpstream();
+    this.connectUpstream();
   }
 
-  private watchUpstream(): void {
-    this.connectTimer = setTimeout(() => this.fail('connect timeout'), this.config.connectTimeoutMs);
-    this.upstream.once('connect', () => this.onConnected(this.config.idleTimeoutMs));
-    this.upstream.on('error', (err) => this.onUpstreamError(err as NodeJS.ErrnoException));
-    this.upstream.once('close', () => this.onSocketClosed());
+  private connectUpstream(): void {
+    const upstream = this.upstream;
+    const target = this.backend.endpoint;
+    this.timer = setTimeout(() => this.fail('connect timeout'), this.config.connectTimeoutMs);
+    upstream.connect(target.address, target.port, target.family, (err) => {
+      if (upstream !== this.upstream || this.ending) return; // an attempt already given up on
+      if (err) this.fail(connectFailureReason(err.code), err);
+      else this.onConnected();
+    });
   }
 
-  private onConnected(idleTimeoutMs: number): void {
-    clearTimeout(this.connectTimer);
+  private onConnected(): void {
+    clearTimeout(this.timer);
     this.connected = true;
     this.source.connected(this.backend);
-    // pipe() gives backpressure both ways (pause the reader while the writer
-    // is full) and passes a FIN on as end(); allowHalfOpen keeps the other
-    // direction flowing.
-    this.client.pipe(this.upstream);
-    this.upstream.pipe(this.client);
-    if (idleTimeoutMs > 0) {
-      // The client socket sees traffic in both directions (it reads one and
-      // writes the other), so one timer covers the connection.
-      this.client.setTimeout(idleTimeoutMs, () => this.close('idle timeout'));
-    }
+    this.client.setNoDelay();
+    this.upstream.setNoDelay();
+    // The client has not been read from until now (the kernel held its
+    // bytes), so nothing was buffered while the upstream connected.
+    this.client.readStart(this.forward(this.client, this.upstream, 'client'));
+    this.upstream.readStart(this.forward(this.upstream, this.client, 'backend'));
+    if (this.config.idleTimeoutMs > 0) this.armIdleTimer(this.config.idleTimeoutMs);
   }
 
-  private onUpstreamError(err: NodeJS.ErrnoException): void {
-    if (!this.connected) {
-      this.fail(err.code === 'ECONNREFUSED' ? 'backend refused'
-        : err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH' || err.code === 'ETIMEDOUT'
-          ? 'backend unreachable' : 'upstream error', err);
-      return;
-    }
-    this.reason ??= err.code === 'ECONNRESET' ? 'backend reset' : 'upstream error';
-    this.errorCode ??= err.code;
-    resetSocket(this.client);
+  /**
+   * Pass what from reads on to to. Backpressure: while to has a write queued
+   * in user space, from is not read, so relay holds at most one chunk per
+   * direction and a slow reader slows the sender through TCP itself.
+   */
+  private forward(from: TcpHandle, to: TcpHandle, side: 'client' | 'backend'): ReadHandlers {
+    const toSide = side === 'client' ? 'backend' : 'client';
+    return {
+      data: (chunk) => {
+        this.lastActivity = Date.now();
+        if (side === 'client') this.bytesFromClient += chunk.length;
+        else this.bytesToClient += chunk.length;
+        const sent = to.write(chunk, (err) => {
+          if (err) this.failed(toSide, err);
+          else from.resumeReading();
+        });
+        if (!sent) from.pauseReading();
+      },
+      end: (err) => {
+        if (err) this.failed(side, err);
+        else this.passFin(to);
+      },
+    };
   }
 
-  private onClientError(err: NodeJS.ErrnoException): void {
-    this.reason ??= err.code === 'ECONNRESET' ? 'client reset' : 'client error';
+  /** A FIN from one side becomes a FIN to the other; the other direction keeps flowing. */
+  private passFin(to: TcpHandle): void {
+    to.shutdown((err) => {
+      if (err) this.failed(to === this.client ? 'client' : 'backend', err);
+      else if (++this.finsPassed === 2) this.closeHandles('close', 'close');
+    });
+  }
+
+  /** A read or write on one side failed: that side is gone, so reset the other. */
+  private failed(side: 'client' | 'backend', err: SysError): void {
+    const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    this.reason ??= side === 'client' ? (reset ? 'client reset' : 'client error') : (reset ? 'backend reset' : 'upstream error');
     this.errorCode ??= err.code;
-    resetSocket(this.upstream);
+    this.closeHandles('reset', 'reset');
+  }
+
+  private armIdleTimer(ms: number): void {
+    this.timer = setTimeout(() => {
+      // Re-armed lazily rather than pushed back on every chunk: one timer
+      // per connection, touched once per idle period.
+      const left = this.config.idleTimeoutMs - (Date.now() - this.lastActivity);
+      if (left > 0) this.armIdleTimer(left);
+      else this.close('idle timeout');
+    }, ms);
   }
 
   /**
    * The upstream never connected: try another backend once; failing that,
    * reset the client so it sees the failure at once.
    */
-  private fail(reason: EndReason, err?: NodeJS.ErrnoException): void {
-    clearTimeout(this.connectTimer);
+  private fail(reason: EndReason, err?: SysError): void {
+    if (this.ending) return;
+    clearTimeout(this.timer);
     const failed = this.backend;
     this.released = true; // connectFailed releases it
     const next = this.source.connectFailed(failed, err?.code ? `${reason} (${err.code})` : reason, !this.retried, this.log);
     if (next) {
       this.retried = true;
-      this.switchUpstream(next.upstream, next.backend);
+      this.upstream.close(); // the failed attempt: not one of the two sockets this connection counts
+      this.upstream = next.upstream;
+      this.backend = next.backend;
+      this.released = false;
+      this.log.setBackend(next.backend.endpoint);
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
+      this.connectUpstream();
       return;
     }
     this.reason ??= reason;
     this.errorCode ??= err?.code;
-    this.upstream.destroy();
-    resetSocket(this.client);
+    this.closeHandles('reset', 'close');
   }
 
-  /** Drop the failed upstream (its events no longer concern us) and watch the new one. */
-  private switchUpstream(upstream: net.Socket, backend: WeightedBackend): void {
-    const old = this.upstream;
-    old.removeAllListeners();
-    old.on('error', () => {}); // late errors of a socket we are discarding
-    old.destroy();
-    this.upstream = upstream;
-    this.backend = backend;
-    this.released = false;
-    this.log.setBackend(backend.endpoint);
-    this.watchUpstream();
-  }
-
+  /** End the connection now (idle timeout, shutdown): both sides see a FIN. */
   close(reason: EndReason): void {
     this.reason ??= reason;
-    clearTimeout(this.connectTimer);
-    this.client.destroy();
-    this.upstream.destroy();
+    this.closeHandles('close', 'close');
   }
 
-  private onSocketClosed(): void {
-    if (--this.socketsOpen > 0) return;
-    clearTimeout(this.connectTimer);
+  private closeHandles(client: 'close' | 'reset', upstream: 'close' | 'reset'): void {
+    if (this.ending) return;
+    this.ending = true;
+    clearTimeout(this.timer);
+    const closed = () => this.onHandleClosed();
+    this.client[client](closed);
+    this.upstream[upstream](closed);
+  }
+
+  private onHandleClosed(): void {
+    if (--this.handlesOpen > 0) return;
     if (!this.released) this.source.release(this.backend);
     this.released = true;
     const fields = {
-      bytesFromClient: this.client.bytesRead,
-      bytesToClient: this.client.bytesWritten,
+      bytesFromClient: this.bytesFromClient,
+      bytesToClient: this.bytesToClient,
       durationMs: Date.now() - this.startedAt,
       reason: this.reason ?? 'done',
       ...(this.errorCode ? { code: this.errorCode } : {}),
@@ -365,6 +409,12 @@ class ProxiedConnection {
     else this.log.warn(fields, 'backend connect failed: client closed');
     this.onClosed();
   }
+}
+
+function connectFailureReason(code: string): EndReason {
+  if (code === 'ECONNREFUSED') return 'backend refused';
+  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code === 'ETIMEDOUT') return 'backend unreachable';
+  return 'upstream error';
 }
 
 /**
@@ -407,15 +457,5 @@ class ConnectionLog {
 
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
-  }
-}
-
-/** Close with RST, so the peer learns the other side was reset rather than finished. */
-function resetSocket(socket: net.Socket): void {
-  if (socket.destroyed) return;
-  try {
-    socket.resetAndDestroy();
-  } catch {
-    socket.destroy();
   }
 }

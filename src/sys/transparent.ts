@@ -8,6 +8,7 @@ import { libc } from './libc';
 import * as C from './constants';
 import { encodeSockaddr, familyOf, Family } from './sockaddr';
 import { SysError } from '../errors';
+import { TcpHandle } from './tcp-handle';
 
 export type Transport = 'tcp' | 'udp';
 
@@ -119,6 +120,20 @@ export function connectTransparent(
   const socket = new net.Socket({ fd, allowHalfOpen: socketOptions.allowHalfOpen ?? true, readable: true, writable: true });
   socket.connect(target.port, target.address);
   return socket;
+}
+
+/**
+ * An unconnected TCP handle bound to the given foreign source, for the data
+ * path (see tcp-handle.ts); the caller connects it.
+ */
+export function openTransparentTcp(source: Omit<TransparentSocketOptions, 'transport'>): TcpHandle {
+  const fd = openTransparentFd({ ...source, transport: 'tcp' });
+  try {
+    return TcpHandle.adopt(fd);
+  } catch (err) {
+    libc().close(fd);
+    throw err;
+  }
 }
 
 /** A UDP socket bound to the given foreign source, adopted by Node. */

@@ -82,6 +82,6 @@ t.test('operator-facing behaviour', { skip: !canRunLab && SKIP_REASON }, async (
   t.test('a listen address that is not on the host', async (t) => {
     const result = relayCli('--listen', '203.0.113.9:8082', '--backend', '198.51.100.20:80');
     t.equal(result.status, 1);
-    t.match(result.stderr, /^relay: listen EADDRNOTAVAIL 203\.0\.113\.9:8082 \(that address is not on this host/);
+    t.match(result.stderr, /^relay: bind EADDRNOTAVAIL 203\.0\.113\.9:8082 \(that address is not on this host/);
   });
 });

@@ -1,0 +1,275 @@
+// Node's own libuv TCP handles, driven without net.Socket. This module and
+// libc.ts are the only places relay reaches below Node's public API.
+//
+// Why: a proxied connection is two sockets that each see a few small reads, a
+// FIN and a close. net.Socket wraps every one of those in stream machinery
+// (Duplex state, event emitters, nextTicks, pipe bookkeeping) that cost about
+// 100 µs of CPU per proxied connection in the bench lab, more than the kernel's
+// own work; through these handles relay's connection rate more than doubled
+// (docs/benchmarks.md). They are the objects net.js itself is built on
+// (process.binding's allow-listed 'tcp_wrap' and 'stream_wrap'), so relay
+// checks their shape once, at first use, and fails with one clear line if a
+// Node.js release ever changes it.
+import { SysError } from '../errors';
+import type { Family } from './sockaddr';
+
+/** libuv's end-of-stream status (UV_EOF). */
+const UV_EOF = -4095;
+/** libuv's "not connected" (UV_ENOTCONN): a shutdown of a socket the peer already reset. */
+const UV_ENOTCONN = -107;
+
+interface RawStatusRequest {
+  handle?: RawTcp;
+  buffer?: Buffer;
+  oncomplete: (status: number) => void;
+}
+
+interface RawTcp {
+  open(fd: number): number;
+  bind(address: string, port: number): number;
+  bind6(address: string, port: number, flags: number): number;
+  listen(backlog: number): number;
+  connect(req: RawStatusRequest, address: string, port: number): number;
+  connect6(req: RawStatusRequest, address: string, port: number): number;
+  getpeername(out: { address?: string; port?: number }): number;
+  setNoDelay(on: boolean): number;
+  readStart(): number;
+  readStop(): number;
+  writeBuffer(req: RawStatusRequest, data: Buffer): number;
+  shutdown(req: RawStatusRequest): number;
+  reset(onClosed: () => void): number;
+  close(onClosed: () => void): void;
+  /** An accessor in C++ that aborts the process unless given a function: never null. */
+  onread: (this: RawTcp, chunk?: ArrayBuffer) => void;
+  onconnection: (status: number, client?: RawTcp) => void;
+}
+
+interface Bindings {
+  TCP: new (type: number) => RawTcp;
+  TCPConnectWrap: new () => RawStatusRequest;
+  WriteWrap: new () => RawStatusRequest;
+  ShutdownWrap: new () => RawStatusRequest;
+  socketType: number;
+  serverType: number;
+  /** Shared with C++: a read's byte count or error, the chunk's offset, whether the last write went async. */
+  state: Int32Array;
+  kReadBytesOrError: number;
+  kArrayBufferOffset: number;
+  kLastWriteWasAsync: number;
+}
+
+let loaded: Bindings | undefined;
+
+function bindings(): Bindings {
+  loaded ??= loadBindings();
+  return loaded;
+}
+
+function loadBindings(): Bindings {
+  const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
+  const tcp = binding('tcp_wrap');
+  const stream = binding('stream_wrap');
+  const constants = tcp.constants as { SOCKET?: number; SERVER?: number } | undefined;
+  const found: Partial<Bindings> = {
+    TCP: tcp.TCP as Bindings['TCP'],
+    TCPConnectWrap: tcp.TCPConnectWrap as Bindings['TCPConnectWrap'],
+    WriteWrap: stream.WriteWrap as Bindings['WriteWrap'],
+    ShutdownWrap: stream.ShutdownWrap as Bindings['ShutdownWrap'],
+    socketType: constants?.SOCKET,
+    serverType: constants?.SERVER,
+    state: stream.streamBaseState as Int32Array,
+    kReadBytesOrError: stream.kReadBytesOrError as number,
+    kArrayBufferOffset: stream.kArrayBufferOffset as number,
+    kLastWriteWasAsync: stream.kLastWriteWasAsync as number,
+  };
+  const missing = Object.entries(found).filter(([, value]) => value === undefined).map(([key]) => key);
+  const methods = ['open', 'bind', 'bind6', 'listen', 'connect', 'connect6', 'getpeername', 'setNoDelay',
+    'readStart', 'readStop', 'writeBuffer', 'shutdown', 'reset', 'close'];
+  const prototype = (found.TCP as unknown as { prototype?: Record<string, unknown> } | undefined)?.prototype;
+  missing.push(...methods.filter((name) => typeof prototype?.[name] !== 'function').map((name) => `TCP.${name}`));
+  if (missing.length > 0) {
+    throw new Error(`this Node.js (${process.version}) lacks the TCP handle API relay uses (${missing.join(', ')}): ` +
+      'run relay on the Node.js release named in package.json engines');
+  }
+  return found as Bindings;
+}
+
+function ignoreRead(): void {}
+function ignoreConnection(): void {}
+
+/** A failed status from libuv (a negative errno) as a SysError. */
+function failure(status: number, syscall: string, address?: string, port?: number): SysError {
+  return new SysError({ errno: status, syscall, address, port });
+}
+
+export interface ReadHandlers {
+  /** A chunk arrived (a buffer of its own: the caller may keep it). */
+  data(chunk: Buffer): void;
+  /** The peer sent a FIN (no error) or the read failed. Reading has stopped either way. */
+  end(error?: SysError): void;
+}
+
+/**
+ * One TCP socket. Every call is the libuv call underneath with its status
+ * turned into a SysError; nothing is buffered here, so backpressure is the
+ * caller's: write() says whether the kernel took the whole chunk at once.
+ */
+export class TcpHandle {
+  private closed = false;
+  private reader: ReadHandlers | undefined;
+
+  private constructor(private readonly raw: RawTcp) {}
+
+  /** Adopt a socket made elsewhere (a transparent one from openTransparentFd). */
+  static adopt(fd: number): TcpHandle {
+    const b = bindings();
+    const raw = new b.TCP(b.socketType);
+    const status = raw.open(fd);
+    if (status < 0) {
+      raw.close(() => {});
+      throw failure(status, 'open');
+    }
+    return new TcpHandle(raw);
+  }
+
+  /** A socket with no address yet: connect() makes it from the host's own address. */
+  static unbound(): TcpHandle {
+    const b = bindings();
+    return new TcpHandle(new b.TCP(b.socketType));
+  }
+
+  /** Wraps a socket the listener accepted. */
+  static accepted(raw: RawTcp): TcpHandle {
+    return new TcpHandle(raw);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** The peer's address and port, or undefined when the socket is already gone. */
+  peer(): { address: string; port: number } | undefined {
+    const out: { address?: string; port?: number } = {};
+    if (this.raw.getpeername(out) < 0 || out.address === undefined || out.port === undefined) return undefined;
+    return { address: out.address, port: out.port };
+  }
+
+  /** Send small writes at once: a proxy must not add Nagle's delay to its peers' exchanges. */
+  setNoDelay(): void {
+    this.raw.setNoDelay(true);
+  }
+
+  /** Connect; done runs once, with the failure if there is one (a synchronous one too, on a later tick). */
+  connect(address: string, port: number, family: Family, done: (error?: SysError) => void): void {
+    const req = new (bindings().TCPConnectWrap)();
+    req.oncomplete = (status) => done(status < 0 ? failure(status, 'connect', address, port) : undefined);
+    const status = family === 4 ? this.raw.connect(req, address, port) : this.raw.connect6(req, address, port);
+    if (status < 0) queueMicrotask(() => done(failure(status, 'connect', address, port)));
+  }
+
+  readStart(handlers: ReadHandlers): void {
+    const b = bindings();
+    this.reader = handlers;
+    this.raw.onread = function onRead(chunk?: ArrayBuffer): void {
+      const nread = b.state[b.kReadBytesOrError];
+      if (nread > 0 && chunk) {
+        handlers.data(Buffer.from(chunk, b.state[b.kArrayBufferOffset], nread));
+      } else if (nread < 0) {
+        handlers.end(nread === UV_EOF ? undefined : failure(nread, 'read'));
+      }
+    };
+    this.resumeReading();
+  }
+
+  /** Stop reading until resumeReading(): what the kernel keeps meanwhile slows the sender down. */
+  pauseReading(): void {
+    if (!this.closed) this.raw.readStop();
+  }
+
+  resumeReading(): void {
+    if (this.closed) return;
+    const status = this.raw.readStart();
+    // A socket that is already gone reports it as a failed read, like any other.
+    if (status < 0) queueMicrotask(() => this.reader?.end(failure(status, 'read')));
+  }
+
+  /**
+   * Write a chunk. Returns true when the kernel took all of it; otherwise the
+   * rest is queued and done runs when it has gone (or failed). done also runs,
+   * on a later tick, when the write fails at once.
+   */
+  write(chunk: Buffer, done: (error?: SysError) => void): boolean {
+    const b = bindings();
+    const req = new b.WriteWrap();
+    req.handle = this.raw;
+    req.buffer = chunk; // held until libuv has written it
+    req.oncomplete = (status) => done(status < 0 ? failure(status, 'write') : undefined);
+    const status = this.raw.writeBuffer(req, chunk);
+    if (status < 0) {
+      queueMicrotask(() => done(failure(status, 'write')));
+      return false;
+    }
+    return b.state[b.kLastWriteWasAsync] === 0;
+  }
+
+  /** Send a FIN once queued writes have gone. done runs once. */
+  shutdown(done: (error?: SysError) => void): void {
+    const req = new (bindings().ShutdownWrap)();
+    req.handle = this.raw;
+    req.oncomplete = (status) => done(status < 0 && status !== UV_ENOTCONN ? failure(status, 'shutdown') : undefined);
+    const status = this.raw.shutdown(req);
+    // 1: finished at once (nothing queued); ENOTCONN: the peer is gone, which the reads will report.
+    if (status === 1 || status === UV_ENOTCONN) queueMicrotask(() => done());
+    else if (status < 0) queueMicrotask(() => done(failure(status, 'shutdown')));
+  }
+
+  /** Close; a FIN if the kernel has nothing unread, else an RST. done runs once the fd is closed. */
+  close(done: () => void = () => {}): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reader = undefined;
+    this.raw.onread = ignoreRead;
+    this.raw.close(done);
+  }
+
+  /** Close with an RST, so the peer learns the other side failed rather than finished. */
+  reset(done: () => void = () => {}): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reader = undefined;
+    this.raw.onread = ignoreRead;
+    if (this.raw.reset(done) < 0) this.raw.close(done);
+  }
+}
+
+/** A listening TCP socket; every accepted client goes to onClient, every failed accept to onError. */
+export class TcpListener {
+  private constructor(private readonly raw: RawTcp) {}
+
+  /**
+   * Bind and listen. An IPv6 listener also takes IPv4 clients (as
+   * ::ffff:a.b.c.d), as net.Server does, so [::] covers both families.
+   */
+  static listen(address: string, port: number, family: Family, backlog: number,
+    onClient: (client: TcpHandle) => void, onError: (error: SysError) => void): TcpListener {
+    const b = bindings();
+    const raw = new b.TCP(b.serverType);
+    const bound = family === 4 ? raw.bind(address, port) : raw.bind6(address, port, 0);
+    // libuv may report a bind's EADDRINUSE only at listen().
+    const status = bound < 0 ? bound : raw.listen(backlog);
+    if (status < 0) {
+      raw.close(() => {});
+      throw failure(status, bound < 0 ? 'bind' : 'listen', address, port);
+    }
+    raw.onconnection = (accepted, client) => {
+      if (accepted < 0 || !client) onError(failure(accepted, 'accept', address, port));
+      else onClient(TcpHandle.accepted(client));
+    };
+    return new TcpListener(raw);
+  }
+
+  close(): void {
+    this.raw.onconnection = ignoreConnection;
+    this.raw.close(() => {});
+  }
+}

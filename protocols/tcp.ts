@@ -257,7 +257,7 @@ class ProxiedConnection {
   /** Set once both sockets are being closed: nothing else may start. */
   private ending = false;
   private handlesOpen = 2;
-  /** Directions whose FIN has been passed on: at 2 the connection is done. */
+  /** Directions whose FIN has been passed on and sent: at 2 the connection is done. */
   private finsPassed = 0;
   private bytesFromClient = 0;
   private bytesToClient = 0;
@@ -328,7 +328,15 @@ class ProxiedConnection {
 
   /** A FIN from one side becomes a FIN to the other; the other direction keeps flowing. */
   private passFin(to: TcpHandle): void {
+    if (this.finsPassed === 1) {
+      // The other direction has finished: both sides are read to the end, so
+      // close() sends this FIN itself, a shutdown() fewer per connection.
+      // (Closing while the first shutdown is still queued measured slower.)
+      this.closeHandles('close', 'close');
+      return;
+    }
     to.shutdown((err) => {
+      if (this.ending) return;
       if (err) this.failed(to === this.client ? 'client' : 'backend', err);
       else if (++this.finsPassed === 2) this.closeHandles('close', 'close');
     });

@@ -93,10 +93,12 @@ function setIntOption(
   });
 }
 
+/** setsockopt copies the value in, so one buffer serves every call (the data path is single-threaded). */
+const optionValue = Buffer.alloc(4);
+
 function trySetIntOption(fd: number, level: number, name: number, value: number): boolean {
-  const buf = Buffer.alloc(4);
-  buf.writeInt32LE(value, 0);
-  return libc().setsockopt(fd, level, name, buf, buf.length) === 0;
+  optionValue.writeInt32LE(value, 0);
+  return libc().setsockopt(fd, level, name, optionValue, optionValue.length) === 0;
 }
 
 function bindTo(fd: number, address: string, port: number): void {

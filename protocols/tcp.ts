@@ -211,15 +211,11 @@ export class TcpRelay {
 
   /** Stop accepting, wait up to drainTimeoutMs for open connections, then close the rest. */
   async drain(): Promise<void> {
-    // close() stops accepting at once; its callback would wait for every
-    // connection to end, which is what the bounded loop below is for.
     this.closeListeners();
     this.drainDeadline = Date.now() + this.config.drainTimeoutMs;
     await this.waitForClose();
-    for (const conn of this.open) conn.close('shutdown');
-    // 'close' events (and their log lines) follow destroy() asynchronously.
-    this.drainDeadline = Date.now() + 1000;
-    await this.waitForClose();
+    // Each close logs its line and leaves this.open at once.
+    for (const conn of [...this.open]) conn.close('shutdown');
     for (const limited of this.rateLimitedLogs) limited.flush();
   }
 
@@ -256,7 +252,6 @@ class ProxiedConnection {
   private timer: NodeJS.Timeout | undefined;
   /** Set once both sockets are being closed: nothing else may start. */
   private ending = false;
-  private handlesOpen = 2;
   /** Directions whose FIN has been passed on and sent: at 2 the connection is done. */
   private finsPassed = 0;
   private bytesFromClient = 0;
@@ -308,16 +303,16 @@ class ProxiedConnection {
    */
   private forward(from: TcpHandle, to: TcpHandle, side: 'client' | 'backend'): ReadHandlers {
     const toSide = side === 'client' ? 'backend' : 'client';
+    const written = (err?: SysError): void => {
+      if (err) this.failed(toSide, err);
+      else from.resumeReading();
+    };
     return {
       data: (chunk) => {
         this.lastActivity = Date.now();
         if (side === 'client') this.bytesFromClient += chunk.length;
         else this.bytesToClient += chunk.length;
-        const sent = to.write(chunk, (err) => {
-          if (err) this.failed(toSide, err);
-          else from.resumeReading();
-        });
-        if (!sent) from.pauseReading();
+        if (!to.write(chunk, written)) from.pauseReading();
       },
       end: (err) => {
         if (err) this.failed(side, err);
@@ -397,13 +392,14 @@ class ProxiedConnection {
     if (this.ending) return;
     this.ending = true;
     clearTimeout(this.timer);
-    const closed = () => this.onHandleClosed();
-    this.client[client](closed);
-    this.upstream[upstream](closed);
+    // libuv closes the fds here and now; only its callbacks would come
+    // later, and the connection needs none of them.
+    this.client[client]();
+    this.upstream[upstream]();
+    this.finished();
   }
 
-  private onHandleClosed(): void {
-    if (--this.handlesOpen > 0) return;
+  private finished(): void {
     if (!this.released) this.source.release(this.backend);
     this.released = true;
     const fields = {

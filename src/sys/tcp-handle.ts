@@ -37,8 +37,8 @@ interface RawTcp {
   readStop(): number;
   writeBuffer(req: RawStatusRequest, data: Buffer): number;
   shutdown(req: RawStatusRequest): number;
-  reset(onClosed: () => void): number;
-  close(onClosed: () => void): void;
+  reset(onClosed?: () => void): number;
+  close(onClosed?: () => void): void;
   /** An accessor in C++ that aborts the process unless given a function: never null. */
   onread: (this: RawTcp, chunk?: ArrayBuffer) => void;
   onconnection: (status: number, client?: RawTcp) => void;
@@ -126,7 +126,7 @@ export class TcpHandle {
     const raw = new b.TCP(b.socketType);
     const status = raw.open(fd);
     if (status < 0) {
-      raw.close(() => {});
+      raw.close();
       throw failure(status, 'open');
     }
     return new TcpHandle(raw);
@@ -223,22 +223,26 @@ export class TcpHandle {
     else if (status < 0) queueMicrotask(() => done(failure(status, 'shutdown')));
   }
 
-  /** Close; a FIN if the kernel has nothing unread, else an RST. done runs once the fd is closed. */
-  close(done: () => void = () => {}): void {
+  /**
+   * Close: a FIN if the kernel holds nothing unread, else an RST. The fd is
+   * closed before this returns; nothing is called back (a callback would cost
+   * a trip into JavaScript per socket).
+   */
+  close(): void {
     if (this.closed) return;
     this.closed = true;
     this.reader = undefined;
     this.raw.onread = ignoreRead;
-    this.raw.close(done);
+    this.raw.close();
   }
 
   /** Close with an RST, so the peer learns the other side failed rather than finished. */
-  reset(done: () => void = () => {}): void {
+  reset(): void {
     if (this.closed) return;
     this.closed = true;
     this.reader = undefined;
     this.raw.onread = ignoreRead;
-    if (this.raw.reset(done) < 0) this.raw.close(done);
+    if (this.raw.reset() < 0) this.raw.close();
   }
 }
 
@@ -258,7 +262,7 @@ export class TcpListener {
     // libuv may report a bind's EADDRINUSE only at listen().
     const status = bound < 0 ? bound : raw.listen(backlog);
     if (status < 0) {
-      raw.close(() => {});
+      raw.close();
       throw failure(status, bound < 0 ? 'bind' : 'listen', address, port);
     }
     raw.onconnection = (accepted, client) => {
@@ -270,6 +274,6 @@ export class TcpListener {
 
   close(): void {
     this.raw.onconnection = ignoreConnection;
-    this.raw.close(() => {});
+    this.raw.close();
   }
 }

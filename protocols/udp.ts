@@ -8,13 +8,12 @@
 // source the kernel picks, which on a host with several addresses is not
 // always the one the client sent to. relay binds one socket per local address
 // instead (found at start), so every reply leaves from the right address.
-import * as dgram from 'node:dgram';
 import * as os from 'node:os';
 import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { bindTransparentUdp, bindUdpListener } from '../src/sys';
+import { openTransparentUdp, openUdpListener, UdpHandle } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -29,8 +28,9 @@ export interface UdpStats {
   upstreamFailed: number;
   portFallbacks: number;
   refused: number;
-  droppedWhileConnecting: number;
   droppedNoBackend: number;
+  /** Datagrams the kernel would not take (a full send buffer, no route): dropped, as UDP does. */
+  sendFailed: number;
 }
 
 /**
@@ -40,11 +40,8 @@ export interface UdpStats {
  */
 const LISTENER_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
-/** A client's first datagrams, held while its upstream socket connects (a tick or two). */
-const MAX_PENDING_DATAGRAMS = 64;
-
 interface Listener {
-  socket: dgram.Socket;
+  socket: UdpHandle;
   address: string;
   port: number;
   /** Carries proto and listen address, like the TCP listener's. */
@@ -53,10 +50,7 @@ interface Listener {
 
 class UdpSession {
   readonly startedAt = Date.now();
-  connected = false;
   errorCode: string | undefined;
-  /** Datagrams that arrived before the upstream connect completed (bounded; most sessions never need it). */
-  pending: Buffer[] | undefined;
   closed = false;
   datagramsFromClient = 0;
   bytesFromClient = 0;
@@ -64,7 +58,7 @@ class UdpSession {
   bytesToClient = 0;
   constructor(
     readonly key: string,
-    readonly upstream: dgram.Socket,
+    readonly upstream: UdpHandle,
     readonly listener: Listener,
     readonly clientAddress: string,
     readonly clientPort: number,
@@ -76,8 +70,7 @@ export class UdpRelay {
   readonly stats: UdpStats = {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
-    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedWhileConnecting: 0,
-    droppedNoBackend: 0,
+    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
   };
   private readonly listeners: Listener[] = [];
   private readonly sessions: SessionTable<UdpSession>;
@@ -127,34 +120,29 @@ export class UdpRelay {
   }
 
   private bindListener(address: string, endpoint: Endpoint): Listener {
-    let socket: dgram.Socket;
+    let socket: UdpHandle;
     try {
-      socket = bindUdpListener(address, endpoint.port, LISTENER_RECEIVE_BUFFER_BYTES);
+      socket = openUdpListener(address, endpoint.port, LISTENER_RECEIVE_BUFFER_BYTES);
     } catch (err) {
-      throw err instanceof SysError ? listenError(err as unknown as NodeJS.ErrnoException, { ...endpoint, address }) : err;
+      throw err instanceof SysError ? listenError(err, { ...endpoint, address }) : err;
     }
     const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
     const listener: Listener = { socket, address, port: endpoint.port, log };
-    socket.on('error', (err) => log.error({ err: describeError(err) }, 'listener error'));
-    socket.on('message', (msg, rinfo) => this.fromClient(listener, msg, rinfo));
+    socket.receive({
+      message: (datagram, clientAddress, clientPort) => this.fromClient(listener, datagram, clientAddress, clientPort),
+      error: (err) => log.error({ err: describeError(err) }, 'listener error'),
+    });
     return listener;
   }
 
-  private fromClient(listener: Listener, msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    const clientAddress = unmapAddress(rinfo.address);
-    const key = sessionKey(listener.address, listener.port, clientAddress, rinfo.port);
-    const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, rinfo.port);
+  private fromClient(listener: Listener, datagram: Buffer, fromAddress: string, clientPort: number): void {
+    const clientAddress = unmapAddress(fromAddress);
+    const key = sessionKey(listener.address, listener.port, clientAddress, clientPort);
+    const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, clientPort);
     if (!session) return;
-    if (session.connected) {
-      session.upstream.send(msg);
-    } else if ((session.pending ??= []).length < MAX_PENDING_DATAGRAMS) {
-      session.pending.push(msg);
-    } else {
-      this.stats.droppedWhileConnecting++;
-      return;
-    }
     session.datagramsFromClient++;
-    session.bytesFromClient += msg.length;
+    session.bytesFromClient += datagram.length;
+    if (!session.upstream.send(datagram)) this.stats.sendFailed++;
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
@@ -170,30 +158,26 @@ export class UdpRelay {
     if (!upstream) return undefined;
     this.balancer.onOpen(backend);
     const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend);
-    upstream.on('message', (reply) => this.fromBackend(session, reply));
-    upstream.on('error', (err) => this.onUpstreamError(session, err as NodeJS.ErrnoException));
-    // dgram's connect completes on a later tick; until then datagrams wait in session.pending.
-    // With a callback, dgram hands a failed connect (ENETUNREACH: no route to
-    // the backend) to the callback instead of emitting 'error'.
-    const onConnect = (err?: NodeJS.ErrnoException) => {
-      if (session.closed) return; // ended (evicted) while connecting
-      if (err) return this.onUpstreamError(session, err);
-      session.connected = true;
-      for (const datagram of session.pending ?? []) upstream.send(datagram);
-      session.pending = undefined;
-    };
-    upstream.connect(backend.endpoint.port, backend.endpoint.address, onConnect as () => void);
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
+    try {
+      upstream.connect(backend.endpoint.address, backend.endpoint.port);
+    } catch (err) {
+      // ENETUNREACH and the like: no route to the backend. The session ends, logged with the code.
+      this.onUpstreamError(session, err as SysError);
+      return undefined;
+    }
+    upstream.receive({
+      message: (reply) => this.fromBackend(session, reply),
+      error: (err) => this.onUpstreamError(session, err),
+    });
     return session;
   }
 
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
-  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): dgram.Socket | undefined {
+  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): UdpHandle | undefined {
     if (familyOfAddress(clientAddress) !== backend.family) {
-      if (this.config.onFamilyMismatch === 'masquerade') {
-        return dgram.createSocket({ type: backend.family === 4 ? 'udp4' : 'udp6' });
-      }
+      if (this.config.onFamilyMismatch === 'masquerade') return UdpHandle.unbound(backend.family);
       this.stats.droppedFamilyMismatch++;
       this.mismatchLog.write({
         client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
@@ -202,7 +186,7 @@ export class UdpRelay {
       return undefined;
     }
     try {
-      return bindTransparentUdp({ address: clientAddress, port: clientPort, mark: this.config.mark });
+      return openTransparentUdp({ address: clientAddress, port: clientPort, mark: this.config.mark });
     } catch (err) {
       if (err instanceof SysError && err.code === 'EADDRINUSE') {
         // Something on this host holds the client's address and port (another
@@ -217,9 +201,9 @@ export class UdpRelay {
     }
   }
 
-  private tryBind(address: string, port: number, backend: Endpoint): dgram.Socket | undefined {
+  private tryBind(address: string, port: number, backend: Endpoint): UdpHandle | undefined {
     try {
-      return bindTransparentUdp({ address, port, mark: this.config.mark });
+      return openTransparentUdp({ address, port, mark: this.config.mark });
     } catch (err) {
       this.upstreamFailed(err, address, port, backend);
       return undefined;
@@ -240,7 +224,7 @@ export class UdpRelay {
     if (session.datagramsToClient === 0) this.health?.reportSuccess(session.backend.endpoint);
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
-    session.listener.socket.send(reply, session.clientPort, session.clientAddress);
+    if (!session.listener.socket.sendTo(reply, session.clientPort, session.clientAddress)) this.stats.sendFailed++;
     // Like nginx's proxy_responses: N replies expected per client datagram, so
     // two queries in flight on one port (a resolver's A and AAAA) both get answers.
     if (this.config.udpResponses > 0 &&
@@ -249,12 +233,12 @@ export class UdpRelay {
     }
   }
 
-  private onUpstreamError(session: UdpSession, err: NodeJS.ErrnoException): void {
+  private onUpstreamError(session: UdpSession, err: SysError): void {
     // ICMP port unreachable from the backend arrives as ECONNREFUSED on the
     // connected socket: the backend is not listening. End the session.
     if (err.code === 'ECONNREFUSED') this.stats.refused++;
     // Passive health: the backend is not listening, or not reachable.
-    this.health?.reportFailure(session.backend.endpoint, `udp ${err.code ?? err.message}`);
+    this.health?.reportFailure(session.backend.endpoint, `udp ${err.code}`);
     session.errorCode ??= err.code;
     if (this.sessions.get(session.key) === session) {
       this.sessions.end(session.key, err.code === 'ECONNREFUSED' ? 'refused' : 'error');

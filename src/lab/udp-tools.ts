@@ -15,10 +15,17 @@ function typeOf(host: string): 'udp4' | 'udp6' {
   return net.isIPv6(host) ? 'udp6' : 'udp4';
 }
 
+/**
+ * Room for a burst: relay can hand the backend thousands of new clients'
+ * datagrams within a millisecond, faster than this echo (which prints a line
+ * for each) reads them. The kernel caps it at net.core.rmem_max.
+ */
+const ECHO_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 function echo(listen: string[]): void {
   for (const spec of listen) {
     const { host, port } = splitHostPort(spec);
-    const socket = dgram.createSocket({ type: typeOf(host) });
+    const socket = dgram.createSocket({ type: typeOf(host), recvBufferSize: ECHO_RECEIVE_BUFFER_BYTES });
     socket.on('message', (msg, rinfo) => {
       print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length });
       socket.send(msg, rinfo.port, rinfo.address);

@@ -2,3 +2,4 @@ export * from './transparent';
 export { encodeSockaddr, familyOf, type Family } from './sockaddr';
 export { getFileLimit, raiseFileLimit, type FileLimit } from './limits';
 export { TcpHandle, TcpListener, type ReadHandlers } from './tcp-handle';
+export { UdpHandle, type DatagramHandlers } from './udp-handle';

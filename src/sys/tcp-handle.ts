@@ -1,17 +1,18 @@
-// Node's own libuv TCP handles, driven without net.Socket. This module and
-// libc.ts are the only places relay reaches below Node's public API.
+// Node's own libuv TCP handles, driven without net.Socket. With udp-handle.ts
+// and libc.ts, the only places relay reaches below Node's public API.
 //
 // Why: a proxied connection is two sockets that each see a few small reads, a
 // FIN and a close. net.Socket wraps every one of those in stream machinery
 // (Duplex state, event emitters, nextTicks, pipe bookkeeping) that cost about
 // 100 µs of CPU per proxied connection in the bench lab, more than the kernel's
-// own work; through these handles relay's connection rate more than doubled
+// own work; through these handles relay's connection rate about doubled
 // (docs/benchmarks.md). They are the objects net.js itself is built on
 // (process.binding's allow-listed 'tcp_wrap' and 'stream_wrap'), so relay
 // checks their shape once, at first use, and fails with one clear line if a
-// Node.js release ever changes it.
+// Node.js release ever changes it (node-binding.ts).
 import { SysError } from '../errors';
 import type { Family } from './sockaddr';
+import { missingBindingError, processBinding } from './node-binding';
 
 /** libuv's end-of-stream status (UV_EOF). */
 const UV_EOF = -4095;
@@ -66,9 +67,8 @@ function bindings(): Bindings {
 }
 
 function loadBindings(): Bindings {
-  const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
-  const tcp = binding('tcp_wrap');
-  const stream = binding('stream_wrap');
+  const tcp = processBinding('tcp_wrap');
+  const stream = processBinding('stream_wrap');
   const constants = tcp.constants as { SOCKET?: number; SERVER?: number } | undefined;
   const found: Partial<Bindings> = {
     TCP: tcp.TCP as Bindings['TCP'],
@@ -87,10 +87,7 @@ function loadBindings(): Bindings {
     'readStart', 'readStop', 'writeBuffer', 'shutdown', 'reset', 'close'];
   const prototype = (found.TCP as unknown as { prototype?: Record<string, unknown> } | undefined)?.prototype;
   missing.push(...methods.filter((name) => typeof prototype?.[name] !== 'function').map((name) => `TCP.${name}`));
-  if (missing.length > 0) {
-    throw new Error(`this Node.js (${process.version}) lacks the TCP handle API relay uses (${missing.join(', ')}): ` +
-      'run relay on the Node.js release named in package.json engines');
-  }
+  if (missing.length > 0) throw missingBindingError('TCP handle', missing);
   return found as Bindings;
 }
 

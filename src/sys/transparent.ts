@@ -9,6 +9,7 @@ import * as C from './constants';
 import { encodeSockaddr, familyOf, Family } from './sockaddr';
 import { SysError } from '../errors';
 import { TcpHandle } from './tcp-handle';
+import { UdpHandle } from './udp-handle';
 
 export type Transport = 'tcp' | 'udp';
 
@@ -163,13 +164,22 @@ export function assertTransparentAllowed(family: Family): void {
 }
 
 /**
- * A UDP listening socket with a large receive buffer, adopted by Node. A burst
- * of new clients (each needs an upstream socket before its datagram moves on)
- * must queue in the kernel rather than be dropped: SO_RCVBUFFORCE passes
- * net.core.rmem_max where relay holds CAP_NET_ADMIN; otherwise SO_RCVBUF gets
- * what rmem_max allows. IPv6 sockets are v6-only: relay binds each address itself.
+ * An unconnected UDP handle bound to the given foreign source (the client's
+ * address and port), for the data path; the caller connects it.
  */
-export function bindUdpListener(address: string, port: number, receiveBufferBytes: number): dgram.Socket {
+export function openTransparentUdp(source: Omit<TransparentSocketOptions, 'transport'>): UdpHandle {
+  const fd = openTransparentFd({ ...source, transport: 'udp' });
+  return adoptUdp(fd, familyOf(source.address));
+}
+
+/**
+ * A UDP listening socket with a large receive buffer. A burst of new clients
+ * (each needs an upstream socket before its datagram moves on) must queue in
+ * the kernel rather than be dropped: SO_RCVBUFFORCE passes net.core.rmem_max
+ * where relay holds CAP_NET_ADMIN; otherwise SO_RCVBUF gets what rmem_max
+ * allows. IPv6 sockets are v6-only: relay binds each address itself.
+ */
+export function openUdpListener(address: string, port: number, receiveBufferBytes: number): UdpHandle {
   const family = familyOf(address);
   const fd = createSocket(family, 'udp');
   try {
@@ -182,7 +192,14 @@ export function bindUdpListener(address: string, port: number, receiveBufferByte
     libc().close(fd);
     throw err;
   }
-  const socket = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6' });
-  socket.bind({ fd, exclusive: true });
-  return socket;
+  return adoptUdp(fd, family);
+}
+
+function adoptUdp(fd: number, family: Family): UdpHandle {
+  try {
+    return UdpHandle.adopt(fd, family);
+  } catch (err) {
+    libc().close(fd);
+    throw err;
+  }
 }

@@ -50,6 +50,8 @@ interface Listener {
 
 class UdpSession {
   readonly startedAt = Date.now();
+  /** When a reply last refreshed the session in the table. */
+  refreshedByReplyAt = this.startedAt;
   errorCode: string | undefined;
   closed = false;
   datagramsFromClient = 0;
@@ -78,6 +80,13 @@ export class UdpRelay {
   private readonly mismatchLog: RateLimitedLog;
   private readonly failureLog: RateLimitedLog;
   private readonly noBackendLog: RateLimitedLog;
+  /**
+   * How often a reply refreshes its session. Every client datagram looks its
+   * session up, which refreshes it; replies only have to keep alive a session
+   * that hears from the backend alone, and a touch per tenth of the timeout
+   * (at most a second) does that for a fraction of a lookup per datagram.
+   */
+  private readonly replyRefreshMs: number;
 
   constructor(
     private readonly config: RelayConfig,
@@ -90,6 +99,7 @@ export class UdpRelay {
     this.mismatchLog = new RateLimitedLog(log, 'warn',
       "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
     this.failureLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: dropping datagram');
+    this.replyRefreshMs = Math.min(1000, config.sessionTimeoutMs / 10);
     this.sessions = new SessionTable<UdpSession>({
       maxSessions: config.maxSessions,
       idleTimeoutMs: config.sessionTimeoutMs,
@@ -219,8 +229,13 @@ export class UdpRelay {
   }
 
   private fromBackend(session: UdpSession, reply: Buffer): void {
-    // get() refreshes the session's idle timer: replies count as traffic too.
-    if (this.sessions.get(session.key) !== session) return;
+    if (session.closed) return;
+    const now = Date.now();
+    if (now - session.refreshedByReplyAt >= this.replyRefreshMs) {
+      // get() refreshes the session's idle timer and recency: replies count as traffic too.
+      if (this.sessions.get(session.key) !== session) return;
+      session.refreshedByReplyAt = now;
+    }
     if (session.datagramsToClient === 0) this.health?.reportSuccess(session.backend.endpoint);
     session.datagramsToClient++;
     session.bytesToClient += reply.length;

@@ -47,9 +47,11 @@ export function ipv6Bytes(address: string): Buffer {
   return Buffer.from(ipaddr.IPv6.parse(address.split('%')[0]).toByteArray());
 }
 
+const HOST_IS_LITTLE_ENDIAN = os.endianness() === 'LE';
+
 /** sa_family is in host byte order, unlike the port and address that follow it. */
 function writeHostU16(buf: Buffer, value: number, offset: number): void {
-  if (os.endianness() === 'LE') buf.writeUInt16LE(value, offset);
+  if (HOST_IS_LITTLE_ENDIAN) buf.writeUInt16LE(value, offset);
   else buf.writeUInt16BE(value, offset);
 }
 

@@ -54,6 +54,7 @@ function loadBindings(): Bindings {
 }
 
 function ignoreMessage(): void {}
+const EMPTY = Buffer.alloc(0);
 
 export interface DatagramHandlers {
   /** A datagram arrived from address:port (a buffer of its own: the caller may keep it). */
@@ -73,6 +74,8 @@ export class UdpHandle {
    * send libuv has to queue keeps it (until done), and then a new one is made.
    */
   private request: RawSendRequest;
+  /** libuv reads the list during the call only, so one array carries every datagram. */
+  private readonly list: Buffer[] = [];
 
   private constructor(private readonly raw: RawUdp, private readonly family: Family) {
     this.request = new (bindings().SendWrap)();
@@ -111,18 +114,21 @@ export class UdpHandle {
 
   /** Send on a connected socket. Returns false when the datagram was refused (and so dropped). */
   send(datagram: Buffer): boolean {
-    return this.sent(this.raw.send(this.request, [datagram], 1, false), datagram);
+    this.list[0] = datagram;
+    return this.sent(this.raw.send(this.request, this.list, 1, false), datagram);
   }
 
   /** Send to address:port (an IP literal of this socket's family). Returns false when dropped. */
   sendTo(datagram: Buffer, port: number, address: string): boolean {
+    this.list[0] = datagram;
     const status = this.family === 4
-      ? this.raw.send(this.request, [datagram], 1, port, address, false)
-      : this.raw.send6(this.request, [datagram], 1, port, address, false);
+      ? this.raw.send(this.request, this.list, 1, port, address, false)
+      : this.raw.send6(this.request, this.list, 1, port, address, false);
     return this.sent(status, datagram);
   }
 
   private sent(status: number, datagram: Buffer): boolean {
+    this.list[0] = EMPTY; // hold no datagram past its send
     if (status === 0) {
       // Queued in libuv: the request now holds the datagram until it is sent.
       this.request.buffer = datagram;

@@ -1,9 +1,9 @@
 // UDP peers for the lab, one process each inside a namespace, reporting JSON
 // lines on stdout (like tools.ts).
 //   echo   --listen ADDR:PORT...  print {"event":"udp","remote","port","bytes"} per datagram and echo it back
-//          (--silent-after N: stop answering after N datagrams per client port, for idle tests)
-//   send   --target ADDR:PORT [--local-address A] [--local-port P] [--sizes 0,100,65507] [--count N]
-//          send from ONE socket, wait for the replies; print {"event":"send-result",...}
+//          (--push N --push-every MS: then send it back N more times, MS apart: a backend that talks on its own)
+//   send   --target ADDR:PORT [--local-address A] [--local-port P] [--sizes 0,100,65507] [--replies N]
+//          send from ONE socket, wait for the replies (one per datagram, or N); print {"event":"send-result",...}
 //   flows  --target ADDR:PORT --flows N [--batch B]: N sockets (N client ports), one
 //          request each, in batches; print {"event":"flows-result","answered",...}
 import * as dgram from 'node:dgram';
@@ -22,19 +22,23 @@ function typeOf(host: string): 'udp4' | 'udp6' {
  */
 const ECHO_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
-function echo(listen: string[]): void {
+function echo(listen: string[], push: { count: number; everyMs: number }): void {
   for (const spec of listen) {
     const { host, port } = splitHostPort(spec);
     const socket = dgram.createSocket({ type: typeOf(host), recvBufferSize: ECHO_RECEIVE_BUFFER_BYTES });
     socket.on('message', (msg, rinfo) => {
       print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length });
       socket.send(msg, rinfo.port, rinfo.address);
+      for (let i = 1; i <= push.count; i++) {
+        setTimeout(() => socket.send(msg, rinfo.port, rinfo.address), i * push.everyMs);
+      }
     });
     socket.bind(port, host, () => print({ event: 'listening', host, port }));
   }
 }
 
-async function send(target: string, localAddress: string | undefined, localPort: number, sizes: number[], timeoutMs: number): Promise<void> {
+async function send(target: string, localAddress: string | undefined, localPort: number, sizes: number[],
+  expectedReplies: number | undefined, timeoutMs: number): Promise<void> {
   const { host, port } = splitHostPort(target);
   const socket = dgram.createSocket({ type: typeOf(host) });
   const replies: { from: string; bytes: number; exact: boolean }[] = [];
@@ -46,7 +50,7 @@ async function send(target: string, localAddress: string | undefined, localPort:
     socket.on('message', (msg, rinfo) => {
       const expected = payloads[replies.length];
       replies.push({ from: `${rinfo.address}:${rinfo.port}`, bytes: msg.length, exact: expected !== undefined && msg.equals(expected) });
-      if (replies.length === payloads.length) { clearTimeout(timer); resolve(); }
+      if (replies.length === (expectedReplies ?? payloads.length)) { clearTimeout(timer); resolve(); }
     });
     socket.on('error', (err: NodeJS.ErrnoException) => print({ event: 'error', code: err.code }));
   });
@@ -94,13 +98,16 @@ function main(): void {
       flows: { type: 'string', default: '1' },
       batch: { type: 'string', default: '200' },
       timeout: { type: 'string', default: '3000' },
+      replies: { type: 'string' },
+      push: { type: 'string', default: '0' },
+      'push-every': { type: 'string', default: '100' },
     },
   });
   const timeout = Number(values.timeout);
-  if (mode === 'echo') return echo(values.listen ?? []);
+  if (mode === 'echo') return echo(values.listen ?? [], { count: Number(values.push), everyMs: Number(values['push-every']) });
   if (mode === 'send') {
     void send(values.target!, values['local-address'], Number(values['local-port']),
-      values.sizes!.split(',').map(Number), timeout);
+      values.sizes!.split(',').map(Number), values.replies === undefined ? undefined : Number(values.replies), timeout);
     return;
   }
   if (mode === 'flows') {

@@ -43,6 +43,23 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.equal(upstreamSockets(topo, 5400), before, 'its upstream socket is closed');
   });
 
+  t.test('replies alone keep a session alive past --session-timeout', async (t) => {
+    // The backend answers once, then 8 more times 200 ms apart: 1.6 s of
+    // replies through a session whose client went quiet after 1 datagram.
+    const pusher = topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
+      '--listen', formatEndpoint(ADDR.backend4, 5408), '--push', '8', '--push-every', '200']);
+    await pusher.waitFor(/"event":"listening"/);
+    const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5409', '--backend', formatEndpoint(ADDR.backend4, 5408),
+      '--session-timeout', '500ms']);
+    const out = await udpSend(topo, `${ADDR.relayClientSide4}:5409`, ['--local-port', '41015', '--replies', '9', '--timeout', '4000']);
+    t.equal(out.replies.length, 9, 'every reply reached the client');
+    t.ok(out.replies.every((r) => r.from === `${ADDR.relayClientSide4}:5409`), 'all from the address the client sent to');
+    const ended = await eventually(() => relayLogs(proc, 'session ended')[0], 3000, 'idle end');
+    t.equal(ended.reason, 'idle');
+    t.equal(ended.datagramsToClient, 9);
+    t.ok(Number(ended.durationMs) >= 1600 + 450, `the session lived ${ended.durationMs} ms: until 500 ms after the last reply`);
+  });
+
   t.test('--udp-responses 1 ends a session after its reply', async (t) => {
     const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5403', '--backend', formatEndpoint(ADDR.backend4, 5400),
       '--udp-responses', '1']);

@@ -287,8 +287,7 @@ class ProxiedConnection {
     clearTimeout(this.timer);
     this.connected = true;
     this.source.connected(this.backend);
-    this.client.setNoDelay();
-    this.upstream.setNoDelay();
+    this.upstream.setNoDelay(); // the client has it from the listener
     // The client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
     this.client.readStart(this.forward(this.client, this.upstream, 'client'));

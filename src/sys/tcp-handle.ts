@@ -151,7 +151,10 @@ export class TcpHandle {
     return { address: out.address, port: out.port };
   }
 
-  /** Send small writes at once: a proxy must not add Nagle's delay to its peers' exchanges. */
+  /**
+   * Send small writes at once: a proxy must not add Nagle's delay to its
+   * peers' exchanges. (Accepted clients have it from their listener.)
+   */
   setNoDelay(): void {
     this.raw.setNoDelay(true);
   }
@@ -262,6 +265,9 @@ export class TcpListener {
       raw.close();
       throw failure(status, bound < 0 ? 'bind' : 'listen', address, port);
     }
+    // Accepted sockets inherit TCP_NODELAY from the listener: one setsockopt
+    // here instead of one per client.
+    raw.setNoDelay(true);
     raw.onconnection = (accepted, client) => {
       if (accepted < 0 || !client) onError(failure(accepted, 'accept', address, port));
       else onClient(TcpHandle.accepted(client));

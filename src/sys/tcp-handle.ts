@@ -1,5 +1,6 @@
-// Node's own libuv TCP handles, driven without net.Socket. With udp-handle.ts
-// and libc.ts, the only places relay reaches below Node's public API.
+// Node's own libuv TCP handles, driven without net.Socket. src/sys/ is the
+// only place relay reaches below Node's public API: here, udp-handle.ts and
+// node-binding.ts (Node's internal handles), and libc.ts (koffi).
 //
 // Why: a proxied connection is two sockets that each see a few small reads, a
 // FIN and a close. net.Socket wraps every one of those in stream machinery
@@ -138,10 +139,6 @@ export class TcpHandle {
   /** Wraps a socket the listener accepted. */
   static accepted(raw: RawTcp): TcpHandle {
     return new TcpHandle(raw);
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
   }
 
   /** The peer's address and port, or undefined when the socket is already gone. */

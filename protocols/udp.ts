@@ -265,24 +265,16 @@ export class UdpRelay {
     session.upstream.close();
     this.balancer.onClose(session.backend);
     this.stats.sessionsEnded[reason]++;
-    const fields = {
-      client: formatEndpoint(session.clientAddress, session.clientPort),
-      backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
-      datagramsFromClient: session.datagramsFromClient,
-      bytesFromClient: session.bytesFromClient,
-      datagramsToClient: session.datagramsToClient,
-      bytesToClient: session.bytesToClient,
-      durationMs: Date.now() - session.startedAt,
-      reason,
-      ...(session.errorCode ? { code: session.errorCode } : {}),
-    };
+    // The fields are built only for a line that is written: with one reply
+    // per session (DNS) this runs for every request, and at warn it is silent.
     if (reason === 'evicted') {
       // Evictions come in floods (a full table under load): a few lines, with counts.
-      this.evictionLog.write({ ...fields, evicted: this.stats.sessionsEnded.evicted });
-    } else {
-      session.listener.log.info(fields, 'session ended');
+      this.evictionLog.write(() => ({ ...sessionFields(session, reason), evicted: this.stats.sessionsEnded.evicted }));
+    } else if (session.listener.log.isLevelEnabled('info')) {
+      session.listener.log.info(sessionFields(session, reason), 'session ended');
     }
   }
+
 
   /** Close every session and listener. UDP has nothing to drain. */
   close(): void {
@@ -290,6 +282,21 @@ export class UdpRelay {
     this.sessions.clear('shutdown');
     for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog]) limited.flush();
   }
+}
+
+/** What a session's end line says about it. */
+function sessionFields(session: UdpSession, reason: SessionEnd): object {
+  return {
+    client: formatEndpoint(session.clientAddress, session.clientPort),
+    backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
+    datagramsFromClient: session.datagramsFromClient,
+    bytesFromClient: session.bytesFromClient,
+    datagramsToClient: session.datagramsToClient,
+    bytesToClient: session.bytesToClient,
+    durationMs: Date.now() - session.startedAt,
+    reason,
+    ...(session.errorCode ? { code: session.errorCode } : {}),
+  };
 }
 
 /**

@@ -104,7 +104,7 @@ const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'session-timeout': { type: 'string', value: 'DURATION',
     help: `UDP: close a session with no datagram either way for this long (default ${formatDuration(DEFAULTS.sessionTimeoutMs)})` },
   'udp-responses': { type: 'string', value: 'N',
-    help: 'UDP: close a session after N replies from the backend, e.g. 1 for DNS (default 0: no limit)' },
+    help: 'UDP: close a session once the backend sent N replies per client datagram, e.g. 1 for DNS (default 0: no limit)' },
   mark: { type: 'string', value: 'N',
     help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },

@@ -48,14 +48,16 @@ export class RateLimitedLog {
     private readonly windowMs = 10_000,
   ) {}
 
-  write(fields: object, now = Date.now()): void {
+  /** fields may be a function, called only for a line that is written. */
+  write(fields: object | (() => object), now = Date.now()): void {
+    if (!this.log.isLevelEnabled(this.level)) return;
     if (now - this.windowStart >= this.windowMs) {
       this.windowStart = now;
       this.inWindow = 0;
     }
     if (this.inWindow < this.limit) {
       this.inWindow++;
-      this.log[this.level](fields, this.msg);
+      this.log[this.level](typeof fields === 'function' ? fields() : fields, this.msg);
       return;
     }
     this.suppressed++;

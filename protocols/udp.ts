@@ -13,7 +13,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { openTransparentUdp, openUdpListener, UdpHandle } from '../src/sys';
+import { encodeSockaddr, openTransparentUdp, openUdpListener, ReplyBatch, UdpHandle } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -42,6 +42,8 @@ const LISTENER_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
 interface Listener {
   socket: UdpHandle;
+  /** Replies to clients leave through this, a batch per turn of the loop. */
+  replies: ReplyBatch;
   address: string;
   port: number;
   /** Carries proto and listen address, like the TCP listener's. */
@@ -52,6 +54,8 @@ class UdpSession {
   readonly startedAt = Date.now();
   /** When a reply last refreshed the session in the table. */
   refreshedByReplyAt = this.startedAt;
+  /** Where replies go, encoded once for the session's life. */
+  readonly clientSockaddr: Buffer;
   errorCode: string | undefined;
   closed = false;
   datagramsFromClient = 0;
@@ -65,7 +69,9 @@ class UdpSession {
     readonly clientAddress: string,
     readonly clientPort: number,
     readonly backend: WeightedBackend,
-  ) {}
+  ) {
+    this.clientSockaddr = encodeSockaddr(clientAddress, clientPort);
+  }
 }
 
 export class UdpRelay {
@@ -137,7 +143,8 @@ export class UdpRelay {
       throw err instanceof SysError ? listenError(err, { ...endpoint, address }) : err;
     }
     const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
-    const listener: Listener = { socket, address, port: endpoint.port, log };
+    const replies = new ReplyBatch(socket.fd, () => this.stats.sendFailed++);
+    const listener: Listener = { socket, replies, address, port: endpoint.port, log };
     socket.receive({
       message: (datagram, clientAddress, clientPort) => this.fromClient(listener, datagram, clientAddress, clientPort),
       error: (err) => log.error({ err: describeError(err) }, 'listener error'),
@@ -239,7 +246,7 @@ export class UdpRelay {
     if (session.datagramsToClient === 0) this.health?.reportSuccess(session.backend.endpoint);
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
-    if (!session.listener.socket.sendTo(reply, session.clientPort, session.clientAddress)) this.stats.sendFailed++;
+    session.listener.replies.add(reply, session.clientSockaddr);
     // Like nginx's proxy_responses: N replies expected per client datagram, so
     // two queries in flight on one port (a resolver's A and AAAA) both get answers.
     if (this.config.udpResponses > 0 &&
@@ -278,7 +285,10 @@ export class UdpRelay {
 
   /** Close every session and listener. UDP has nothing to drain. */
   close(): void {
-    for (const listener of this.listeners) listener.socket.close();
+    for (const listener of this.listeners) {
+      listener.replies.flush();
+      listener.socket.close();
+    }
     this.sessions.clear('shutdown');
     for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog]) limited.flush();
   }

@@ -10,7 +10,10 @@ export interface Libc {
   close(fd: number): number;
   getrlimit(resource: number, limits: Buffer): number;
   setrlimit(resource: number, limits: Buffer): number;
+  sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
   errno(): number;
+  /** Where a Buffer's bytes are in memory, for the pointers inside structs relay builds (sendmmsg's). */
+  addressOf(buffer: Buffer): number;
 }
 
 let loaded: Libc | undefined;
@@ -31,6 +34,9 @@ function load(): Libc {
     close: lib.func('int close(int)'),
     getrlimit: lib.func('int getrlimit(int, void *)'),
     setrlimit: lib.func('int setrlimit(int, void *)'),
+    sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),
     errno: () => koffi.errno(),
+    // User-space addresses on 64-bit Linux fit in 47 bits, well inside a double's 53.
+    addressOf: (buffer) => Number(koffi.address(buffer)),
   };
 }

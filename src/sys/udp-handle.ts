@@ -5,7 +5,8 @@
 // address through a lookup and a nextTick even for an IP literal, and wraps
 // each receive in an EventEmitter. Here a send is one call into libuv, and a
 // connect is synchronous (dgram only defers it for the DNS lookup relay never
-// needs), so a session's first datagram need not wait a tick.
+// needs), so a session's first datagram need not wait a tick. Replies to
+// clients do not come through here: see udp-batch.ts.
 import { SysError } from '../errors';
 import type { Family } from './sockaddr';
 import { missingBindingError, processBinding } from './node-binding';
@@ -15,13 +16,12 @@ interface RawSendRequest {
 }
 
 interface RawUdp {
+  readonly fd: number;
   open(fd: number): number;
   connect(address: string, port: number): number;
   connect6(address: string, port: number): number;
   /** Returns the datagram size + 1 when sent at once, 0 when queued, or a negative errno. */
   send(req: RawSendRequest, list: Buffer[], count: number, hasCallback: boolean): number;
-  send(req: RawSendRequest, list: Buffer[], count: number, port: number, address: string, hasCallback: boolean): number;
-  send6(req: RawSendRequest, list: Buffer[], count: number, port: number, address: string, hasCallback: boolean): number;
   recvStart(): number;
   close(onClosed?: () => void): void;
   onmessage: (nread: number, handle: RawUdp, datagram?: Buffer, from?: { address: string; port: number }) => void;
@@ -46,7 +46,7 @@ function loadBindings(): Bindings {
   const prototype = (UDP as unknown as { prototype?: Record<string, unknown> } | undefined)?.prototype;
   const missing = [
     ...(UDP ? [] : ['UDP']), ...(SendWrap ? [] : ['SendWrap']),
-    ...['open', 'connect', 'connect6', 'send', 'send6', 'recvStart', 'close']
+    ...['open', 'connect', 'connect6', 'send', 'recvStart', 'close']
       .filter((name) => typeof prototype?.[name] !== 'function').map((name) => `UDP.${name}`),
   ];
   if (missing.length > 0 || !UDP || !SendWrap) throw missingBindingError('UDP handle', missing);
@@ -97,6 +97,11 @@ export class UdpHandle {
     return new UdpHandle(new (bindings().UDP)(), family);
   }
 
+  /** The socket's fd (for sendmmsg, which Node does not offer; see udp-batch.ts). */
+  get fd(): number {
+    return this.raw.fd;
+  }
+
   /** Fix the peer: sends need no address, and only its datagrams are received. Synchronous. */
   connect(address: string, port: number): void {
     const status = this.family === 4 ? this.raw.connect(address, port) : this.raw.connect6(address, port);
@@ -116,15 +121,6 @@ export class UdpHandle {
   send(datagram: Buffer): boolean {
     this.list[0] = datagram;
     return this.sent(this.raw.send(this.request, this.list, 1, false), datagram);
-  }
-
-  /** Send to address:port (an IP literal of this socket's family). Returns false when dropped. */
-  sendTo(datagram: Buffer, port: number, address: string): boolean {
-    this.list[0] = datagram;
-    const status = this.family === 4
-      ? this.raw.send(this.request, this.list, 1, port, address, false)
-      : this.raw.send6(this.request, this.list, 1, port, address, false);
-    return this.sent(status, datagram);
   }
 
   private sent(status: number, datagram: Buffer): boolean {

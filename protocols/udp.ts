@@ -13,7 +13,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { encodeSockaddr, openTransparentUdp, openUdpListener, ReplyBatch, UdpHandle } from '../src/sys';
+import { encodeSockaddr, familyOf, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -145,8 +145,16 @@ export class UdpRelay {
     const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
     const replies = new ReplyBatch(socket.fd, () => this.stats.sendFailed++);
     const listener: Listener = { socket, replies, address, port: endpoint.port, log };
+    const fromClient = (datagram: Buffer, clientAddress: string, clientPort: number): void =>
+      this.fromClient(listener, datagram, clientAddress, clientPort);
+    // Node reads one datagram per callback; what queued behind it is read
+    // with one recvmmsg (IPv4 listeners: see ReceiveBatch).
+    const queued = familyOf(address) === 4 ? new ReceiveBatch(socket.fd) : undefined;
     socket.receive({
-      message: (datagram, clientAddress, clientPort) => this.fromClient(listener, datagram, clientAddress, clientPort),
+      message: (datagram, clientAddress, clientPort) => {
+        fromClient(datagram, clientAddress, clientPort);
+        queued?.drain(fromClient);
+      },
       error: (err) => log.error({ err: describeError(err) }, 'listener error'),
     });
     return listener;

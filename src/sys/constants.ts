@@ -8,6 +8,7 @@ export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_DONTWAIT = 0x40;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;

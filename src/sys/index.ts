@@ -3,4 +3,4 @@ export { encodeSockaddr, familyOf, type Family } from './sockaddr';
 export { getFileLimit, raiseFileLimit, type FileLimit } from './limits';
 export { TcpHandle, TcpListener, type ReadHandlers } from './tcp-handle';
 export { UdpHandle, type DatagramHandlers } from './udp-handle';
-export { ReplyBatch } from './udp-batch';
+export { ReplyBatch, ReceiveBatch } from './udp-batch';

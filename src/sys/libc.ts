@@ -11,6 +11,7 @@ export interface Libc {
   getrlimit(resource: number, limits: Buffer): number;
   setrlimit(resource: number, limits: Buffer): number;
   sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
+  recvmmsg(fd: number, messages: Buffer, count: number, flags: number, timeout: null): number;
   errno(): number;
   /** Where a Buffer's bytes are in memory, for the pointers inside structs relay builds (sendmmsg's). */
   addressOf(buffer: Buffer): number;
@@ -35,6 +36,7 @@ function load(): Libc {
     getrlimit: lib.func('int getrlimit(int, void *)'),
     setrlimit: lib.func('int setrlimit(int, void *)'),
     sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),
+    recvmmsg: lib.func('int recvmmsg(int, void *, uint32_t, int, void *)'),
     errno: () => koffi.errno(),
     // User-space addresses on 64-bit Linux fit in 47 bits, well inside a double's 53.
     addressOf: (buffer) => Number(koffi.address(buffer)),

@@ -1,7 +1,8 @@
-// ReplyBatch against the real kernel, in a namespace of its own: one batch
-// that outgrows both its message slots (64) and its data space (256 KiB)
-// within a single tick must still deliver every datagram, intact, to the
-// address each was queued for.
+// ReplyBatch and ReceiveBatch against the real kernel, in a namespace of
+// their own. One reply batch that outgrows both its message slots (64) and
+// its data space (256 KiB) within a single tick must still deliver every
+// datagram, intact, to the address each was queued for; a receive batch must
+// read queued datagrams of every size, each with its sender's address and port.
 import t from 'tap';
 import { Lab } from '../../src/lab/netns';
 import { distFile } from '../../src/lab/topology';
@@ -52,4 +53,56 @@ t.test('a batch larger than its slots and its data space arrives whole', { skip:
   t.same([...new Set(result.got.map((g) => g.i))].sort((a, b) => a - b), [...Array(result.sent).keys()], 'each exactly once');
   t.ok(result.got.every((g) => g.intact), 'each intact, with its own size and bytes');
   t.ok(result.got.every((g) => g.r === g.i % 2), 'each at the address it was queued for');
+});
+
+/** Runs inside the namespace: two senders queue 20 datagrams (sizes up to 65,507) before the listener reads; drain until empty. */
+const RECEIVE_SCRIPT = `
+const dgram = require('node:dgram');
+const sys = require(${JSON.stringify(distFile('sys', 'index.js'))});
+const sizes = Array.from({ length: 20 }, (_, i) => [0, 1, 100, 1472, 65507][i % 5]);
+const listener = sys.openUdpListener('127.0.0.1', 40100, 4 * 1024 * 1024);
+const batch = new sys.ReceiveBatch(listener.fd);
+const senders = [40101, 40102].map((port) => {
+  const socket = dgram.createSocket('udp4');
+  socket.bind(port, '127.0.0.1');
+  return socket;
+});
+let queued = 0;
+setTimeout(() => {
+  sizes.forEach((size, i) => {
+    const datagram = Buffer.alloc(size, i + 1);
+    senders[i % 2].send(datagram, 40100, '127.0.0.1', () => { queued++; });
+  });
+  setTimeout(() => {
+    const got = [];
+    let reads = 0;
+    while (reads < 10 && batch.drain((datagram, address, port) => got.push({ size: datagram.length,
+      fill: datagram.length ? datagram[0] : 0, same: datagram.every((b) => b === datagram[0]), address, port })) > 0) reads++;
+    console.log(JSON.stringify({ queued, reads, sizes, got }));
+    process.exit(0);
+  }, 500);
+}, 200);
+`;
+
+t.test('a receive batch reads queued datagrams whole, with their senders', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const lab = new Lab(`rtrecv${process.pid % 100000}`);
+  t.teardown(() => lab.teardown());
+  const ns = lab.addNamespace('host');
+  const proc = lab.spawn(ns, [process.execPath, '-e', RECEIVE_SCRIPT]);
+  const line = await proc.waitFor(/\{"queued".*\}/, 15_000);
+  const result = JSON.parse(line) as { queued: number; reads: number; sizes: number[];
+    got: { size: number; fill: number; same: boolean; address: string; port: number }[] };
+  t.equal(result.queued, 20, 'all 20 were sent before any was read');
+  t.ok(result.reads >= 2, `read in ${result.reads} recvmmsg calls of at most 16`);
+  t.equal(result.got.length, 20, 'every datagram was read');
+  result.got.forEach((g) => {
+    const i = g.size === 0 ? undefined : g.fill - 1;
+    if (i !== undefined) {
+      t.equal(g.size, result.sizes[i], `datagram ${i}: its own size`);
+      t.ok(g.same, `datagram ${i}: intact`);
+      t.equal(g.port, i % 2 === 0 ? 40101 : 40102, `datagram ${i}: its sender's port`);
+    }
+    t.equal(g.address, '127.0.0.1');
+  });
+  t.equal(result.got.filter((g) => g.size === 0).length, 4, 'the four empty datagrams too');
 });

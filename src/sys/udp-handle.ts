@@ -56,6 +56,15 @@ function loadBindings(): Bindings {
 function ignoreMessage(): void {}
 const EMPTY = Buffer.alloc(0);
 
+/**
+ * One send request object serves every send that completes at once, on any
+ * socket; only a send libuv has to queue keeps it (until done), and then a
+ * new one is made. Likewise one list carries every datagram: libuv reads it
+ * during the call only.
+ */
+let sendRequest: RawSendRequest | undefined;
+const sendList: Buffer[] = [EMPTY];
+
 export interface DatagramHandlers {
   /** A datagram arrived from address:port (a buffer of its own: the caller may keep it). */
   message(datagram: Buffer, address: string, port: number): void;
@@ -69,17 +78,7 @@ export interface DatagramHandlers {
  */
 export class UdpHandle {
   private closed = false;
-  /**
-   * A send request object serves every send that completes at once; only a
-   * send libuv has to queue keeps it (until done), and then a new one is made.
-   */
-  private request: RawSendRequest;
-  /** libuv reads the list during the call only, so one array carries every datagram. */
-  private readonly list: Buffer[] = [];
-
-  private constructor(private readonly raw: RawUdp, private readonly family: Family) {
-    this.request = new (bindings().SendWrap)();
-  }
+  private constructor(private readonly raw: RawUdp, private readonly family: Family) {}
 
   /** Adopt a socket made elsewhere (bound transparent upstreams and tuned listeners). */
   static adopt(fd: number, family: Family): UdpHandle {
@@ -119,16 +118,14 @@ export class UdpHandle {
 
   /** Send on a connected socket. Returns false when the datagram was refused (and so dropped). */
   send(datagram: Buffer): boolean {
-    this.list[0] = datagram;
-    return this.sent(this.raw.send(this.request, this.list, 1, false), datagram);
-  }
-
-  private sent(status: number, datagram: Buffer): boolean {
-    this.list[0] = EMPTY; // hold no datagram past its send
+    const request = sendRequest ??= new (bindings().SendWrap)();
+    sendList[0] = datagram;
+    const status = this.raw.send(request, sendList, 1, false);
+    sendList[0] = EMPTY; // hold no datagram past its send
     if (status === 0) {
       // Queued in libuv: the request now holds the datagram until it is sent.
-      this.request.buffer = datagram;
-      this.request = new (bindings().SendWrap)();
+      request.buffer = datagram;
+      sendRequest = undefined;
     }
     return status >= 0;
   }

@@ -93,6 +93,8 @@ export class UdpRelay {
    * (at most a second) does that for a fraction of a lookup per datagram.
    */
   private readonly replyRefreshMs: number;
+  /** Shared by every IPv4 listener: it copies each datagram out before the next read. */
+  private receiveBatch: ReceiveBatch | undefined;
 
   constructor(
     private readonly config: RelayConfig,
@@ -149,11 +151,11 @@ export class UdpRelay {
       this.fromClient(listener, datagram, clientAddress, clientPort);
     // Node reads one datagram per callback; what queued behind it is read
     // with one recvmmsg (IPv4 listeners: see ReceiveBatch).
-    const queued = familyOf(address) === 4 ? new ReceiveBatch(socket.fd) : undefined;
+    const drainQueued = familyOf(address) === 4;
     socket.receive({
       message: (datagram, clientAddress, clientPort) => {
         fromClient(datagram, clientAddress, clientPort);
-        queued?.drain(fromClient);
+        if (drainQueued) (this.receiveBatch ??= new ReceiveBatch()).drain(socket.fd, fromClient);
       },
       error: (err) => log.error({ err: describeError(err) }, 'listener error'),
     });

@@ -34,7 +34,9 @@ export class ReplyBatch {
   private readonly messages = Buffer.alloc(MAX_MESSAGES * MMSGHDR_SIZE);
   private readonly iovecs = Buffer.alloc(MAX_MESSAGES * IOVEC_SIZE);
   private readonly names = Buffer.alloc(MAX_MESSAGES * NAME_SLOT);
-  private readonly data = Buffer.alloc(DATA_BYTES);
+  // Written before it is sent from, so it need not start zeroed (and its pages
+  // cost memory only once replies have used them).
+  private readonly data = Buffer.allocUnsafeSlow(DATA_BYTES);
   private readonly dataAddress: number;
   private count = 0;
   private dataUsed = 0;
@@ -105,6 +107,8 @@ const RECEIVE_SLOT_BYTES = 65536;
  * The datagrams waiting on an IPv4 socket, read with one recvmmsg(2). IPv4
  * only: the sender's address is formatted here, and for IPv4 that is simply
  * the four numbers, identical to what Node reports (sessions are keyed by it).
+ * Every datagram is copied out before drain() returns, so one batch serves
+ * any number of sockets.
  */
 export class ReceiveBatch {
   private readonly messages = Buffer.alloc(RECEIVE_SLOTS * MMSGHDR_SIZE);
@@ -113,7 +117,7 @@ export class ReceiveBatch {
   // Untouched until the kernel writes into it: 1 MiB of address space, not of memory.
   private readonly data = Buffer.allocUnsafeSlow(RECEIVE_SLOTS * RECEIVE_SLOT_BYTES);
 
-  constructor(private readonly fd: number) {
+  constructor() {
     const c = libc();
     const names = c.addressOf(this.names);
     const iovecs = c.addressOf(this.iovecs);
@@ -133,9 +137,9 @@ export class ReceiveBatch {
    * its own) to message. Returns how many; 0 when nothing was waiting or the
    * read failed (the socket's own reads report failures).
    */
-  drain(message: (datagram: Buffer, address: string, port: number) => void): number {
+  drain(fd: number, message: (datagram: Buffer, address: string, port: number) => void): number {
     for (let i = 0; i < RECEIVE_SLOTS; i++) this.messages.writeUInt32LE(NAME_SLOT, i * MMSGHDR_SIZE + MSG_NAMELEN);
-    const n = libc().recvmmsg(this.fd, this.messages, RECEIVE_SLOTS, MSG_DONTWAIT, null);
+    const n = libc().recvmmsg(fd, this.messages, RECEIVE_SLOTS, MSG_DONTWAIT, null);
     for (let i = 0; i < n; i++) {
       const name = i * NAME_SLOT;
       if (this.names.readUInt16LE(name) !== AF_INET) continue; // not on an IPv4 socket

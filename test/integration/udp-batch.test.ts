@@ -61,7 +61,7 @@ const dgram = require('node:dgram');
 const sys = require(${JSON.stringify(distFile('sys', 'index.js'))});
 const sizes = Array.from({ length: 20 }, (_, i) => [0, 1, 100, 1472, 65507][i % 5]);
 const listener = sys.openUdpListener('127.0.0.1', 40100, 4 * 1024 * 1024);
-const batch = new sys.ReceiveBatch(listener.fd);
+const batch = new sys.ReceiveBatch();
 const senders = [40101, 40102].map((port) => {
   const socket = dgram.createSocket('udp4');
   socket.bind(port, '127.0.0.1');
@@ -76,7 +76,7 @@ setTimeout(() => {
   setTimeout(() => {
     const got = [];
     let reads = 0;
-    while (reads < 10 && batch.drain((datagram, address, port) => got.push({ size: datagram.length,
+    while (reads < 10 && batch.drain(listener.fd, (datagram, address, port) => got.push({ size: datagram.length,
       fill: datagram.length ? datagram[0] : 0, same: datagram.every((b) => b === datagram[0]), address, port })) > 0) reads++;
     console.log(JSON.stringify({ queued, reads, sizes, got }));
     process.exit(0);

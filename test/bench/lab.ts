@@ -7,6 +7,7 @@
 import * as os from 'node:os';
 import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
 import { ADDR, Topology, buildTopology, applyRelayRoutes } from '../../src/lab/topology';
+import { getFileLimit } from '../../src/sys';
 
 export { ADDR };
 
@@ -16,6 +17,14 @@ export { ADDR };
  */
 export const PROXY_CPU = Math.min(1, os.cpus().length - 1);
 export const LOAD_CPU = 0;
+
+/**
+ * The hard open-file limit the proxies and peers run under (20,000 on the
+ * machines this was written on, where root lacks CAP_SYS_RESOURCE): every UDP
+ * session holds an fd in each proxy, so it bounds the sessions a case can hold.
+ * Capped so an unlimited hard limit still gives a sane table size.
+ */
+export const FD_HARD_LIMIT = Math.min(getFileLimit().hard, 1_000_000);
 
 export interface BenchLab extends Topology {
   relayRoutes: string;

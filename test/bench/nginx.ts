@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { formatEndpoint } from '../../src/addr';
-import { spawnPinned } from './lab';
+import { FD_HARD_LIMIT, spawnPinned } from './lab';
 import { nginxTempPaths } from '../../src/lab/peers';
 
 /** Debian builds the stream module as a dynamic module. */
@@ -27,8 +27,8 @@ daemon off;
 worker_processes 1;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-# TCP: 2 fds per proxied connection; UDP: 1 per session. The hard limit here is 20000.
-worker_rlimit_nofile 20000;
+# TCP: 2 fds per proxied connection; UDP: 1 per session: as many as the hard limit allows.
+worker_rlimit_nofile ${FD_HARD_LIMIT};
 events { worker_connections ${workerConnections}; }
 ${extra}`;
 }

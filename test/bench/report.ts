@@ -189,7 +189,7 @@ export function markdownReport(d: DocInput): string {
     mdTable(RESULT_HEAD, resultRows(d.summaries)),
     '',
     ...d.summaries.map((s) => `- **${s.verdict}** ${s.result.benchCase.title}: target ${s.goal}; ${s.why}.` +
-      (s.result.benchCase.caveat ? ` ${s.result.benchCase.caveat(d.options)}` : '')),
+      (s.result.benchCase.caveat?.(d.options) ? ` ${s.result.benchCase.caveat(d.options)}` : '')),
     ...d.crossComparisons.map((line) => `- ${line}`),
     '',
     '### CPU use of the proxy',

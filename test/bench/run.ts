@@ -12,10 +12,10 @@ import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
 import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, median, runCase } from './case';
-import { LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
+import { FD_HARD_LIMIT, LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
 import { TARGETS, Target } from './targets';
 import { TCP_CASES } from './tcp';
-import { UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
+import { DEFAULT_UDP_SESSIONS, UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
 import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
 
 /** Every case the benchmark knows, in the order they run. */
@@ -30,7 +30,7 @@ const FLAGS = {
   conns: { type: 'string', default: '50' },
   'idle-conns': { type: 'string', default: '5000' },
   'udp-flows': { type: 'string', default: '128' },
-  'udp-sessions': { type: 'string', default: '18000' },
+  'udp-sessions': { type: 'string', default: String(DEFAULT_UDP_SESSIONS) },
   only: { type: 'string' },
   targets: { type: 'string' },
   out: { type: 'string', default: path.join('docs', 'benchmarks.md') },
@@ -46,7 +46,8 @@ const USAGE = `usage: npm run bench [-- options]   (as root)
   --conns N         concurrent wrk connections in the connection-rate case (default 50)
   --idle-conns N    connections held in the memory case (default 5000; relay uses 2 fds each)
   --udp-flows N     client sockets (ports, so sessions) in the UDP rate cases (default 128)
-  --udp-sessions N  live sessions in the UDP memory case (default 18000; 1 fd each, at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS})
+  --udp-sessions N  live sessions in the UDP memory case (default ${DEFAULT_UDP_SESSIONS}: 50,000 or as many as the
+                    hard open-file limit, ${FD_HARD_LIMIT}, allows; 1 fd each, at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS})
   --only IDS        comma-separated case ids: ${CASES.map((c) => c.id).join(', ')}
   --targets NAMES   comma-separated: ${TARGETS.map((t) => t.name).join(', ')} (default all)
   --out FILE        where to write the report (default docs/benchmarks.md)
@@ -79,7 +80,7 @@ function parseOptions(argv: string[]) {
   if (options.udpFlows > 1_000) throw new Error('--udp-flows must be at most 1000');
   // Each UDP session costs the proxy 1 fd; relay runs with --max-sessions UDP_MAX_SESSIONS, warm-up sessions included.
   if (options.udpSessions > UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS) {
-    throw new Error(`--udp-sessions must be at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS} (1 fd each, 20,000 fd limit)`);
+    throw new Error(`--udp-sessions must be at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS} (1 fd each, hard open-file limit ${FD_HARD_LIMIT})`);
   }
   const ids = values.only?.split(',').map((s) => s.trim());
   const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 import { formatEndpoint } from '../../src/addr';
-import { ADDR, BenchLab, PROXY_CPU, setForwarding, spawnPinned, stopWithin } from './lab';
+import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, stopWithin } from './lab';
 import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
 import { descendants, exePath } from './proc';
 
@@ -119,7 +119,7 @@ export function udpNginxTarget(o: UdpProxyOptions & { variant?: string }): Targe
     variant: o.variant,
     setup: `nginx stream proxy, UDP: \`listen ${ADDR.relayClientSide4}:${NGINX_PORT} udp;\`, ` +
       `\`proxy_bind $remote_addr:$remote_port transparent;\`,${responses}, \`proxy_timeout ${o.timeout};\`, ` +
-      `\`worker_processes 1; user root; worker_rlimit_nofile 20000;\` and ` +
+      `\`worker_processes 1; user root; worker_rlimit_nofile ${FD_HARD_LIMIT};\` and ` +
       `\`worker_connections ${o.workerConnections ?? DEFAULT_WORKER_CONNECTIONS};\`, master and worker on CPU ${PROXY_CPU}`,
     start: (ctx, backend) => startNginxTarget(ctx, 'udp', (dir, entry) => udpStreamProxyConfig(dir, entry, backend, o), 'udp'),
   };

@@ -13,7 +13,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { encodeSockaddr, familyOf, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
+import { encodeSockaddr, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -93,7 +93,7 @@ export class UdpRelay {
    * (at most a second) does that for a fraction of a lookup per datagram.
    */
   private readonly replyRefreshMs: number;
-  /** Shared by every IPv4 listener: it copies each datagram out before the next read. */
+  /** Shared by every listener: it copies each datagram out before the next read. */
   private receiveBatch: ReceiveBatch | undefined;
 
   constructor(
@@ -150,12 +150,11 @@ export class UdpRelay {
     const fromClient = (datagram: Buffer, clientAddress: string, clientPort: number): void =>
       this.fromClient(listener, datagram, clientAddress, clientPort);
     // Node reads one datagram per callback; what queued behind it is read
-    // with one recvmmsg (IPv4 listeners: see ReceiveBatch).
-    const drainQueued = familyOf(address) === 4;
+    // with one recvmmsg (see ReceiveBatch).
     socket.receive({
       message: (datagram, clientAddress, clientPort) => {
         fromClient(datagram, clientAddress, clientPort);
-        if (drainQueued) (this.receiveBatch ??= new ReceiveBatch()).drain(socket.fd, fromClient);
+        (this.receiveBatch ??= new ReceiveBatch()).drain(socket.fd, fromClient);
       },
       error: (err) => log.error({ err: describeError(err) }, 'listener error'),
     });

@@ -68,3 +68,45 @@ export function familyOf(address: string): Family {
   if (family === 0) throw new ConfigError(`not an IP address: ${address}`);
   return family as Family;
 }
+
+/**
+ * The text of the IPv6 address in 16 bytes at offset, exactly as Node writes
+ * a datagram's sender (libuv's inet_ntop: lowercase hex, the longest run of
+ * two or more zero groups (the first, on a tie) as "::", and the last 32 bits
+ * as a dotted quad for ::a.b.c.d and ::ffff:a.b.c.d). Sessions are keyed by
+ * this text, so it must match Node's to the character (unit-tested against it).
+ */
+export function formatIpv6(bytes: Buffer, offset: number): string {
+  const words: number[] = [];
+  for (let i = 0; i < 8; i++) words.push(bytes.readUInt16BE(offset + 2 * i));
+  let bestBase = -1;
+  let bestLength = 0;
+  for (let i = 0; i < 8;) {
+    if (words[i] !== 0) {
+      i++;
+      continue;
+    }
+    const base = i;
+    while (i < 8 && words[i] === 0) i++;
+    if (i - base > bestLength) {
+      bestBase = base;
+      bestLength = i - base;
+    }
+  }
+  if (bestLength < 2) bestBase = -1;
+  let text = '';
+  for (let i = 0; i < 8; i++) {
+    if (bestBase !== -1 && i >= bestBase && i < bestBase + bestLength) {
+      if (i === bestBase) text += ':';
+      continue;
+    }
+    if (i !== 0) text += ':';
+    if (i === 6 && bestBase === 0 &&
+        (bestLength === 6 || (bestLength === 7 && words[7] !== 1) || (bestLength === 5 && words[5] === 0xffff))) {
+      return text + `${bytes[offset + 12]}.${bytes[offset + 13]}.${bytes[offset + 14]}.${bytes[offset + 15]}`;
+    }
+    text += words[i].toString(16);
+  }
+  if (bestBase !== -1 && bestBase + bestLength === 8) text += ':';
+  return text;
+}

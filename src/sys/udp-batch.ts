@@ -1,7 +1,7 @@
 // A listener socket's traffic in batches, through the system calls Node does
 // not offer: replies to many clients leave with one sendmmsg(2) per turn of
-// the event loop (ReplyBatch), and the datagrams queued on an IPv4 listener
-// are read with one recvmmsg(2) (ReceiveBatch), rather than one system call
+// the event loop (ReplyBatch), and the datagrams queued on a listener are
+// read with one recvmmsg(2) (ReceiveBatch), rather than one system call
 // and one trip through Node's UDP machinery (a 64 KiB allocation, an address
 // formatted into an object, a callback) per datagram. Under load a turn of
 // relay's loop carries a few dozen of each. At light load a turn is one event,
@@ -10,7 +10,8 @@
 // The structs are laid out by hand for 64-bit Linux (LP64, little-endian:
 // x86_64 and aarch64), as sockaddr.ts does for addresses.
 import { libc } from './libc';
-import { AF_INET, MSG_DONTWAIT } from './constants';
+import { AF_INET, AF_INET6, MSG_DONTWAIT } from './constants';
+import { formatIpv6 } from './sockaddr';
 
 /** struct mmsghdr: struct msghdr (56 bytes) and msg_len (4), padded to 8. */
 const MMSGHDR_SIZE = 64;
@@ -99,14 +100,15 @@ function writePointer(buf: Buffer, offset: number, value: number): void {
   buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), offset + 4);
 }
 
-/** Datagrams one receive takes at most; each slot holds the largest IPv4 datagram. */
+/** Datagrams one receive takes at most; each slot holds the largest datagram. */
 const RECEIVE_SLOTS = 16;
 const RECEIVE_SLOT_BYTES = 65536;
 
 /**
- * The datagrams waiting on an IPv4 socket, read with one recvmmsg(2). IPv4
- * only: the sender's address is formatted here, and for IPv4 that is simply
- * the four numbers, identical to what Node reports (sessions are keyed by it).
+ * The datagrams waiting on a socket, read with one recvmmsg(2). The sender's
+ * address is written here as Node writes it (sessions are keyed by the text):
+ * the four numbers for IPv4, formatIpv6 for IPv6. A link-local sender's zone
+ * is left out, as relay cannot bind a session to a link-local client anyway.
  * Every datagram is copied out before drain() returns, so one batch serves
  * any number of sockets.
  */
@@ -142,8 +144,11 @@ export class ReceiveBatch {
     const n = libc().recvmmsg(fd, this.messages, RECEIVE_SLOTS, MSG_DONTWAIT, null);
     for (let i = 0; i < n; i++) {
       const name = i * NAME_SLOT;
-      if (this.names.readUInt16LE(name) !== AF_INET) continue; // not on an IPv4 socket
-      const address = `${this.names[name + 4]}.${this.names[name + 5]}.${this.names[name + 6]}.${this.names[name + 7]}`;
+      const family = this.names.readUInt16LE(name);
+      const address = family === AF_INET
+        ? `${this.names[name + 4]}.${this.names[name + 5]}.${this.names[name + 6]}.${this.names[name + 7]}`
+        : family === AF_INET6 ? formatIpv6(this.names, name + 8) : undefined;
+      if (address === undefined) continue;
       const length = this.messages.readUInt32LE(i * MMSGHDR_SIZE + MSG_LEN);
       const start = i * RECEIVE_SLOT_BYTES;
       const datagram = Buffer.allocUnsafe(length);

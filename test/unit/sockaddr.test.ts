@@ -1,5 +1,6 @@
 import t from 'tap';
-import { encodeSockaddr, SOCKADDR_IN_SIZE, SOCKADDR_IN6_SIZE } from '../../src/sys/sockaddr';
+import * as net from 'node:net';
+import { encodeSockaddr, formatIpv6, SOCKADDR_IN_SIZE, SOCKADDR_IN6_SIZE } from '../../src/sys/sockaddr';
 import { ConfigError } from '../../src/errors';
 
 t.test('sockaddr_in: family (host order), port and address (network order)', async (t) => {
@@ -28,4 +29,40 @@ t.test('rejects bad input', async (t) => {
   t.throws(() => encodeSockaddr('1.2.3', 80), ConfigError);
   t.throws(() => encodeSockaddr('192.0.2.1', 70000), ConfigError);
   t.throws(() => encodeSockaddr('192.0.2.1', -1), ConfigError);
+});
+
+/** How Node itself writes the address: the text sessions are keyed by. */
+function nodeText(bytes: Buffer): string {
+  const full = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16)).join(':');
+  return new net.SocketAddress({ address: full, family: 'ipv6' }).address;
+}
+
+t.test('formatIpv6 writes every address as Node does', async (t) => {
+  const cases: Buffer[] = [];
+  // Every pattern of zero and non-zero groups (256), with two kinds of non-zero value,
+  // so every run length and position of "::" and every embedded-IPv4 rule is met.
+  for (let mask = 0; mask < 256; mask++) {
+    for (const value of [1, 0xffff, 0x0db8]) {
+      const bytes = Buffer.alloc(16);
+      for (let i = 0; i < 8; i++) if (mask & (1 << i)) bytes.writeUInt16BE(value === 0x0db8 ? value + i : value, 2 * i);
+      cases.push(bytes);
+    }
+  }
+  for (const text of ['::ffff:192.0.2.7', '::192.0.2.7', '::1', '::', '2001:db8::1', 'fe80::1', '::ffff:0:1', '::0.0.0.1']) {
+    cases.push(encodeSockaddr(text, 0).subarray(8, 24));
+  }
+  let seed = 7;
+  for (let n = 0; n < 2000; n++) {
+    const bytes = Buffer.alloc(16);
+    for (let i = 0; i < 16; i++) {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      bytes[i] = seed % 3 === 0 ? 0 : seed % 256; // plenty of zero bytes, so zero groups
+    }
+    cases.push(bytes);
+  }
+  const wrong = cases.filter((bytes) => formatIpv6(bytes, 0) !== nodeText(bytes))
+    .map((bytes) => `${formatIpv6(bytes, 0)} (Node: ${nodeText(bytes)})`);
+  t.same(wrong.slice(0, 5), [], `all ${cases.length} match`);
+  t.equal(formatIpv6(Buffer.concat([Buffer.alloc(3), encodeSockaddr('2001:db8::1', 0).subarray(8, 24)]), 3), '2001:db8::1',
+    'reads at the offset given');
 });

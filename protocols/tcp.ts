@@ -27,11 +27,15 @@ export interface TcpStats {
   closed: number;
 }
 
-/** What a connection needs from the relay when its upstream connect fails. */
-interface UpstreamSource {
+/**
+ * What a connection needs from its relay (the relay itself: one object per
+ * connection fewer than closures would cost).
+ */
+interface ConnectionOwner {
   /**
    * The backend failed before any data: count it against its health, release
-   * it, and (when retry is allowed) offer another backend's upstream.
+   * it, and (when retry is allowed) offer another backend's upstream for the
+   * client log names.
    */
   connectFailed(backend: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog):
     { upstream: TcpHandle; backend: WeightedBackend } | undefined;
@@ -39,6 +43,8 @@ interface UpstreamSource {
   release(backend: WeightedBackend): void;
   /** The backend accepted the connection (passive health: a success). */
   connected(backend: WeightedBackend): void;
+  /** Both sockets are closed and the line is logged. */
+  closed(connection: ProxiedConnection): void;
 }
 
 
@@ -47,7 +53,7 @@ type EndReason =
   | 'done' | 'client reset' | 'backend reset' | 'idle timeout' | 'connect timeout'
   | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown';
 
-export class TcpRelay {
+export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0,
@@ -127,33 +133,36 @@ export class TcpRelay {
       client.close();
       return;
     }
-    const source: UpstreamSource = {
-      connectFailed: (failed, reason, retry, connLog) =>
-        this.connectFailed(failed, reason, retry, clientAddress, clientPort, connLog),
-      release: (released) => this.balancer.onClose(released),
-      connected: (used) => this.health?.reportSuccess(used.endpoint),
-    };
-    const conn = new ProxiedConnection(client, upstream, backend, source, this.config, connLog, () => {
-      this.open.delete(conn);
-      this.stats.closed++;
-    });
-    this.open.add(conn);
+    this.open.add(new ProxiedConnection(client, upstream, backend, this, this.config, connLog));
+  }
+
+  release(backend: WeightedBackend): void {
+    this.balancer.onClose(backend);
+  }
+
+  connected(backend: WeightedBackend): void {
+    this.health?.reportSuccess(backend.endpoint);
+  }
+
+  closed(connection: ProxiedConnection): void {
+    this.open.delete(connection);
+    this.stats.closed++;
   }
 
   /**
    * A connect failed before any byte moved (the client is paused until its
    * upstream connects), so the client can be sent elsewhere once, unnoticed.
    */
-  private connectFailed(
-    failed: WeightedBackend, reason: string, retry: boolean, clientAddress: string, clientPort: number, log: ConnectionLog,
+  connectFailed(
+    failed: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog,
   ): { upstream: TcpHandle; backend: WeightedBackend } | undefined {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    const next = this.balancer.pickOther({ address: clientAddress, family: familyOfAddress(clientAddress) }, failed);
+    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed);
     if (!next) return undefined;
     this.balancer.onOpen(next);
-    const upstream = this.openUpstream(clientAddress, clientPort, next.endpoint, log);
+    const upstream = this.openUpstream(log.clientAddress, log.clientPort, next.endpoint, log);
     if (!upstream) {
       this.balancer.onClose(next);
       return undefined;
@@ -264,10 +273,9 @@ class ProxiedConnection {
     private readonly client: TcpHandle,
     private upstream: TcpHandle,
     private backend: WeightedBackend,
-    private readonly source: UpstreamSource,
+    private readonly owner: ConnectionOwner,
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
-    private readonly onClosed: () => void,
   ) {
     this.connectUpstream();
   }
@@ -286,7 +294,7 @@ class ProxiedConnection {
   private onConnected(): void {
     clearTimeout(this.timer);
     this.connected = true;
-    this.source.connected(this.backend);
+    this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
     // The client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
@@ -363,7 +371,7 @@ class ProxiedConnection {
     clearTimeout(this.timer);
     const failed = this.backend;
     this.released = true; // connectFailed releases it
-    const next = this.source.connectFailed(failed, err?.code ? `${reason} (${err.code})` : reason, !this.retried, this.log);
+    const next = this.owner.connectFailed(failed, err?.code ? `${reason} (${err.code})` : reason, !this.retried, this.log);
     if (next) {
       this.retried = true;
       this.upstream.close(); // the failed attempt: not one of the two sockets this connection counts
@@ -399,18 +407,23 @@ class ProxiedConnection {
   }
 
   private finished(): void {
-    if (!this.released) this.source.release(this.backend);
+    if (!this.released) this.owner.release(this.backend);
     this.released = true;
-    const fields = {
-      bytesFromClient: this.bytesFromClient,
-      bytesToClient: this.bytesToClient,
-      durationMs: Date.now() - this.startedAt,
-      reason: this.reason ?? 'done',
-      ...(this.errorCode ? { code: this.errorCode } : {}),
-    };
-    if (this.connected || this.reason === 'shutdown') this.log.info(fields, 'connection closed');
-    else this.log.warn(fields, 'backend connect failed: client closed');
-    this.onClosed();
+    // The fields are built only for a line that is written (at warn, a
+    // connection that ended well writes none).
+    const closedWell = this.connected || this.reason === 'shutdown';
+    if (this.log.enabled(closedWell ? 'info' : 'warn')) {
+      const fields = {
+        bytesFromClient: this.bytesFromClient,
+        bytesToClient: this.bytesToClient,
+        durationMs: Date.now() - this.startedAt,
+        reason: this.reason ?? 'done',
+        ...(this.errorCode ? { code: this.errorCode } : {}),
+      };
+      if (closedWell) this.log.info(fields, 'connection closed');
+      else this.log.warn(fields, 'backend connect failed: client closed');
+    }
+    this.owner.closed(this);
   }
 }
 
@@ -428,10 +441,14 @@ function connectFailureReason(code: string): EndReason {
 class ConnectionLog {
   constructor(
     private readonly log: Logger,
-    private readonly clientAddress: string,
-    private readonly clientPort: number,
+    readonly clientAddress: string,
+    readonly clientPort: number,
     private backend: Endpoint,
   ) {}
+
+  enabled(level: 'info' | 'warn'): boolean {
+    return this.log.isLevelEnabled(level);
+  }
 
   /** After a retry, lines name the backend actually used. */
   setBackend(backend: Endpoint): void {

@@ -23,7 +23,10 @@ const UV_ENOTCONN = -107;
 interface RawStatusRequest {
   handle?: RawTcp;
   buffer?: Buffer;
-  oncomplete: (status: number) => void;
+  /** Called by libuv with this = the request. */
+  oncomplete: (this: RawStatusRequest, status: number) => void;
+  /** For requests whose oncomplete is shared: what to tell when done. */
+  done?: (error?: SysError) => void;
 }
 
 interface RawTcp {
@@ -93,6 +96,11 @@ function loadBindings(): Bindings {
 }
 
 function ignoreRead(): void {}
+
+/** One function for every write request (no closure per write): the request carries its own callback. */
+function afterWrite(this: RawStatusRequest, status: number): void {
+  this.done?.(status < 0 ? failure(status, 'write') : undefined);
+}
 function ignoreConnection(): void {}
 
 /** A failed status from libuv (a negative errno) as a SysError. */
@@ -200,7 +208,8 @@ export class TcpHandle {
     const req = new b.WriteWrap();
     req.handle = this.raw;
     req.buffer = chunk; // held until libuv has written it
-    req.oncomplete = (status) => done(status < 0 ? failure(status, 'write') : undefined);
+    req.done = done;
+    req.oncomplete = afterWrite;
     const status = this.raw.writeBuffer(req, chunk);
     if (status < 0) {
       queueMicrotask(() => done(failure(status, 'write')));

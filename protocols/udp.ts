@@ -93,6 +93,8 @@ export class UdpRelay {
    * (at most a second) does that for a fraction of a lookup per datagram.
    */
   private readonly replyRefreshMs: number;
+  /** Client datagrams read but not yet sent on: session, datagram, session, datagram... */
+  private readonly toBackends: (UdpSession | Buffer)[] = [];
   /** Shared by every listener: it copies each datagram out before the next read. */
   private receiveBatch: ReceiveBatch | undefined;
 
@@ -155,6 +157,7 @@ export class UdpRelay {
       message: (datagram, clientAddress, clientPort) => {
         fromClient(datagram, clientAddress, clientPort);
         (this.receiveBatch ??= new ReceiveBatch()).drain(socket.fd, fromClient);
+        this.sendToBackends();
       },
       error: (err) => log.error({ err: describeError(err) }, 'listener error'),
     });
@@ -168,7 +171,21 @@ export class UdpRelay {
     if (!session) return;
     session.datagramsFromClient++;
     session.bytesFromClient += datagram.length;
-    if (!session.upstream.send(datagram)) this.stats.sendFailed++;
+    this.toBackends.push(session, datagram);
+  }
+
+  /**
+   * Send what a listener's batch of client datagrams brought, back to back.
+   * Sent one by one between opening sessions, each datagram tends to wake the
+   * backend anew; sent together, one wake-up serves them all.
+   */
+  private sendToBackends(): void {
+    const queue = this.toBackends;
+    for (let i = 0; i < queue.length; i += 2) {
+      const session = queue[i] as UdpSession;
+      if (!session.closed && !session.upstream.send(queue[i + 1] as Buffer)) this.stats.sendFailed++;
+    }
+    queue.length = 0;
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
@@ -277,6 +294,9 @@ export class UdpRelay {
   }
 
   private onSessionEnd(session: UdpSession, reason: SessionEnd): void {
+    // A session can end with datagrams still queued for its backend (a new
+    // client in the same batch evicted it from a small table): send them first.
+    if (this.toBackends.length > 0) this.sendToBackends();
     session.closed = true;
     session.upstream.close();
     this.balancer.onClose(session.backend);

@@ -126,6 +126,25 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.equal(events(client).find((e) => e.event === 'flows-result')?.answered, 2000);
   });
 
+  t.test('a session evicted by a client in the same batch still sends its datagram on', async (t) => {
+    // 40 new clients at once through a table of 2: relay reads them in batches
+    // and sends to the backend at the end of each, by when most of their
+    // sessions have been evicted. Their replies are lost with their sockets,
+    // but each datagram must reach the backend.
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5410', '--backend', formatEndpoint(ADDR.backend4, 5400),
+      '--max-sessions', '2', '--log-level', 'warn']);
+    const before = udpSeen(echo).length;
+    const client = topo.lab.spawn(topo.client, [process.execPath, udpToolsPath(), 'flows',
+      '--target', `${ADDR.relayClientSide4}:5410`, '--flows', '40', '--batch', '40', '--timeout', '1000']);
+    await client.waitFor(/"event":"flows-result"/, 30_000);
+    const seen = await eventually(() => {
+      const now = udpSeen(echo).slice(before);
+      return now.length >= 40 ? now : undefined;
+    }, 3000, '40 datagrams at the backend');
+    t.equal(new Set(seen.map((s) => s.port)).size, 40, 'one datagram from each of the 40 client ports');
+    t.ok(seen.every((s) => s.remote === ADDR.client4), "all from the client's address");
+  });
+
   t.test('10,000 flows through a table of 1,000: all answered, fds bounded', async (t) => {
     const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5406', '--backend', formatEndpoint(ADDR.backend4, 5400),
       '--max-sessions', '1000', '--log-level', 'warn']);

@@ -93,8 +93,9 @@ export class UdpRelay {
    * (at most a second) does that for a fraction of a lookup per datagram.
    */
   private readonly replyRefreshMs: number;
-  /** Client datagrams read but not yet sent on: session, datagram, session, datagram... */
-  private readonly toBackends: (UdpSession | Buffer)[] = [];
+  /** Client datagrams read but not yet sent on, and their sessions (same index). */
+  private readonly toBackends: UdpSession[] = [];
+  private readonly datagramsToBackends: Buffer[] = [];
   /** Shared by every listener: it copies each datagram out before the next read. */
   private receiveBatch: ReceiveBatch | undefined;
 
@@ -171,7 +172,8 @@ export class UdpRelay {
     if (!session) return;
     session.datagramsFromClient++;
     session.bytesFromClient += datagram.length;
-    this.toBackends.push(session, datagram);
+    this.toBackends.push(session);
+    this.datagramsToBackends.push(datagram);
   }
 
   /**
@@ -180,12 +182,13 @@ export class UdpRelay {
    * backend anew; sent together, one wake-up serves them all.
    */
   private sendToBackends(): void {
-    const queue = this.toBackends;
-    for (let i = 0; i < queue.length; i += 2) {
-      const session = queue[i] as UdpSession;
-      if (!session.closed && !session.upstream.send(queue[i + 1] as Buffer)) this.stats.sendFailed++;
+    const sessions = this.toBackends;
+    const datagrams = this.datagramsToBackends;
+    for (let i = 0; i < sessions.length; i++) {
+      if (!sessions[i].closed && !sessions[i].upstream.send(datagrams[i])) this.stats.sendFailed++;
     }
-    queue.length = 0;
+    sessions.length = 0;
+    datagrams.length = 0;
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {

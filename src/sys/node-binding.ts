@@ -11,3 +11,9 @@ export function missingBindingError(what: string, missing: string[]): Error {
   return new Error(`this Node.js (${process.version}) lacks the ${what} API relay uses (${missing.join(', ')}): ` +
     'run relay on a Node.js release that package.json engines names');
 }
+
+/** The methods of prefix's prototype that constructor lacks, named prefix.method. */
+export function missingMethods(constructor: unknown, prefix: string, names: string[]): string[] {
+  const prototype = (constructor as { prototype?: Record<string, unknown> } | undefined)?.prototype;
+  return names.filter((name) => typeof prototype?.[name] !== 'function').map((name) => `${prefix}.${name}`);
+}

@@ -13,7 +13,7 @@
 // Node.js release ever changes it (node-binding.ts).
 import { SysError } from '../errors';
 import type { Family } from './sockaddr';
-import { missingBindingError, processBinding } from './node-binding';
+import { missingBindingError, missingMethods, processBinding } from './node-binding';
 
 /** libuv's end-of-stream status (UV_EOF). */
 const UV_EOF = -4095;
@@ -87,10 +87,8 @@ function loadBindings(): Bindings {
     kLastWriteWasAsync: stream.kLastWriteWasAsync as number,
   };
   const missing = Object.entries(found).filter(([, value]) => value === undefined).map(([key]) => key);
-  const methods = ['open', 'bind', 'bind6', 'listen', 'connect', 'connect6', 'getpeername', 'setNoDelay',
-    'readStart', 'readStop', 'writeBuffer', 'shutdown', 'reset', 'close'];
-  const prototype = (found.TCP as unknown as { prototype?: Record<string, unknown> } | undefined)?.prototype;
-  missing.push(...methods.filter((name) => typeof prototype?.[name] !== 'function').map((name) => `TCP.${name}`));
+  missing.push(...missingMethods(found.TCP, 'TCP', ['open', 'bind', 'bind6', 'listen', 'connect', 'connect6',
+    'getpeername', 'setNoDelay', 'readStart', 'readStop', 'writeBuffer', 'shutdown', 'reset', 'close']));
   if (missing.length > 0) throw missingBindingError('TCP handle', missing);
   return found as Bindings;
 }

@@ -29,27 +29,24 @@ const MAX_MESSAGES = 64;
 /** Room for several 64 KiB datagrams; a batch that would overflow it is sent first. */
 const DATA_BYTES = 256 * 1024;
 
-export class ReplyBatch {
-  // Buffer.alloc gives each its own memory (never Node's shared pool), which
-  // stays where it is for the life of the Buffer: the pointers below stay valid.
-  private readonly messages = Buffer.alloc(MAX_MESSAGES * MMSGHDR_SIZE);
-  private readonly iovecs = Buffer.alloc(MAX_MESSAGES * IOVEC_SIZE);
-  private readonly names = Buffer.alloc(MAX_MESSAGES * NAME_SLOT);
-  // Written before it is sent from, so it need not start zeroed (and its pages
-  // cost memory only once replies have used them).
-  private readonly data = Buffer.allocUnsafeSlow(DATA_BYTES);
-  private readonly dataAddress: number;
-  private count = 0;
-  private dataUsed = 0;
-  private flushScheduled = false;
+/**
+ * count mmsghdr structs, each pointing at its own address slot and its own
+ * one-entry iovec, as both batches need them. Buffer.alloc gives each buffer
+ * its own memory (never Node's shared pool), which stays where it is for the
+ * life of the Buffer: the pointers stay valid.
+ */
+class MessageVector {
+  readonly messages: Buffer;
+  readonly iovecs: Buffer;
+  readonly names: Buffer;
 
-  /** onDropped counts the datagrams the kernel refused (a full buffer, no route): UDP may drop. */
-  constructor(private readonly fd: number, private readonly onDropped: () => void) {
-    const c = libc();
-    this.dataAddress = c.addressOf(this.data);
-    const names = c.addressOf(this.names);
-    const iovecs = c.addressOf(this.iovecs);
-    for (let i = 0; i < MAX_MESSAGES; i++) {
+  constructor(count: number) {
+    this.messages = Buffer.alloc(count * MMSGHDR_SIZE);
+    this.iovecs = Buffer.alloc(count * IOVEC_SIZE);
+    this.names = Buffer.alloc(count * NAME_SLOT);
+    const names = libc().addressOf(this.names);
+    const iovecs = libc().addressOf(this.iovecs);
+    for (let i = 0; i < count; i++) {
       const message = i * MMSGHDR_SIZE;
       writePointer(this.messages, message + MSG_NAME, names + i * NAME_SLOT);
       writePointer(this.messages, message + MSG_IOV, iovecs + i * IOVEC_SIZE);
@@ -57,19 +54,41 @@ export class ReplyBatch {
     }
   }
 
+  /** Point message i's iovec at length bytes from address. */
+  setData(i: number, address: number, length: number): void {
+    writePointer(this.iovecs, i * IOVEC_SIZE, address);
+    writePointer(this.iovecs, i * IOVEC_SIZE + 8, length);
+  }
+}
+
+export class ReplyBatch {
+  private readonly vector = new MessageVector(MAX_MESSAGES);
+  // Written before it is sent from, so it need not start zeroed (and its pages
+  // cost memory only once replies have used them).
+  private readonly data = Buffer.allocUnsafeSlow(DATA_BYTES);
+  private readonly dataAddress: number;
+  private count = 0;
+  private dataUsed = 0;
+  private flushScheduled = false;
+  private readonly flushLater = (): void => this.flush();
+
+  /** onDropped counts the datagrams the kernel refused (a full buffer, no route): UDP may drop. */
+  constructor(private readonly fd: number, private readonly onDropped: () => void) {
+    this.dataAddress = libc().addressOf(this.data);
+  }
+
   /** Queue a datagram for the address in sockaddr (as encodeSockaddr makes it); it is copied. */
   add(datagram: Buffer, sockaddr: Buffer): void {
     if (this.count === MAX_MESSAGES || this.dataUsed + datagram.length > DATA_BYTES) this.flush();
     const i = this.count++;
-    sockaddr.copy(this.names, i * NAME_SLOT);
-    this.messages.writeUInt32LE(sockaddr.length, i * MMSGHDR_SIZE + MSG_NAMELEN);
+    sockaddr.copy(this.vector.names, i * NAME_SLOT);
+    this.vector.messages.writeUInt32LE(sockaddr.length, i * MMSGHDR_SIZE + MSG_NAMELEN);
     datagram.copy(this.data, this.dataUsed);
-    writePointer(this.iovecs, i * IOVEC_SIZE, this.dataAddress + this.dataUsed);
-    writePointer(this.iovecs, i * IOVEC_SIZE + 8, datagram.length);
+    this.vector.setData(i, this.dataAddress + this.dataUsed, datagram.length);
     this.dataUsed += datagram.length;
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => this.flush());
+      setImmediate(this.flushLater);
     }
   }
 
@@ -78,7 +97,8 @@ export class ReplyBatch {
     this.flushScheduled = false;
     let sent = 0;
     while (sent < this.count) {
-      const from = sent === 0 ? this.messages : this.messages.subarray(sent * MMSGHDR_SIZE);
+      const messages = this.vector.messages;
+      const from = sent === 0 ? messages : messages.subarray(sent * MMSGHDR_SIZE);
       const n = libc().sendmmsg(this.fd, from, this.count - sent, 0);
       if (n > 0) {
         sent += n;
@@ -113,25 +133,15 @@ const RECEIVE_SLOT_BYTES = 65536;
  * any number of sockets.
  */
 export class ReceiveBatch {
-  private readonly messages = Buffer.alloc(RECEIVE_SLOTS * MMSGHDR_SIZE);
-  private readonly iovecs = Buffer.alloc(RECEIVE_SLOTS * IOVEC_SIZE);
-  private readonly names = Buffer.alloc(RECEIVE_SLOTS * NAME_SLOT);
+  private readonly vector = new MessageVector(RECEIVE_SLOTS);
+  private readonly messages = this.vector.messages;
+  private readonly names = this.vector.names;
   // Untouched until the kernel writes into it: 1 MiB of address space, not of memory.
   private readonly data = Buffer.allocUnsafeSlow(RECEIVE_SLOTS * RECEIVE_SLOT_BYTES);
 
   constructor() {
-    const c = libc();
-    const names = c.addressOf(this.names);
-    const iovecs = c.addressOf(this.iovecs);
-    const data = c.addressOf(this.data);
-    for (let i = 0; i < RECEIVE_SLOTS; i++) {
-      const message = i * MMSGHDR_SIZE;
-      writePointer(this.messages, message + MSG_NAME, names + i * NAME_SLOT);
-      writePointer(this.messages, message + MSG_IOV, iovecs + i * IOVEC_SIZE);
-      writePointer(this.messages, message + MSG_IOVLEN, 1);
-      writePointer(this.iovecs, i * IOVEC_SIZE, data + i * RECEIVE_SLOT_BYTES);
-      writePointer(this.iovecs, i * IOVEC_SIZE + 8, RECEIVE_SLOT_BYTES);
-    }
+    const data = libc().addressOf(this.data);
+    for (let i = 0; i < RECEIVE_SLOTS; i++) this.vector.setData(i, data + i * RECEIVE_SLOT_BYTES, RECEIVE_SLOT_BYTES);
   }
 
   /**

@@ -9,7 +9,7 @@
 // clients do not come through here: see udp-batch.ts.
 import { SysError } from '../errors';
 import type { Family } from './sockaddr';
-import { missingBindingError, processBinding } from './node-binding';
+import { missingBindingError, missingMethods, processBinding } from './node-binding';
 
 interface RawSendRequest {
   buffer?: Buffer;
@@ -43,11 +43,9 @@ function loadBindings(): Bindings {
   const udp = processBinding('udp_wrap');
   const UDP = udp.UDP as Bindings['UDP'] | undefined;
   const SendWrap = udp.SendWrap as Bindings['SendWrap'] | undefined;
-  const prototype = (UDP as unknown as { prototype?: Record<string, unknown> } | undefined)?.prototype;
   const missing = [
     ...(UDP ? [] : ['UDP']), ...(SendWrap ? [] : ['SendWrap']),
-    ...['open', 'connect', 'connect6', 'send', 'recvStart', 'close']
-      .filter((name) => typeof prototype?.[name] !== 'function').map((name) => `UDP.${name}`),
+    ...missingMethods(UDP, 'UDP', ['open', 'connect', 'connect6', 'send', 'recvStart', 'close']),
   ];
   if (missing.length > 0 || !UDP || !SendWrap) throw missingBindingError('UDP handle', missing);
   return { UDP, SendWrap };

@@ -125,7 +125,7 @@ const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'idle-timeout': { type: 'string', value: 'DURATION',
     help: `close a connection with no traffic either way for this long; 0 disables (default ${formatDuration(DEFAULTS.idleTimeoutMs)})` },
   'drain-timeout': { type: 'string', value: 'DURATION',
-    help: `on SIGTERM/SIGINT, wait this long for open connections (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
+    help: `on SIGTERM/SIGINT, wait this long for open connections; 0 closes them at once (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
   'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
     help: "client and backend families differ, so the client's address cannot be kept: " +
       "reject closes the client (TCP) or drops its datagrams (UDP), the default; masquerade connects from relay's own address" },

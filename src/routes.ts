@@ -57,19 +57,27 @@ export function relayHostSteps(config: RoutesConfig, families: readonly Family[]
 
 /** relay's rule as given: its fwmark, table and priority. */
 function isRelayRule(rule: IpRule, config: RoutesConfig): boolean {
-  return Number(rule.fwmark) === config.fwmark && rule.fwmask === undefined && rule.table === String(config.table) &&
-    rule.priority === config.rulePriority;
+  return Number(rule.fwmark) === config.fwmark && Number(rule.fwmask ?? 0xffffffff) === 0xffffffff &&
+    rule.table === String(config.table) && rule.priority === config.rulePriority;
 }
 
 function listRules(family: Family): IpRule[] {
   return listJson(['ip', '-j', `-${family}`, 'rule', 'show']) as IpRule[];
 }
 
-/** What `nft list table inet relay` says the table marks, or undefined when there is no such table. */
-function nftTableMark(): number | undefined {
+/** `nft list table inet relay`: its text, or undefined when there is no such table. */
+function listNftTable(): string | undefined {
   const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listed.stdout);
-  return listed.ok && mark ? Number(mark[1]) : undefined;
+  if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
+    throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
+  }
+  return listed.ok ? listed.stdout : undefined;
+}
+
+/** The mark relay's nft table sets, or undefined when there is no such table. */
+function nftTableMark(): number | undefined {
+  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listNftTable() ?? '');
+  return mark ? Number(mark[1]) : undefined;
 }
 
 /** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */
@@ -88,14 +96,11 @@ function nftStep(config: RoutesConfig): RouteStep {
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
     isPresent: () => {
-      const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-      if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
-        throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
-      }
+      const listed = listNftTable();
       // Every rule of the current ruleset, so a table left by an older relay counts as missing.
       const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
       const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
-      return listed.ok && rules.every((rule) => new RegExp(rule).test(listed.stdout));
+      return listed !== undefined && rules.every((rule) => new RegExp(rule).test(listed));
     },
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
@@ -160,7 +165,7 @@ export function routesCommand(action: string, config: RoutesConfig): number {
     case 'check':
       return checkRoutes(steps);
     case 'remove':
-      return removeRoutes(planRemoval(config, readRouting(config, steps)));
+      return removeRoutes(planRemoval(config, readRouting(steps)));
     default:
       throw new ConfigError(`routes: unknown action '${echo(action)}' (print, apply, check or remove)`);
   }
@@ -215,12 +220,17 @@ export interface RemovalPlan {
   readonly mismatch?: string;
 }
 
-function readRouting(config: RoutesConfig, steps: readonly RouteStep[]): RoutingListing {
+/** A family's two steps, as relayHostSteps orders them. */
+function familySteps(steps: readonly RouteStep[], family: Family): { rule: RouteStep; route: RouteStep } {
+  const [rule, route] = steps.filter((s) => s.family === family);
+  return { rule, route };
+}
+
+function readRouting(steps: readonly RouteStep[]): RoutingListing {
   const families = [...new Set(steps.flatMap((s) => (s.family ? [s.family] : [])))];
-  const localRoute = (family: Family) => steps.find((s) => s.family === family && s.name.includes('route'))?.isPresent();
   return {
     rules: Object.fromEntries(families.map((f) => [f, listRules(f)])),
-    localRoute: Object.fromEntries(families.map((f) => [f, localRoute(f) ?? false])),
+    localRoute: Object.fromEntries(families.map((f) => [f, familySteps(steps, f).route.isPresent()])),
     nftMark: nftTableMark(),
   };
 }
@@ -241,7 +251,7 @@ export function planRemoval(config: RoutesConfig, listing: RoutingListing): Remo
   const lookalikes: IpRule[] = [];
   for (const [key, rules = []] of Object.entries(listing.rules)) {
     const family = Number(key) as Family;
-    const [rule, route] = steps.filter((s) => s.family === family);
+    const { rule, route } = familySteps(steps, family);
     if (rules.some((r) => isRelayRule(r, config))) {
       remove.push(rule, ...(listing.localRoute[family] ? [route] : []));
       continue;
@@ -275,7 +285,7 @@ function describeRule(r: IpRule): string {
 
 /** The flags that would make `routes remove` take this rule for relay's (a masked rule is never relay's). */
 function flagsFor(r: IpRule, config: RoutesConfig): string {
-  if (r.fwmask !== undefined) return 'the flags of the rule relay added; relay adds no masked rule';
+  if (Number(r.fwmask ?? 0xffffffff) !== 0xffffffff) return 'the flags of the rule relay added; relay adds no masked rule';
   return [
     Number(r.fwmark) !== config.fwmark ? `--fwmark ${hex(Number(r.fwmark))}` : '',
     r.table !== String(config.table) ? `--table ${r.table}` : '',

@@ -29,16 +29,17 @@ export function parseDuration(text: string, flag: string, min: 0 | 1 = 1): numbe
   return ms;
 }
 
-/** Both readings of a bare number, the ones that are in range. */
+/** The two readings of a bare number (HAProxy's in ms, nginx's in s), each said only if it is in range. */
 function bareNumberHint(number: string, min: 0 | 1): string {
-  const fits = (unit: string) => {
+  const readings = [{ unit: 'ms', reader: 'HAProxy' }, { unit: 's', reader: 'nginx' }].map(({ unit, reader }) => {
     const ms = Math.round(Number(number) * UNIT_MS[unit]);
-    return ms >= Math.max(min, 1) && ms <= MAX_TIMER_MS;
-  };
-  const readings = ['ms', 's'].filter(fits).map((unit) => `${number}${unit}`);
-  if (readings.length === 0) return `a duration needs its unit, and is ${allowedRange(min)}`;
-  const unfit = readings.length === 1 ? ` (${number}${fits('ms') ? 's' : 'ms'} is out of range: ${allowedRange(min)})` : '';
-  return `a duration needs its unit: write ${readings.join(' or ')}${unfit}`;
+    return { text: `${number}${unit}`, reader, fits: ms >= Math.max(min, 1) && ms <= MAX_TIMER_MS };
+  });
+  const fitting = readings.filter((r) => r.fits);
+  if (fitting.length === 0) return `a duration needs its unit, and is ${allowedRange(min)}`;
+  const unfit = readings.filter((r) => !r.fits)
+    .map((r) => `; ${r.text}, as ${r.reader} reads it, is out of range: ${allowedRange(min)}`).join('');
+  return `a duration needs its unit: write ${fitting.map((r) => `${r.text} (as ${r.reader} reads it)`).join(' or ')}${unfit}`;
 }
 
 function allowedRange(min: 0 | 1): string {

@@ -25,10 +25,10 @@ const ESC = '\u001b';
 // [argv, exit status, a regex the first stderr line must match]
 const BAD: [string[], number, RegExp][] = [
   // 1. durations carry their unit, fit a timer, and do not round to 0
-  [[...run, '--connect-timeout', '5000'], 2, /^relay: --connect-timeout 5000: .*write 5000ms or 5000s/],
-  [[...run, '--connect-timeout', '3600000'], 2, /^relay: --connect-timeout 3600000: .*write 3600000ms/],
+  [[...run, '--connect-timeout', '5000'], 2, /^relay: --connect-timeout 5000: .*write 5000ms \(as HAProxy reads it\) or 5000s \(as nginx reads it\)/],
+  [[...run, '--connect-timeout', '3600000'], 2, /^relay: --connect-timeout 3600000: .*write 3600000ms \(as HAProxy reads it\); 3600000s, as nginx reads it, is out of range/],
   [[...run, '--connect-timeout', '1000h'], 2, /^relay: --connect-timeout 1000h .*1ms to 2147483647ms/],
-  [[...run, '--idle-timeout', '30'], 2, /^relay: --idle-timeout 30: .*write 30ms or 30s/],
+  [[...run, '--idle-timeout', '30'], 2, /^relay: --idle-timeout 30: .*write 30ms \(as HAProxy reads it\) or 30s \(as nginx reads it\)/],
   [[...run, '--idle-timeout', '0.4ms'], 2, /^relay: --idle-timeout 0\.4ms .*1ms/],
   [[...run, '--drain-timeout', '30'], 2, /^relay: --drain-timeout 30: /],
   [[...run, '--session-timeout', '30'], 2, /^relay: --session-timeout 30: /],

@@ -81,10 +81,11 @@ t.test('durations', async (t) => {
 
 t.test('durations refused at start: bare numbers, beyond a timer, rounding to 0', async (t) => {
   const cases: [string, 0 | 1, string][] = [
-    ['5000', 1, '--connect-timeout 5000: a duration needs its unit: write 5000ms or 5000s'],
-    ['3600000', 1, '--connect-timeout 3600000: a duration needs its unit: write 3600000ms ' +
-      '(3600000s is out of range: 1ms to 2147483647ms, about 596h)'],
-    ['0.4', 0, '--connect-timeout 0.4: a duration needs its unit: write 0.4s (0.4ms is out of range: 0 (off) to 2147483647ms, about 596h)'],
+    ['5000', 1, '--connect-timeout 5000: a duration needs its unit: write 5000ms (as HAProxy reads it) or 5000s (as nginx reads it)'],
+    ['3600000', 1, '--connect-timeout 3600000: a duration needs its unit: write 3600000ms (as HAProxy reads it); ' +
+      '3600000s, as nginx reads it, is out of range: 1ms to 2147483647ms, about 596h'],
+    ['0.4', 0, '--connect-timeout 0.4: a duration needs its unit: write 0.4s (as nginx reads it); ' +
+      '0.4ms, as HAProxy reads it, is out of range: 0 (off) to 2147483647ms, about 596h'],
     ['99999999999', 1, '--connect-timeout 99999999999: a duration needs its unit, and is 1ms to 2147483647ms, about 596h'],
     ['3600000s', 1, '--connect-timeout 3600000s is out of range: 1ms to 2147483647ms, about 596h'],
     ['2147483648ms', 0, '--connect-timeout 2147483648ms is out of range: 0 (off) to 2147483647ms, about 596h'],

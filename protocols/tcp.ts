@@ -280,6 +280,8 @@ class ProxiedConnection implements FaultOwner {
   private ending = false;
   /** Directions whose FIN has been passed on and sent: at 2 the connection is done. */
   private finsPassed = 0;
+  /** FIN_FROM_CLIENT | FIN_FROM_BACKEND: whose FIN has been seen, so each is passed on once. */
+  private finsSeen = 0;
   private bytesFromClient = 0;
   private bytesToClient = 0;
   /** Whether this.backend has been handed back to the balancer. */
@@ -340,12 +342,27 @@ class ProxiedConnection implements FaultOwner {
         if (side === 'client') this.bytesFromClient += chunk.length;
         else this.bytesToClient += chunk.length;
         if (!to.write(chunk, written)) from.pauseReading();
+        // A backend that closes after its reply (HTTP with Connection: close,
+        // SMTP's QUIT, ...) must close first through relay too: a FIN passed
+        // on a loop turn after the reply lets the client close first and keep
+        // the TIME_WAIT, which fills clients' port ranges. One peek tells
+        // whether the FIN is already here; libuv's own read of it then never
+        // happens, as the connection closes on the client's FIN.
+        else if (side === 'backend' && from.peerFinished()) this.finFrom('backend', to);
       },
       end: (err) => {
         if (err) this.failed(side, err);
-        else this.passFin(to);
+        else this.finFrom(side, to);
       },
     };
+  }
+
+  /** side sent its FIN (seen by a peek or by a read): pass it on, once. */
+  private finFrom(side: 'client' | 'backend', to: TcpHandle): void {
+    const bit = side === 'client' ? FIN_FROM_CLIENT : FIN_FROM_BACKEND;
+    if (this.finsSeen & bit) return;
+    this.finsSeen |= bit;
+    this.passFin(to);
   }
 
   /** A FIN from one side becomes a FIN to the other; the other direction keeps flowing. */
@@ -473,6 +490,9 @@ class ProxiedConnection implements FaultOwner {
     this.owner.closed(this);
   }
 }
+
+const FIN_FROM_CLIENT = 1;
+const FIN_FROM_BACKEND = 2;
 
 function connectFailureReason(code: string): EndReason {
   if (code === 'ECONNREFUSED') return 'backend refused';

@@ -8,7 +8,9 @@ export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_PEEK = 0x2;
 export const MSG_DONTWAIT = 0x40;
+export const SHUT_WR = 1;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
@@ -35,3 +37,4 @@ export const RLIMIT_NOFILE = 7;
 // <asm-generic/errno-base.h>, <asm-generic/errno.h>
 export const EPERM = 1;
 export const EADDRINUSE = 98;
+export const ENOTCONN = 107;

@@ -8,6 +8,8 @@ export interface Libc {
   setsockopt(fd: number, level: number, name: number, value: Buffer, length: number): number;
   bind(fd: number, addr: Buffer, length: number): number;
   close(fd: number): number;
+  shutdown(fd: number, how: number): number;
+  recv(fd: number, buffer: Buffer, length: number, flags: number): number;
   getrlimit(resource: number, limits: Buffer): number;
   setrlimit(resource: number, limits: Buffer): number;
   sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
@@ -33,6 +35,8 @@ function load(): Libc {
     setsockopt: lib.func('int setsockopt(int, int, int, void *, uint32_t)'),
     bind: lib.func('int bind(int, void *, uint32_t)'),
     close: lib.func('int close(int)'),
+    shutdown: lib.func('int shutdown(int, int)'),
+    recv: lib.func('long recv(int, void *, size_t, int)'),
     getrlimit: lib.func('int getrlimit(int, void *)'),
     setrlimit: lib.func('int setrlimit(int, void *)'),
     sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),

@@ -103,12 +103,17 @@ function loadBindings(): Bindings {
 
 function ignoreRead(): void {}
 
+/** Where a peek's byte goes (never read: only the count matters). */
+const PEEK_BUFFER = Buffer.alloc(1);
+
 /** struct linger { l_onoff = 1, l_linger = 0 }: close() then sends an RST and drops what is unsent. */
 const LINGER_ZERO = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 
 /** One function for every write request (no closure per write): the request carries its own callback. */
 function afterWrite(this: RawStatusRequest, status: number): void {
-  if (this.done) this.tcp!.complete(this.done, status < 0 ? failure(status, 'write') : undefined);
+  const tcp = this.tcp!;
+  tcp.writesQueued--;
+  if (this.done) tcp.complete(this.done, status < 0 ? failure(status, 'write') : undefined);
 }
 function ignoreConnection(): void {}
 
@@ -145,6 +150,8 @@ export class TcpHandle {
   private shutdownPending = false;
   /** Where a throw in one of this handle's callbacks goes. */
   owner: FaultOwner | undefined;
+  /** Writes libuv still holds (the kernel did not take them at once). */
+  writesQueued = 0;
 
   private constructor(private readonly raw: RawTcp) {}
 
@@ -262,11 +269,20 @@ export class TcpHandle {
       queueMicrotask(() => this.complete(done, failure(status, 'write')));
       return false;
     }
-    return b.state[b.kLastWriteWasAsync] === 0;
+    if (b.state[b.kLastWriteWasAsync] === 0) return true;
+    this.writesQueued++;
+    return false;
   }
 
-  /** Send a FIN once queued writes have gone. done runs once. */
+  /**
+   * Send a FIN once queued writes have gone. done runs once: at once (before
+   * this returns) when nothing was queued, else when libuv has sent the FIN.
+   */
   shutdown(done: (error?: SysError) => void): void {
+    if (this.writesQueued === 0) {
+      this.shutdownNow(done);
+      return;
+    }
     const req = new (bindings().ShutdownWrap)();
     req.handle = this.raw;
     req.oncomplete = (status) => {
@@ -278,6 +294,37 @@ export class TcpHandle {
     if (status === 1 || status === UV_ENOTCONN) queueMicrotask(() => this.complete(done));
     else if (status < 0) queueMicrotask(() => this.complete(done, failure(status, 'shutdown')));
     else this.shutdownPending = true;
+  }
+
+  /**
+   * Whether the peer's FIN is already here, with nothing unread before it:
+   * one peek, so the caller can pass the FIN on right behind the data it
+   * just relayed. libuv would report it only on a later turn of the loop
+   * (its read stops at a short read), too late to keep the close order.
+   */
+  peerFinished(): boolean {
+    return libc().recv(this.raw.fd, PEEK_BUFFER, 1, C.MSG_PEEK | C.MSG_DONTWAIT) === 0;
+  }
+
+  /**
+   * The FIN right behind the data the kernel already took, with shutdown(2)
+   * itself. libuv's own shutdown goes out a loop turn later (it waits for
+   * the next pass over pending handles): long enough for a client that has
+   * its whole reply (wrk, most HTTP clients) to close first and keep the
+   * TIME_WAIT, which filled clients' port ranges under the kernel's default
+   * tcp_tw_reuse. Through relay the close order must be the backend's, as
+   * through a router. Nothing else uses this side's writes afterwards: a FIN
+   * passed on ends that direction.
+   */
+  private shutdownNow(done: (error?: SysError) => void): void {
+    const c = libc();
+    let error: SysError | undefined;
+    if (c.shutdown(this.raw.fd, C.SHUT_WR) !== 0) {
+      const errno = c.errno();
+      // ENOTCONN: the peer is gone, which the reads will report.
+      if (errno !== C.ENOTCONN) error = failure(-errno, 'shutdown');
+    }
+    this.complete(done, error);
   }
 
   /**

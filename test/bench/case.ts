@@ -1,10 +1,12 @@
 // What a benchmark case is, and the loop that runs one: every run starts each
 // target fresh, targets interleaved run by run so slow drift on the machine
-// (another job, thermal) spreads over all of them instead of one. A new
-// protocol is another module exporting more BenchCase values (tcp.ts, udp.ts).
+// (another job, thermal) spreads over all of them instead of one; or, for a
+// case that measures what runs leave behind (TIME_WAIT), each target's runs
+// back to back in a client namespace of its own (a series). A new protocol is
+// another module exporting more BenchCase values (tcp.ts, udp.ts).
 import type { BenchContext, HostPort, ProxyUnderTest, Target, TargetName } from './targets';
 import { busyFractions, foreignCpuSeconds, hostCpuTimes, namedNetns, processCpuSnapshot, totalCpuSeconds } from './proc';
-import { PROXY_CPU, sleep } from './lab';
+import { PROXY_CPU, renewClientNamespace, setSysctls, sleep } from './lab';
 
 export interface BenchOptions {
   runs: number;
@@ -33,6 +35,11 @@ export interface Sample {
   sawClient?: boolean;
   /** Case-specific figures worth keeping (RSS before and after, errors...). */
   details: Record<string, string | number>;
+  /**
+   * System calls by name, per unit of the case's figure (per connection, per
+   * session): calls and failed calls. Only the system-call cases have it.
+   */
+  perCall?: Record<string, { calls: number; errors: number }>;
   /** What the proxy logged at warn or worse during the run, with counts. */
   problems: Record<string, number>;
   /** How busy the machine was just before the run (max over CPUs). */
@@ -49,8 +56,11 @@ export interface Sample {
 }
 
 export type Goal =
-  | { kind: 'ratio-at-least'; min: number } // relay >= min x nginx
-  | { kind: 'at-most'; max: number }; // relay's own figure, absolute
+  // relay >= min x nginx, medians; with everyRun, also run by run (relay's run i against nginx's run i)
+  | { kind: 'ratio-at-least'; min: number; everyRun?: boolean }
+  | { kind: 'ratio-at-most'; max: number } // relay <= max x nginx, medians (lower is better: TIME_WAIT, system calls)
+  | { kind: 'at-most'; max: number } // relay's own figure, absolute
+  | { kind: 'none'; why: string }; // reported beside the targets, judged by none (a tuned client)
 
 /** A case prepared for measuring: its backend runs until close(). */
 export interface PreparedCase {
@@ -78,11 +88,33 @@ export interface BenchCase {
   method(options: BenchOptions): string;
   /** What a reader must know next to the verdict (e.g. a figure measured at less than the issue asked for). */
   caveat?(options: BenchOptions): string;
+  /**
+   * Run each target's runs back to back (run 1, 2, 3 of relay, then of nginx...)
+   * instead of interleaved, each target in a client namespace made fresh for
+   * it (with clientSysctls set there, if any): what one run leaves on the
+   * client (TIME_WAIT, for 60 s) then weighs on the next run of the same
+   * target, as in production, and never on another target's. After the case
+   * the client namespace is made fresh again, with the kernel's defaults.
+   */
+  series?: { clientSysctls?: readonly string[] };
+  /** Further figures read from this case's samples, each reported and judged as a case of its own. */
+  derived?: readonly DerivedCase[];
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
 }
 
+/** What the report needs of a case: everything but how to run it. */
+export type CaseInfo = Omit<BenchCase, 'prepare' | 'derived' | 'series'> & { series?: BenchCase['series'] };
+
+/** A figure taken from another case's runs (e.g. TIME_WAIT per 10,000 connections from the connection-rate runs). */
+export interface DerivedCase extends CaseInfo {
+  /** The id of the case whose runs it reads. */
+  source: string;
+  /** The figure of one of the source case's samples. */
+  valueOf(sample: Sample): number;
+}
+
 export interface CaseResult {
-  benchCase: BenchCase;
+  benchCase: CaseInfo;
   samples: Sample[];
   /** Runs repeated because another job used the CPUs during them. */
   discarded: Sample[];
@@ -106,35 +138,54 @@ const MAX_ATTEMPTS = 4;
 export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
   const samples: Sample[] = [];
   const discarded: Sample[] = [];
-  const ours = new Set(ctx.lab.namespaces.map((ns) => namedNetns(ns.name)));
+  const measureOne = async (prepared: PreparedCase, target: Target, run: number) => {
+    for (let attempt = 1; ; attempt++) {
+      const sample = await runOnce(ctx, prepared, target, run);
+      log(describe(benchCase, sample));
+      const others = sample.proxyCpuOthers ?? 0;
+      if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || attempt === MAX_ATTEMPTS) {
+        samples.push(sample);
+        return;
+      }
+      discarded.push(sample);
+      log(sample.foreignCores > FOREIGN_CORES_LIMIT
+        ? `  other processes used ${sample.foreignCores.toFixed(2)} cores during that run: repeating it`
+        : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
+    }
+  };
   const prepared = await benchCase.prepare(ctx, options);
   try {
-    for (let run = 1; run <= options.runs; run++) {
+    if (benchCase.series) {
       for (const target of benchCase.targets) {
-        for (let attempt = 1; ; attempt++) {
-          const sample = await runOnce(ctx, prepared, target, run, ours);
-          log(describe(benchCase, sample));
-          const others = sample.proxyCpuOthers ?? 0;
-          if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || attempt === MAX_ATTEMPTS) {
-            samples.push(sample);
-            break;
-          }
-          discarded.push(sample);
-          log(sample.foreignCores > FOREIGN_CORES_LIMIT
-            ? `  other processes used ${sample.foreignCores.toFixed(2)} cores during that run: repeating it`
-            : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
-        }
+        renewClientNamespace(ctx.net);
+        setSysctls(ctx.net.client, benchCase.series.clientSysctls ?? []);
+        log(`${benchCase.id}: ${target.name}, ${options.runs} run(s) back to back in a fresh client namespace` +
+          (benchCase.series.clientSysctls?.length ? ` tuned with ${benchCase.series.clientSysctls.join(', ')}` : ' (kernel defaults)'));
+        for (let run = 1; run <= options.runs; run++) await measureOne(prepared, target, run);
+      }
+    } else {
+      for (let run = 1; run <= options.runs; run++) {
+        for (const target of benchCase.targets) await measureOne(prepared, target, run);
       }
     }
   } finally {
     await prepared.close();
+    // What the series left on the client (TIME_WAIT, tuned sysctls) must not reach the next case.
+    if (benchCase.series) renewClientNamespace(ctx.net);
   }
   return { benchCase, samples, discarded };
 }
 
-async function runOnce(ctx: BenchContext, prepared: PreparedCase, target: Target, run: number,
-  ours: ReadonlySet<string>): Promise<Sample> {
+/** A derived case's result: the source case's runs, each with the derived figure as its value. */
+export function deriveResult(source: CaseResult, derived: DerivedCase): CaseResult {
+  const figure = (s: Sample): Sample => ({ ...s, value: derived.valueOf(s) });
+  return { benchCase: derived, samples: source.samples.map(figure), discarded: source.discarded.map(figure) };
+}
+
+async function runOnce(ctx: BenchContext, prepared: PreparedCase, target: Target, run: number): Promise<Sample> {
   const busyBefore = await waitForQuiet();
+  // Read at every run: a series renews the client namespace, and with it its identity.
+  const ours = new Set(ctx.lab.namespaces.map((ns) => namedNetns(ns.name)));
   const proxy = await target.start(ctx, prepared.backend);
   try {
     const before = processCpuSnapshot();
@@ -152,7 +203,7 @@ async function runOnce(ctx: BenchContext, prepared: PreparedCase, target: Target
   }
 }
 
-function describe(benchCase: BenchCase, s: Sample): string {
+function describe(benchCase: CaseInfo, s: Sample): string {
   return `${benchCase.id} run ${s.run} ${s.target}: ${s.value.toFixed(benchCase.decimals)} ${benchCase.unit}` +
     (s.proxyCpuSeconds !== undefined ? `, proxy CPU ${cores(s).toFixed(2)} cores` : '') +
     (s.hostBusy.length > 0 ? `, host CPUs busy ${s.hostBusy.map((b) => `${Math.round(b * 100)}%`).join('/')}` : '') +

@@ -5,9 +5,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, Sample, cores, median } from './case';
+import { BenchOptions, CaseInfo, CaseResult, PROXY_CPU_OTHERS_LIMIT, Sample, cores, median } from './case';
 import type { Target, TargetName } from './targets';
-import { LOAD_GENERATOR_SYSCTLS, PROXY_CPU } from './lab';
+import { PROXY_CPU, TUNED_CLIENT_SYSCTLS } from './lab';
 
 export interface TargetSummary {
   values: number[];
@@ -24,10 +24,15 @@ export interface CaseSummary {
   targets: Partial<Record<TargetName, TargetSummary>>;
   ratio?: number;
   perCoreRatio?: number;
+  /** relay's run i / nginx's run i, by run number (cases run as a series, where run i of each met the same client history). */
+  runRatios: number[];
   goal: string;
-  verdict: 'PASS' | 'FAIL';
+  verdict: Verdict;
   why: string;
 }
+
+/** INFO: reported beside the targets, judged by none (e.g. a tuned client). */
+export type Verdict = 'PASS' | 'FAIL' | 'INFO';
 
 export function summarize(result: CaseResult): CaseSummary {
   const { benchCase } = result;
@@ -40,8 +45,18 @@ export function summarize(result: CaseResult): CaseSummary {
   const nginx = targets.nginx;
   const ratio = relay && nginx ? relay.median / nginx.median : undefined;
   const perCoreRatio = relay?.perCore && nginx?.perCore ? relay.perCore / nginx.perCore : undefined;
-  const { goal, verdict, why } = judge(benchCase, result.samples, relay, ratio);
-  return { result, targets, ratio, perCoreRatio, goal, verdict, why };
+  const runRatios = ratiosByRun(result.samples);
+  const { goal, verdict, why } = judge(benchCase, result.samples, relay, nginx, ratio, runRatios);
+  return { result, targets, ratio, perCoreRatio, runRatios, goal, verdict, why };
+}
+
+/** relay's run i / nginx's run i, for each run both have. */
+function ratiosByRun(samples: Sample[]): number[] {
+  const of = (name: TargetName) => new Map(samples.filter((s) => s.target === name).map((s) => [s.run, s.value]));
+  const relay = of('relay');
+  const nginx = of('nginx');
+  return [...relay.keys()].sort((a, b) => a - b).filter((run) => nginx.has(run))
+    .map((run) => (relay.get(run) as number) / (nginx.get(run) as number));
 }
 
 function summarizeTarget(samples: Sample[]): TargetSummary {
@@ -57,17 +72,31 @@ function summarizeTarget(samples: Sample[]): TargetSummary {
   };
 }
 
-function judge(benchCase: BenchCase, samples: Sample[], relay: TargetSummary | undefined, ratio: number | undefined):
-  { goal: string; verdict: 'PASS' | 'FAIL'; why: string } {
+function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | undefined, nginx: TargetSummary | undefined,
+  ratio: number | undefined, runRatios: number[]): { goal: string; verdict: Verdict; why: string } {
   const g = benchCase.goal;
-  const goal = g.kind === 'ratio-at-least' ? `relay >= ${g.min}x nginx` : `relay <= ${g.max} ${benchCase.unit}`;
+  const goal = g.kind === 'ratio-at-least' ? `relay >= ${g.min}x nginx${g.everyRun ? ' in every run' : ''}`
+    : g.kind === 'ratio-at-most' ? `relay <= ${g.max === 1 ? '' : `${g.max}x `}nginx`
+      : g.kind === 'at-most' ? `relay <= ${g.max} ${benchCase.unit}` : 'none (reported, not judged)';
   if (samples.some((s) => s.target === 'relay' && s.sawClient === false)) {
     return { goal, verdict: 'FAIL', why: 'the backend did not see the client address through relay' };
   }
+  if (g.kind === 'none') return { goal, verdict: 'INFO', why: g.why };
   if (!relay) return { goal, verdict: 'FAIL', why: 'no relay measurement' };
   if (g.kind === 'ratio-at-least') {
     if (ratio === undefined) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };
-    return { goal, verdict: ratio >= g.min ? 'PASS' : 'FAIL', why: `relay/nginx = ${ratio.toFixed(2)}` };
+    if (!g.everyRun) return { goal, verdict: ratio >= g.min ? 'PASS' : 'FAIL', why: `relay/nginx = ${ratio.toFixed(2)}` };
+    const lowest = Math.min(...runRatios);
+    return { goal, verdict: ratio >= g.min && lowest >= g.min ? 'PASS' : 'FAIL',
+      why: `relay/nginx = ${ratio.toFixed(2)} (medians), ${lowest.toFixed(2)} in the lowest run ` +
+        `(run by run: ${runRatios.map((r) => r.toFixed(2)).join(', ')})` };
+  }
+  if (g.kind === 'ratio-at-most') {
+    if (!nginx) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };
+    const d = benchCase.decimals;
+    return { goal, verdict: relay.median <= g.max * nginx.median ? 'PASS' : 'FAIL',
+      why: `relay ${fmt(relay.median, d)}, nginx ${fmt(nginx.median, d)} ${benchCase.unit}` +
+        (ratio !== undefined && Number.isFinite(ratio) ? ` (relay/nginx = ${ratio.toFixed(2)})` : '') };
   }
   return { goal, verdict: relay.median <= g.max ? 'PASS' : 'FAIL', why: `relay = ${fmt(relay.median, benchCase.decimals)}` };
 }
@@ -99,12 +128,68 @@ function cpuRows(summaries: CaseSummary[]): string[][] {
   });
 }
 
+/**
+ * A series case's runs side by side, run by run, with the figures derived
+ * from them (TIME_WAIT per 10,000 connections): the table the issue's "in
+ * every run" target is read from.
+ */
+function seriesTables(summaries: CaseSummary[]): { title: string; head: string[]; rows: string[][] }[] {
+  return summaries.filter((s) => s.result.benchCase.series && !('source' in s.result.benchCase)).map((s) => {
+    const c = s.result.benchCase;
+    const derived = summaries.filter((d) => (d.result.benchCase as { source?: string }).source === c.id);
+    const names = NAMES.filter((n) => s.targets[n]);
+    const runs = [...new Set(s.result.samples.map((x) => x.run))].sort((a, b) => a - b);
+    const value = (summary: CaseSummary, name: TargetName, run: number) =>
+      summary.result.samples.find((x) => x.target === name && x.run === run)?.value;
+    const head = ['run', ...names.map((n) => `${n} ${c.unit}`), 'relay/nginx',
+      ...derived.flatMap((d) => names.map((n) => `${n} ${d.result.benchCase.unit}`))];
+    const row = (run: number) => [String(run), ...names.map((n) => fmt(value(s, n, run), c.decimals)),
+      fmt(s.runRatios[runs.indexOf(run)], 2),
+      ...derived.flatMap((d) => names.map((n) => fmt(value(d, n, run), d.result.benchCase.decimals)))];
+    const lowest = s.runRatios.length > 0 ? Math.min(...s.runRatios) : undefined;
+    const summaryRow = ['median', ...names.map((n) => fmt(s.targets[n]?.median, c.decimals)), fmt(s.ratio, 2),
+      ...derived.flatMap((d) => names.map((n) => fmt(d.targets[n]?.median, d.result.benchCase.decimals)))];
+    const lowestRow = ['lowest relay/nginx', ...names.map(() => ''), fmt(lowest, 2), ...derived.flatMap(() => names.map(() => ''))];
+    return { title: `${c.title}: runs back to back, each target in its own fresh client namespace` +
+      (derived.length > 0 ? `; ${derived.map((d) => d.result.benchCase.title).join(', ')}` : ''),
+    head, rows: [...runs.map(row), summaryRow, lowestRow] };
+  });
+}
+
+/** Calls per unit by name, relay beside nginx, for every case whose runs counted system calls (median over runs). */
+function syscallTable(summaries: CaseSummary[]): { head: string[]; rows: string[][] } | undefined {
+  const cases = summaries.filter((s) => s.result.samples.some((x) => x.perCall));
+  if (cases.length === 0) return undefined;
+  const perCall = (s: CaseSummary, name: TargetName, call: string) => {
+    const runs = s.result.samples.filter((x) => x.target === name && x.perCall);
+    return runs.length === 0 ? undefined : {
+      calls: median(runs.map((x) => x.perCall?.[call]?.calls ?? 0)),
+      errors: median(runs.map((x) => x.perCall?.[call]?.errors ?? 0)),
+    };
+  };
+  const calls = [...new Set(cases.flatMap((s) => s.result.samples.flatMap((x) => Object.keys(x.perCall ?? {}))))];
+  // Biggest first, by what the two proxies make of it together over every case.
+  const weight = (call: string) => cases.reduce((sum, s) => sum + (perCall(s, 'relay', call)?.calls ?? 0) +
+    (perCall(s, 'nginx', call)?.calls ?? 0), 0);
+  calls.sort((a, b) => weight(b) - weight(a) || a.localeCompare(b));
+  const cell = (n: { calls: number; errors: number } | undefined) => n === undefined || n.calls === 0 ? '-'
+    : `${fmt(n.calls, 2)}${n.errors > 0 ? ` (${fmt(n.errors, 2)} failed)` : ''}`;
+  const head = ['system call', ...cases.flatMap((s) => ['relay', 'nginx'].map((n) => `${n} ${s.result.benchCase.unit.replace(/^calls\//, 'per ')}`))];
+  const rows = calls.map((call) => [call, ...cases.flatMap((s) => [cell(perCall(s, 'relay', call)), cell(perCall(s, 'nginx', call))])]);
+  rows.push(['total', ...cases.flatMap((s) => [fmt(s.targets.relay?.median, 2), fmt(s.targets.nginx?.median, 2)])]);
+  return { head, rows };
+}
+
 const RESULT_HEAD = ['metric (median)', 'relay', 'nginx', 'kernel', 'relay/nginx', 'target', 'verdict'];
 const CPU_HEAD = ['metric (median)', 'relay cores', 'relay per core', 'nginx cores', 'nginx per core', 'relay/nginx per core'];
 
 export function consoleReport(summaries: CaseSummary[]): string {
-  return `\n${textTable(RESULT_HEAD, resultRows(summaries))}\n\nProxy CPU use (cores = CPU seconds / wall seconds; ` +
-    `per core = figure / cores):\n${textTable(CPU_HEAD, cpuRows(summaries))}\n`;
+  const series = seriesTables(summaries).map((t) => `\n${t.title}:\n${textTable(t.head, t.rows)}\n`).join('');
+  const syscalls = syscallTable(summaries);
+  return `\n${textTable(RESULT_HEAD, resultRows(summaries))}\n${series}` +
+    (syscalls ? `\nSystem calls per connection / per session (median over runs; failed calls in brackets):\n` +
+      `${textTable(syscalls.head, syscalls.rows)}\n` : '') +
+    `\nProxy CPU use (cores = CPU seconds / wall seconds; per core = figure / cores):\n${textTable(CPU_HEAD, cpuRows(summaries))}\n`;
 }
 
 function textTable(head: string[], rows: string[][]): string {
@@ -192,6 +277,8 @@ export function markdownReport(d: DocInput): string {
       (s.result.benchCase.caveat?.(d.options) ? ` ${s.result.benchCase.caveat(d.options)}` : '')),
     ...d.crossComparisons.map((line) => `- ${line}`),
     '',
+    ...seriesTables(d.summaries).flatMap((t) => [`### ${t.title}`, '', mdTable(t.head, t.rows), '']),
+    ...syscallSection(d.summaries),
     '### CPU use of the proxy',
     '',
     'Cores = CPU time (utime + stime from /proc/PID/stat, all threads, summed over the proxy\'s processes) divided by ' +
@@ -215,10 +302,13 @@ export function markdownReport(d: DocInput): string {
     '- Lab: network namespaces client (192.0.2.2) -- relay (192.0.2.1 | 198.51.100.1) -- backend (198.51.100.20), ' +
       'veth links, IPv4; `relay routes apply` inside the relay namespace (nftables `socket transparent` mark, ip rule, ' +
       'local route table), as an operator would. Forwarding is off in the relay namespace except during kernel runs.',
-    `- The client namespace is tuned as a load generator is: ${LOAD_GENERATOR_SYSCTLS.map((x) => `\`${x}\``).join(', ')} ` +
-      '(inside that namespace only). Through relay the client, not the proxy, ends up holding TIME_WAIT (relay\'s FIN ' +
-      'reaches it after the reply, and wrk closes on the reply); without reuse the second connection-rate run ' +
-      'measures the client\'s search for a free port instead of the proxy.',
+    '- Every namespace keeps the kernel\'s default sysctls (net.ipv4.tcp_tw_reuse=2, reuse on loopback only; ' +
+      'ip_local_port_range 32768-60999), as operators and their clients run. Whoever closes a TCP connection first ' +
+      'keeps it in TIME_WAIT for 60 s, so a proxy that makes its clients close first fills their port range and ' +
+      'slows their connects: the connection-rate case runs each target\'s runs back to back, without clearing ' +
+      'TIME_WAIT, in a client namespace made fresh for that target, and counts the TIME_WAIT it leaves there. ' +
+      `A case marked "tuned client" (--tuned-client) sets ${TUNED_CLIENT_SYSCTLS.map((x) => `\`${x}\``).join(', ')} ` +
+      'in its client namespace only, where that cost is invisible; it is reported, not judged.',
     `- Pinning: ${d.pinning}`,
     '- Each run starts the proxy fresh; runs are interleaved (run 1 of every target, then run 2...). Before each run ' +
       'the benchmark waits (up to 20 s) for every CPU to be under 20% busy.',
@@ -230,6 +320,14 @@ export function markdownReport(d: DocInput): string {
     ...(d.warnings.length > 0 ? d.warnings.map((w) => `- ${w}`) : ['- Nothing unusual was seen.']),
     '',
   ].join('\n');
+}
+
+function syscallSection(summaries: CaseSummary[]): string[] {
+  const t = syscallTable(summaries);
+  if (!t) return [];
+  return ['### System calls per connection and per session', '',
+    'Median over runs; failed calls in brackets; `-` none. Counted by `strace -f -c` attached to the running proxy ' +
+    '(see How it is measured).', '', mdTable(t.head, t.rows), ''];
 }
 
 function runsSection(s: CaseSummary): string[] {

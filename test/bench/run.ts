@@ -5,21 +5,24 @@
 //
 //   npm run bench -- --runs 1 --seconds 2       a quick run
 //   npm run bench -- --only tcp-idle-memory     one case
+//   npm run bench -- --tuned-client             also the connection rate with a tuned client, marked
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, median, runCase } from './case';
+import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, deriveResult, median, runCase } from './case';
 import { FD_HARD_LIMIT, LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
 import { TARGETS, Target } from './targets';
-import { TCP_CASES } from './tcp';
+import { TCP_CASES, tcpConnRateTunedClient } from './tcp';
 import { DEFAULT_UDP_SESSIONS, UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
 import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
 
 /** Every case the benchmark knows, in the order they run. */
 const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES];
+/** Cases left out unless asked for by name (--only) or by their own flag. */
+const OPT_IN: ReadonlySet<string> = new Set([tcpConnRateTunedClient.id]);
 const LAB_PREFIX = 'relaybench';
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft', 'cc'];
@@ -34,6 +37,7 @@ const FLAGS = {
   only: { type: 'string' },
   targets: { type: 'string' },
   out: { type: 'string', default: path.join('docs', 'benchmarks.md') },
+  'tuned-client': { type: 'boolean', default: false },
   'no-doc': { type: 'boolean', default: false },
   strict: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
@@ -49,6 +53,9 @@ const USAGE = `usage: npm run bench [-- options]   (as root)
   --udp-sessions N  live sessions in the UDP memory case (default ${DEFAULT_UDP_SESSIONS}: 50,000 or as many as the
                     hard open-file limit, ${FD_HARD_LIMIT}, allows; 1 fd each, at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS})
   --only IDS        comma-separated case ids: ${CASES.map((c) => c.id).join(', ')}
+                    (a figure read from another case's runs, e.g. ${CASES.flatMap((c) => c.derived ?? [])[0]?.id}, runs that case)
+  --tuned-client    also run ${tcpConnRateTunedClient.id}: the connection rate with the client tuned
+                    (tcp_tw_reuse=1, ports 1024-65535), reported beside the default-sysctl case, not judged
   --targets NAMES   comma-separated: ${TARGETS.map((t) => t.name).join(', ')} (default all)
   --out FILE        where to write the report (default docs/benchmarks.md)
   --no-doc          print only, write no report
@@ -82,13 +89,16 @@ function parseOptions(argv: string[]) {
   if (options.udpSessions > UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS) {
     throw new Error(`--udp-sessions must be at most ${UDP_MAX_SESSIONS - UDP_WARM_UP_SESSIONS} (1 fd each, hard open-file limit ${FD_HARD_LIMIT})`);
   }
-  const ids = values.only?.split(',').map((s) => s.trim());
+  // A derived figure's id asks for the case whose runs it reads.
+  const sourceOf = new Map(CASES.flatMap((c) => (c.derived ?? []).map((d) => [d.id, c.id] as const)));
+  const ids = values.only?.split(',').map((s) => s.trim()).map((id) => sourceOf.get(id) ?? id);
   const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];
   if (unknown.length > 0) throw new Error(`--only: unknown case ${unknown.join(', ')}`);
   const names = values.targets?.split(',').map((s) => s.trim());
   const unknownTargets = names?.filter((n) => !TARGETS.some((t) => t.name === n)) ?? [];
   if (unknownTargets.length > 0) throw new Error(`--targets: unknown target ${unknownTargets.join(', ')}`);
-  const cases = (ids ? CASES.filter((c) => ids.includes(c.id)) : CASES)
+  const cases = (ids ? CASES.filter((c) => ids.includes(c.id))
+    : CASES.filter((c) => !OPT_IN.has(c.id) || (c.id === tcpConnRateTunedClient.id && values['tuned-client'])))
     .map((c) => (names ? { ...c, targets: c.targets.filter((t) => names.includes(t.name)) } : c))
     .filter((c) => c.targets.length > 0);
   return { options, cases, values };
@@ -138,7 +148,8 @@ async function main(argv: string[]): Promise<number> {
     const net = buildBenchLab(lab);
     for (const benchCase of cases) {
       say(`${benchCase.title}: ${options.runs} run(s) each through ${benchCase.targets.map((t) => t.name).join(', ')}`);
-      results.push(await runCase({ lab, net }, benchCase, options, say));
+      const result = await runCase({ lab, net }, benchCase, options, say);
+      results.push(result, ...(benchCase.derived ?? []).map((d) => deriveResult(result, d)));
     }
   } finally {
     await teardown();
@@ -218,7 +229,8 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
   const warnings: string[] = [];
   if (options.runs < 3) warnings.push(`only ${options.runs} run(s) per measurement: a quick run, not a reference`);
   if (foreign.length > 0) warnings.push(`other network namespaces existed during the run (${foreign.join(', ')}): other jobs shared the machine`);
-  for (const s of summaries) {
+  // A derived figure's runs are its source case's: warned about once, there.
+  for (const s of summaries.filter((x) => !('source' in x.result.benchCase))) {
     const c = s.result.benchCase;
     if (s.result.discarded.length > 0) {
       warnings.push(`${c.id}: ${s.result.discarded.length} run(s) repeated because other jobs used the CPUs (listed under All runs)`);

@@ -3,10 +3,10 @@
 // proxied connection. Each checks that the backend saw the client's address,
 // so a proxy that quietly stopped being transparent cannot post a number.
 import * as path from 'node:path';
-import { SpawnedProcess, waitForListener } from '../../src/lab/netns';
+import { Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { formatEndpoint } from '../../src/addr';
-import { BenchCase, BenchOptions, PreparedCase, measureWindow } from './case';
-import { ADDR, LOAD_CPU, runBounded, sleep, spawnPinned, stopWithin, waitUntil } from './lab';
+import { BenchCase, BenchOptions, DerivedCase, PreparedCase, measureWindow } from './case';
+import { ADDR, LOAD_CPU, TUNED_CLIENT_SYSCTLS, runBounded, sleep, spawnPinned, stopWithin, waitUntil } from './lab';
 import { BenchContext, HostPort, ProxyUnderTest, TARGETS, relayTarget, nginxTarget } from './targets';
 import { httpBackendConfig, startNginx } from './nginx';
 import { openFds, totalRssKiB } from './proc';
@@ -74,20 +74,102 @@ function parseIperf(stdout: string, stderr: string): { bitsPerSecond: number; re
   return { bitsPerSecond: received, retransmits: json.end?.sum_sent?.retransmits ?? 0 };
 }
 
-export const tcpConnRate: BenchCase = {
+/** TIME_WAIT figures are per this many connections. */
+const PER_CONNS = 10_000;
+
+interface ConnRateVariant {
+  id: string;
+  title: string;
+  /** sysctls set in the series' fresh client namespace; none: the kernel's defaults. */
+  clientSysctls: readonly string[];
+  goal: BenchCase['goal'];
+  timeWaitGoal: BenchCase['goal'];
+  note: string;
+}
+
+function connRateCase(v: ConnRateVariant): BenchCase {
+  const timeWait: DerivedCase = {
+    id: `${v.id}-time-wait`,
+    source: v.id,
+    title: `TIME_WAIT left on the client per ${PER_CONNS.toLocaleString('en-US')} connections${v.clientSysctls.length > 0 ? ' (tuned client)' : ''}`,
+    unit: `TIME_WAIT/${PER_CONNS / 1000}k conns`,
+    decimals: 0,
+    perCore: false,
+    targets: TARGETS,
+    series: {},
+    goal: v.timeWaitGoal,
+    method: () => `From the runs of ${v.id}: the client namespace\'s TIME_WAIT sockets entered during a run, per ` +
+      `${PER_CONNS.toLocaleString('en-US')} requests wrk completed. Entered = the change in \`ss -tanH state time-wait\` ` +
+      'in the client namespace over the run, plus those that left TIME_WAIT during it (the namespace\'s TcpExt ' +
+      'TW, TWRecycled and TWKilled counters: expired, reused by a connect, or killed); sockets refused a TIME_WAIT ' +
+      'because the table was full (TCPTimeWaitOverflow) are counted too. Whoever closes first keeps the TIME_WAIT: ' +
+      'through kernel routing or nginx the backend does (it closes on `Connection: close`), so the client keeps ' +
+      'almost none. details also give the same figure for the relay and backend namespaces.',
+    valueOf: (s) => Number(s.details.clientTimeWaitPer10k),
+  };
+  return {
+    id: v.id,
+    title: v.title,
+    unit: 'conn/s',
+    decimals: 0,
+    perCore: true,
+    targets: TARGETS,
+    goal: v.goal,
+    series: { clientSysctls: v.clientSysctls },
+    derived: [timeWait],
+    method: (o) => `\`wrk -t1 -c${o.rateConns} -d${o.seconds}s --timeout 2s -H 'Connection: close' http://ENTRY/\` in the ` +
+      'client namespace on CPU 0, against nginx (HTTP, one worker, access log off) in the backend namespace on CPU 0, ' +
+      'which replies with the address it saw. Connection: close makes every request a new TCP connection, so ' +
+      'requests/s is connections/s. Before each run one `curl` through the path must get the client\'s address back. ' +
+      `Each target\'s ${o.runs} run(s) go back to back (the proxy restarted for each, the client not) in a client ` +
+      'namespace made fresh for that target, so TIME_WAIT one run leaves on the client weighs on the next run of ' +
+      `the same target, and on no other target. ${v.note} The target asks for the ratio in every run, not only the ` +
+      'first: the table of runs gives relay/nginx run by run, and the verdict takes the lowest.',
+    prepare: prepareConnRate,
+  };
+}
+
+export const tcpConnRate = connRateCase({
   id: 'tcp-conn-rate',
   title: 'New TCP connections per second (short HTTP reply)',
-  unit: 'conn/s',
-  decimals: 0,
-  perCore: true,
-  targets: TARGETS,
-  goal: { kind: 'ratio-at-least', min: 0.5 },
-  method: (o) => `\`wrk -t1 -c${o.rateConns} -d${o.seconds}s --timeout 2s -H 'Connection: close' http://ENTRY/\` in the ` +
-    'client namespace on CPU 0, against nginx (HTTP, one worker, access log off) in the backend namespace on CPU 0, ' +
-    'which replies with the address it saw. Connection: close makes every request a new TCP connection, so ' +
-    'requests/s is connections/s. Before each run one `curl` through the path must get the client\'s address back.',
-  prepare: prepareConnRate,
-};
+  clientSysctls: [],
+  goal: { kind: 'ratio-at-least', min: 0.8, everyRun: true },
+  timeWaitGoal: { kind: 'ratio-at-most', max: 1 },
+  note: 'Every namespace runs with the kernel\'s default sysctls (tcp_tw_reuse=2: TIME_WAIT reused on loopback ' +
+    'only; ports 32768-60999).',
+});
+
+export const tcpConnRateTunedClient = connRateCase({
+  id: 'tcp-conn-rate-tuned-client',
+  title: 'New TCP connections per second, tuned client (not a target)',
+  clientSysctls: TUNED_CLIENT_SYSCTLS,
+  goal: { kind: 'none', why: `the client runs ${TUNED_CLIENT_SYSCTLS.join(', ')}, under which its TIME_WAIT costs nothing; the target is judged with the kernel\'s defaults` },
+  timeWaitGoal: { kind: 'none', why: 'tuned client: reported beside the default-sysctl figure, not judged' },
+  note: `Tuned client (--tuned-client): ${TUNED_CLIENT_SYSCTLS.map((x) => `\`${x}\``).join(', ')} in this case\'s ` +
+    'client namespaces only, as a load generator is often tuned; TIME_WAIT on the client then costs nothing, which ' +
+    'hides a proxy that leaves it there. Reported beside the main case, not judged.',
+});
+
+/** TIME_WAIT sockets in ns now, and the counters of sockets that have left TIME_WAIT (or never got one). */
+function timeWaitState(ns: Namespace): { now: number; left: number; overflow: number } {
+  const now = ns.tryRun('ss', '-tanH', 'state', 'time-wait').stdout.split('\n').filter(Boolean).length;
+  const ext = tcpExt(ns);
+  return { now, left: (ext.TW ?? 0) + (ext.TWRecycled ?? 0) + (ext.TWKilled ?? 0), overflow: ext.TCPTimeWaitOverflow ?? 0 };
+}
+
+/** The TcpExt counters of /proc/net/netstat as seen inside ns (each namespace has its own). */
+function tcpExt(ns: Namespace): Record<string, number> {
+  const lines = ns.tryRun('cat', '/proc/net/netstat').stdout.split('\n').filter((l) => l.startsWith('TcpExt:'));
+  if (lines.length < 2) return {};
+  const keys = lines[0].split(/\s+/).slice(1);
+  const values = lines[1].split(/\s+/).slice(1).map(Number);
+  return Object.fromEntries(keys.map((k, i) => [k, values[i]]));
+}
+
+/** TIME_WAIT entered in each namespace between two readings. */
+function timeWaitEntered(before: { now: number; left: number; overflow: number }, after: typeof before): number {
+  return (after.now - before.now) + (after.left - before.left) + (after.overflow - before.overflow);
+}
 
 async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
   const backend = { host: ADDR.backend4, port: HTTP_PORT };
@@ -97,16 +179,24 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promis
     async measure(proxy) {
       const url = `http://${formatEndpoint(proxy.entry.host, proxy.entry.port)}/`;
       const saw = await addressBackendSaw(ctx, url);
+      const spaces = { client: ctx.net.client, relay: ctx.net.relay, backend: ctx.net.backend };
+      const before = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
       const argv = ['wrk', '-t1', `-c${options.rateConns}`, `-d${options.seconds}s`, '--timeout', '2s',
         '-H', 'Connection: close', url];
       const window = await measureWindow(proxy, () =>
         runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS));
+      const after = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
       const report = parseWrk(window.result.stdout, window.result.stderr);
+      const per10k = (k: keyof typeof spaces) => report.requests > 0
+        ? Math.round(timeWaitEntered(before[k], after[k]) / report.requests * PER_CONNS) : 0;
       return {
         ...window,
         value: report.requestsPerSecond,
         sawClient: saw === ADDR.client4,
-        details: { requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx, backendSaw: saw },
+        details: { requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx,
+          clientTimeWaitPer10k: per10k('client'), relayNsTimeWaitPer10k: per10k('relay'),
+          backendTimeWaitPer10k: per10k('backend'), clientTimeWaitAfter: after.client.now,
+          clientTimeWaitOverflow: after.client.overflow - before.client.overflow, backendSaw: saw },
       };
     },
     close: async () => {
@@ -258,4 +348,5 @@ function idlePeersPath(): string {
   return path.join(__dirname, 'idle-peers.js');
 }
 
-export const TCP_CASES: readonly BenchCase[] = [tcpThroughput, tcpConnRate, tcpIdleMemory];
+/** In running order; the tuned-client case runs only when asked for (--tuned-client, or by --only). */
+export const TCP_CASES: readonly BenchCase[] = [tcpThroughput, tcpConnRate, tcpConnRateTunedClient, tcpIdleMemory];

@@ -82,6 +82,11 @@ export interface BenchCase {
    * about what bounded the figure.
    */
   flatOut?: boolean;
+  /**
+   * The figure is a count (system calls), not a rate or a size: other jobs on
+   * the machine cannot change it, so a run they disturbed is not repeated.
+   */
+  countOnly?: boolean;
   targets: readonly Target[];
   goal: Goal;
   /** How it is measured, for docs/benchmarks.md. */
@@ -143,7 +148,8 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
       const sample = await runOnce(ctx, prepared, target, run);
       log(describe(benchCase, sample));
       const others = sample.proxyCpuOthers ?? 0;
-      if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || attempt === MAX_ATTEMPTS) {
+      if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || benchCase.countOnly ||
+        attempt === MAX_ATTEMPTS) {
         samples.push(sample);
         return;
       }

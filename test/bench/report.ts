@@ -189,7 +189,8 @@ export function consoleReport(summaries: CaseSummary[]): string {
   return `\n${textTable(RESULT_HEAD, resultRows(summaries))}\n${series}` +
     (syscalls ? `\nSystem calls per connection / per session (median over runs; failed calls in brackets):\n` +
       `${textTable(syscalls.head, syscalls.rows)}\n` : '') +
-    `\nProxy CPU use (cores = CPU seconds / wall seconds; per core = figure / cores):\n${textTable(CPU_HEAD, cpuRows(summaries))}\n`;
+    (cpuRows(summaries).length === 0 ? '' : `\nProxy CPU use (cores = CPU seconds / wall seconds; per core = figure / ` +
+      `cores):\n${textTable(CPU_HEAD, cpuRows(summaries))}\n`);
 }
 
 function textTable(head: string[], rows: string[][]): string {

@@ -16,16 +16,17 @@ import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, deriveResu
 import { FD_HARD_LIMIT, LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
 import { TARGETS, Target } from './targets';
 import { TCP_CASES, tcpConnRateTunedClient } from './tcp';
+import { SYSCALL_CASES } from './syscalls';
 import { DEFAULT_UDP_SESSIONS, UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
 import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
 
 /** Every case the benchmark knows, in the order they run. */
-const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES];
+const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES, ...SYSCALL_CASES];
 /** Cases left out unless asked for by name (--only) or by their own flag. */
 const OPT_IN: ReadonlySet<string> = new Set([tcpConnRateTunedClient.id]);
 const LAB_PREFIX = 'relaybench';
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
-const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft', 'cc'];
+const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft', 'cc', 'strace'];
 
 const FLAGS = {
   runs: { type: 'string', default: '3' },
@@ -107,7 +108,7 @@ function parseOptions(argv: string[]) {
 function checkPrerequisites(): void {
   if (process.getuid?.() !== 0) throw new Error('needs root: it creates network namespaces and runs transparent proxies');
   const missing = REQUIRED_TOOLS.filter((t) => !tryCommand(['which', t]).ok);
-  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(' ')} (apt-get install -y iperf3 wrk nginx libnginx-mod-stream curl nftables gcc)`);
+  if (missing.length > 0) throw new Error(`missing tools: ${missing.join(' ')} (apt-get install -y iperf3 wrk nginx libnginx-mod-stream curl nftables gcc strace)`);
 }
 
 /** Other labs on this machine compete for the CPUs: worth saying next to the numbers. */
@@ -237,11 +238,11 @@ function collectWarnings(summaries: CaseSummary[], options: BenchOptions, foreig
     }
     for (const x of s.result.samples) {
       const where = `${c.id} run ${x.run} (${x.target})`;
-      if (x.foreignCores > 0.1) warnings.push(`${where}: other jobs used ${x.foreignCores.toFixed(2)} cores during it, even after repeats`);
+      if (x.foreignCores > 0.1 && !c.countOnly) warnings.push(`${where}: other jobs used ${x.foreignCores.toFixed(2)} cores during it, even after repeats`);
       if ((x.proxyCpuOthers ?? 0) > PROXY_CPU_OTHERS_LIMIT) {
         warnings.push(`${where}: CPU ${PROXY_CPU} was ${Math.round((x.proxyCpuOthers ?? 0) * 100)}% busy beside the proxy, even after repeats`);
       }
-      if (x.busyBefore > 0.2) warnings.push(`${where} started with a CPU ${Math.round(x.busyBefore * 100)}% busy (another job?)`);
+      if (x.busyBefore > 0.2 && !c.countOnly) warnings.push(`${where} started with a CPU ${Math.round(x.busyBefore * 100)}% busy (another job?)`);
       if (x.sawClient === false) warnings.push(`${where}: the backend did NOT see the client's address (${x.details.backendSaw ?? ''})`);
       if (x.details.socketErrors && x.details.socketErrors !== 'none' &&
         !/^connect 0, read 0, write 0, timeout 0$/.test(String(x.details.socketErrors))) {

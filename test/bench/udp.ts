@@ -86,7 +86,7 @@ interface EchoStatus {
 }
 
 /** The backend: udp-peers echo (or sink) on the load CPU. */
-async function startEcho(ctx: BenchContext, port: number, sink: boolean): Promise<{ proc: SpawnedProcess; backend: HostPort }> {
+export async function startEcho(ctx: BenchContext, port: number, sink: boolean): Promise<{ proc: SpawnedProcess; backend: HostPort }> {
   const backend = { host: ADDR.backend4, port };
   const proc = spawnPinned(ctx.lab, ctx.net.backend, LOAD_CPU, [peersBinary(ctx), 'echo',
     '--listen', formatEndpoint(backend.host, backend.port), ...(sink ? ['--sink'] : [])]);
@@ -290,7 +290,7 @@ async function prepareOneWay(ctx: BenchContext, options: BenchOptions): Promise<
 
 /* ----------------------------------------------------------------- memory */
 
-interface HoldResult {
+export interface HoldResult {
   sockets: number;
   answered: number;
   failed: number;
@@ -391,8 +391,9 @@ async function prepareSessionMemory(ctx: BenchContext, options: BenchOptions): P
 }
 
 /** Open n sessions through the proxy, each answered by the backend; the holder keeps them open until killed. */
-async function holdSessions(ctx: BenchContext, proxy: ProxyUnderTest, n: number, holders: SpawnedProcess[]): Promise<HoldResult> {
-  const holder = spawnPinned(ctx.lab, ctx.net.client, LOAD_CPU, [...clientArgs(ctx, 'hold', proxy.entry, n), '--parallel', '256']);
+export async function holdSessions(ctx: BenchContext, proxy: ProxyUnderTest, n: number, holders: SpawnedProcess[],
+  parallel = 256): Promise<HoldResult> {
+  const holder = spawnPinned(ctx.lab, ctx.net.client, LOAD_CPU, [...clientArgs(ctx, 'hold', proxy.entry, n), '--parallel', String(parallel)]);
   holders.push(holder);
   const line = await holder.waitFor(/\{"event":"(held|fatal)".*\}/, 120_000);
   const result = JSON.parse(line) as HoldResult & { event: string; what?: string; error?: string };

@@ -3,13 +3,14 @@
 // and splice the two streams with backpressure, half-close and resets passed on.
 import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
-import { RateLimitedLog } from '../src/log';
+import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
-import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers } from '../src/sys';
+import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers, FaultOwner } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
+import { injectFault } from '../src/faults';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -25,6 +26,8 @@ export interface TcpStats {
   /** Connects that failed before any data and were tried again on another backend. */
   retried: number;
   closed: number;
+  /** Connections closed because relay's own handling of them threw (logged with the stack). */
+  internalErrors: number;
 }
 
 /**
@@ -45,18 +48,20 @@ interface ConnectionOwner {
   connected(backend: WeightedBackend): void;
   /** Both sockets are closed and the line is logged. */
   closed(connection: ProxiedConnection): void;
+  /** relay's own handling of the connection threw: count it and log it with the stack. */
+  internalError(error: unknown, log: ConnectionLog): void;
 }
 
 
 /** Why a connection ended, as logged. */
 type EndReason =
   | 'done' | 'client reset' | 'backend reset' | 'idle timeout' | 'connect timeout'
-  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown';
+  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown' | 'internal error';
 
 export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
-    rejectedNoBackend: 0, retried: 0, closed: 0,
+    rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
   };
   private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
@@ -65,6 +70,12 @@ export class TcpRelay implements ConnectionOwner {
   /** While draining: when to stop waiting for open connections. */
   private drainDeadline = 0;
 
+  // Failures that come once per client come in floods: a few lines, with counts.
+  private readonly noBackendLog: RateLimitedLog;
+  private readonly mismatchLog: RateLimitedLog;
+  private readonly upstreamFailedLog: RateLimitedLog;
+  private readonly portFallbackLog: RateLimitedLog;
+
   constructor(
     private readonly config: RelayConfig,
     private readonly log: Logger,
@@ -72,10 +83,12 @@ export class TcpRelay implements ConnectionOwner {
     private readonly health?: HealthChecker,
   ) {
     this.noBackendLog = new RateLimitedLog(log, 'warn', 'no backend is up: refusing client');
-    this.rateLimitedLogs.push(this.noBackendLog);
+    this.mismatchLog = new RateLimitedLog(log, 'warn', "client and backend address families differ, so the client's " +
+      'address cannot be kept: closing (--on-family-mismatch reject)');
+    this.upstreamFailedLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: closing client');
+    this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: connecting from an ephemeral port");
+    this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog);
   }
-
-  private readonly noBackendLog: RateLimitedLog;
 
   get openConnections(): number {
     return this.open.size;
@@ -115,6 +128,7 @@ export class TcpRelay implements ConnectionOwner {
       client.close(); // the client was gone before we saw it
       return;
     }
+    injectFault('tcp-listener', peer.port);
     this.stats.accepted++;
     const clientAddress = unmapAddress(peer.address);
     const clientPort = peer.port;
@@ -145,8 +159,12 @@ export class TcpRelay implements ConnectionOwner {
   }
 
   closed(connection: ProxiedConnection): void {
-    this.open.delete(connection);
-    this.stats.closed++;
+    if (this.open.delete(connection)) this.stats.closed++;
+  }
+
+  internalError(error: unknown, log: ConnectionLog): void {
+    this.stats.internalErrors++;
+    log.error({ err: errorWithStack(error), internalErrors: this.stats.internalErrors }, 'internal error: connection closed');
   }
 
   /**
@@ -179,8 +197,7 @@ export class TcpRelay implements ConnectionOwner {
     if (familyOfAddress(clientAddress) !== backend.family) {
       if (this.config.onFamilyMismatch === 'reject') {
         this.stats.rejectedFamilyMismatch++;
-        log.warn({}, "client and backend address families differ, so the client's address cannot be kept: " +
-          'closing (--on-family-mismatch reject)');
+        this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
         return undefined;
       }
       log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)");
@@ -192,7 +209,7 @@ export class TcpRelay implements ConnectionOwner {
     } catch (err) {
       if (port !== 0 && err instanceof SysError && err.code === 'EADDRINUSE') {
         this.stats.portFallbacks++;
-        log.warn({ port }, "client's port is in use on this host: connecting from an ephemeral port");
+        this.portFallbackLog.write(() => log.fields({ port, portFallbacks: this.stats.portFallbacks }));
         return this.tryOpenFrom(clientAddress, 0, log);
       }
       this.upstreamFailed(err, log);
@@ -215,7 +232,7 @@ export class TcpRelay implements ConnectionOwner {
 
   private upstreamFailed(err: unknown, log: ConnectionLog): void {
     this.stats.upstreamFailed++;
-    log.error({ err: describeError(err) }, 'cannot open upstream socket: closing client');
+    this.upstreamFailedLog.write(() => log.fields({ err: describeError(err), failures: this.stats.upstreamFailed }));
   }
 
   /** Stop accepting, wait up to drainTimeoutMs for open connections, then close the rest. */
@@ -250,7 +267,7 @@ export class TcpRelay implements ConnectionOwner {
  * One client and its upstream. Owns both sockets: whatever ends one ends the
  * other, and exactly one log line says why.
  */
-class ProxiedConnection {
+class ProxiedConnection implements FaultOwner {
   private readonly startedAt = Date.now();
   /** Last time a byte moved either way, for the idle timeout. */
   private lastActivity = this.startedAt;
@@ -277,13 +294,15 @@ class ProxiedConnection {
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
   ) {
+    client.owner = this;
     this.connectUpstream();
   }
 
   private connectUpstream(): void {
     const upstream = this.upstream;
+    upstream.owner = this;
     const target = this.backend.endpoint;
-    this.timer = setTimeout(() => this.fail('connect timeout'), this.config.connectTimeoutMs);
+    this.timer = setTimeout(() => this.guarded(() => this.fail('connect timeout')), this.config.connectTimeoutMs);
     upstream.connect(target.address, target.port, target.family, (err) => {
       if (upstream !== this.upstream || this.ending) return; // an attempt already given up on
       if (err) this.fail(connectFailureReason(err.code), err);
@@ -317,6 +336,7 @@ class ProxiedConnection {
     return {
       data: (chunk) => {
         this.lastActivity = Date.now();
+        if (side === 'client' && this.bytesFromClient === 0) injectFault('tcp-connection', this.log.clientPort);
         if (side === 'client') this.bytesFromClient += chunk.length;
         else this.bytesToClient += chunk.length;
         if (!to.write(chunk, written)) from.pauseReading();
@@ -353,13 +373,40 @@ class ProxiedConnection {
   }
 
   private armIdleTimer(ms: number): void {
-    this.timer = setTimeout(() => {
+    this.timer = setTimeout(() => this.guarded(() => {
       // Re-armed lazily rather than pushed back on every chunk: one timer
       // per connection, touched once per idle period.
       const left = this.config.idleTimeoutMs - (Date.now() - this.lastActivity);
       if (left > 0) this.armIdleTimer(left);
       else this.close('idle timeout');
-    }, ms);
+    }), ms);
+  }
+
+  /** For timers, which no handle calls: a throw goes to internalError as the handles' do. */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.internalError(err);
+    }
+  }
+
+  /**
+   * relay's own handling of this connection threw. Only this connection
+   * pays: it is logged with the stack, both sides are reset, and everyone
+   * else goes on being served.
+   */
+  internalError(error: unknown): void {
+    this.owner.internalError(error, this.log);
+    this.reason ??= 'internal error';
+    try {
+      this.closeHandles('reset', 'reset');
+    } catch {
+      // Closing itself threw: the fds are closed below all the same.
+    }
+    this.client.close();
+    this.upstream.close();
+    this.owner.closed(this);
   }
 
   /**
@@ -453,6 +500,11 @@ class ConnectionLog {
   /** After a retry, lines name the backend actually used. */
   setBackend(backend: Endpoint): void {
     this.backend = backend;
+  }
+
+  /** fields with the connection's client and backend, for a line written elsewhere (a rate-limited one). */
+  fields(fields: object): object {
+    return this.context(fields);
   }
 
   private context(fields: object): object {

@@ -11,13 +11,14 @@
 import * as os from 'node:os';
 import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
-import { RateLimitedLog } from '../src/log';
+import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
 import { encodeSockaddr, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
+import { injectFault } from '../src/faults';
 import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
 import type { Family } from '../src/sys/sockaddr';
 
@@ -31,6 +32,8 @@ export interface UdpStats {
   droppedNoBackend: number;
   /** Datagrams the kernel would not take (a full send buffer, no route): dropped, as UDP does. */
   sendFailed: number;
+  /** Sessions ended because relay's own handling of them threw (logged with the stack). */
+  internalErrors: number;
 }
 
 /**
@@ -79,6 +82,7 @@ export class UdpRelay {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
     droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
+    internalErrors: 0,
   };
   private readonly listeners: Listener[] = [];
   private readonly sessions: SessionTable<UdpSession>;
@@ -86,6 +90,7 @@ export class UdpRelay {
   private readonly mismatchLog: RateLimitedLog;
   private readonly failureLog: RateLimitedLog;
   private readonly noBackendLog: RateLimitedLog;
+  private readonly portFallbackLog: RateLimitedLog;
   /**
    * How often a reply refreshes its session. Every client datagram looks its
    * session up, which refreshes it; replies only have to keep alive a session
@@ -110,6 +115,7 @@ export class UdpRelay {
     this.mismatchLog = new RateLimitedLog(log, 'warn',
       "client and backend address families differ, so the client's address cannot be kept: dropping (--on-family-mismatch reject)");
     this.failureLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: dropping datagram');
+    this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: relaying from an ephemeral port");
     this.replyRefreshMs = Math.min(1000, config.sessionTimeoutMs / 10);
     this.sessions = new SessionTable<UdpSession>({
       maxSessions: config.maxSessions,
@@ -214,8 +220,20 @@ export class UdpRelay {
       return undefined;
     }
     upstream.receive({
-      message: (reply) => this.fromBackend(session, reply),
-      error: (err) => this.onUpstreamError(session, err),
+      message: (reply) => {
+        try {
+          this.fromBackend(session, reply);
+        } catch (err) {
+          this.internalError(session, err);
+        }
+      },
+      error: (err) => {
+        try {
+          this.onUpstreamError(session, err);
+        } catch (thrown) {
+          this.internalError(session, thrown);
+        }
+      },
     });
     return session;
   }
@@ -238,8 +256,8 @@ export class UdpRelay {
         // Something on this host holds the client's address and port (another
         // listener's session, or a local socket): keep the address, not the port.
         this.stats.portFallbacks++;
-        this.log.warn({ client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port) },
-          "client's port is in use on this host: relaying from an ephemeral port");
+        this.portFallbackLog.write(() => ({ client: formatEndpoint(clientAddress, clientPort),
+          backend: formatEndpoint(backend.address, backend.port), portFallbacks: this.stats.portFallbacks }));
         return this.tryBind(clientAddress, 0, backend);
       }
       this.upstreamFailed(err, clientAddress, clientPort, backend);
@@ -272,7 +290,10 @@ export class UdpRelay {
       if (this.sessions.get(session.key) !== session) return;
       session.refreshedByReplyAt = now;
     }
-    if (session.datagramsToClient === 0) this.health?.reportSuccess(session.backend.endpoint);
+    if (session.datagramsToClient === 0) {
+      injectFault('udp-session', session.clientPort);
+      this.health?.reportSuccess(session.backend.endpoint);
+    }
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
     session.listener.replies.add(reply, session.clientSockaddr);
@@ -294,6 +315,27 @@ export class UdpRelay {
     if (this.sessions.get(session.key) === session) {
       this.sessions.end(session.key, err.code === 'ECONNREFUSED' ? 'refused' : 'error');
     }
+  }
+
+  /**
+   * relay's own handling of this session threw. Only this session pays: it
+   * is logged with the stack and ended; everyone else goes on being served.
+   */
+  private internalError(session: UdpSession, error: unknown): void {
+    this.stats.internalErrors++;
+    session.listener.log.error({
+      client: formatEndpoint(session.clientAddress, session.clientPort),
+      backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
+      err: errorWithStack(error), internalErrors: this.stats.internalErrors,
+    }, 'internal error: session closed');
+    session.errorCode ??= 'internal error';
+    try {
+      if (this.sessions.get(session.key) === session) this.sessions.end(session.key, 'error');
+    } catch {
+      // Ending it threw too: its socket is closed below all the same.
+    }
+    session.closed = true;
+    session.upstream.close();
   }
 
   private onSessionEnd(session: UdpSession, reason: SessionEnd): void {
@@ -322,7 +364,9 @@ export class UdpRelay {
       listener.socket.close();
     }
     this.sessions.clear('shutdown');
-    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog]) limited.flush();
+    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog, this.portFallbackLog]) {
+      limited.flush();
+    }
   }
 }
 

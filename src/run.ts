@@ -1,7 +1,10 @@
 // `relay --proto ... --listen ... --backend ...`: start the data paths, log
-// one start line, and on SIGTERM/SIGINT drain and exit 0.
+// one start line, and on SIGTERM/SIGINT drain and exit 0. SIGHUP never stops
+// it; SIGUSR2 logs its counters; a throw outside any connection ends it with
+// one line and a non-zero status, for a supervisor to restart it.
+import * as fs from 'node:fs';
 import type { RelayConfig } from './config';
-import { createLogger, flushLogger, Logger } from './log';
+import { createLogger, flushLogger, droppedLogLines, errorWithStack, Logger } from './log';
 import { assertTransparentAllowed, raiseFileLimit } from './sys';
 import { TcpRelay } from '../protocols/tcp';
 import { UdpRelay } from '../protocols/udp';
@@ -19,6 +22,7 @@ interface Relays {
 
 export async function runRelay(config: RelayConfig): Promise<void> {
   const log = createLogger(config.logLevel);
+  exitOnUncaught(log);
   for (const family of new Set(config.backends.map((b) => b.endpoint.family))) {
     assertTransparentAllowed(family);
   }
@@ -56,6 +60,60 @@ export async function runRelay(config: RelayConfig): Promise<void> {
     openFileLimit: fileLimit,
   }, 'relay started');
   installShutdown(relays, log, config.drainTimeoutMs);
+  installOperatorSignals(relays, log);
+}
+
+/**
+ * A throw that no connection or session owns (a listener's, a timer's of
+ * relay's own, the event loop's): relay's state can no longer be trusted, so
+ * it logs one line with the stack and exits non-zero for its supervisor
+ * (systemd Restart=on-failure) to start it afresh. Throws inside one
+ * connection's or session's handling never get here: they close only that one.
+ */
+function exitOnUncaught(log: Logger): void {
+  const fatal = (err: unknown) => {
+    log.fatal({ err: errorWithStack(err) }, 'internal error outside any connection: exiting');
+    flushLogger(log);
+    process.exit(1);
+  };
+  process.on('uncaughtException', fatal);
+  process.on('unhandledRejection', fatal);
+}
+
+/**
+ * SIGHUP: nginx and HAProxy reload on it and systemd's ExecReload often sends
+ * it, so an operator's habit must not stop relay (Node's default). Until
+ * reload exists it says so and goes on serving. SIGUSR2: one line with the
+ * counters and what relay holds (fds, memory), without stopping anything.
+ */
+function installOperatorSignals(relays: Relays, log: Logger): void {
+  process.on('SIGHUP', () => {
+    log.warn({ signal: 'SIGHUP' }, 'SIGHUP: configuration reload is not supported yet: still serving with the configuration it started with');
+  });
+  process.on('SIGUSR2', () => {
+    log.info(statsFields(relays), 'relay stats');
+  });
+}
+
+function statsFields(relays: Relays): object {
+  const memory = process.memoryUsage();
+  return {
+    fds: openFds(),
+    rss: memory.rss,
+    heapUsed: memory.heapUsed,
+    logLinesDropped: droppedLogLines(),
+    ...(relays.tcp ? { tcp: { ...relays.tcp.stats, open: relays.tcp.openConnections } } : {}),
+    ...(relays.udp ? { udp: { ...relays.udp.stats, sessions: relays.udp.openSessions } } : {}),
+  };
+}
+
+/** The fds this process holds (the directory read itself holds one more while it runs). */
+function openFds(): number | undefined {
+  try {
+    return fs.readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    return undefined;
+  }
 }
 
 interface BackendPool {
@@ -107,7 +165,7 @@ function installShutdown(relays: Relays, log: Logger, drainTimeoutMs: number): v
     relays.udp?.close();
     Promise.resolve(relays.tcp?.drain())
       .then(() => {
-        log.info({ tcp: relays.tcp?.stats, udp: relays.udp?.stats }, 'relay stopped');
+        log.info({ tcp: relays.tcp?.stats, udp: relays.udp?.stats, logLinesDropped: droppedLogLines() }, 'relay stopped');
         flushLogger(log);
         process.exit(0);
       })

@@ -14,6 +14,8 @@
 import { SysError } from '../errors';
 import type { Family } from './sockaddr';
 import { missingBindingError, missingMethods, processBinding } from './node-binding';
+import { libc } from './libc';
+import * as C from './constants';
 
 /** libuv's end-of-stream status (UV_EOF). */
 const UV_EOF = -4095;
@@ -22,6 +24,8 @@ const UV_ENOTCONN = -107;
 
 interface RawStatusRequest {
   handle?: RawTcp;
+  /** The handle whose owner a throw in done goes to. */
+  tcp?: TcpHandle;
   buffer?: Buffer;
   /** Called by libuv with this = the request. */
   oncomplete: (this: RawStatusRequest, status: number) => void;
@@ -40,6 +44,8 @@ interface RawTcp {
   setNoDelay(on: boolean): number;
   readStart(): number;
   readStop(): number;
+  /** The socket's fd (-1 once closed). */
+  readonly fd: number;
   writeBuffer(req: RawStatusRequest, data: Buffer): number;
   shutdown(req: RawStatusRequest): number;
   reset(onClosed?: () => void): number;
@@ -89,21 +95,35 @@ function loadBindings(): Bindings {
   const missing = Object.entries(found).filter(([, value]) => value === undefined).map(([key]) => key);
   missing.push(...missingMethods(found.TCP, 'TCP', ['open', 'bind', 'bind6', 'listen', 'connect', 'connect6',
     'getpeername', 'setNoDelay', 'readStart', 'readStop', 'writeBuffer', 'shutdown', 'reset', 'close']));
+  // An accessor, not a method: reset() needs it while a shutdown is pending.
+  if (!(found.TCP && 'fd' in found.TCP.prototype)) missing.push('TCP.fd');
   if (missing.length > 0) throw missingBindingError('TCP handle', missing);
   return found as Bindings;
 }
 
 function ignoreRead(): void {}
 
+/** struct linger { l_onoff = 1, l_linger = 0 }: close() then sends an RST and drops what is unsent. */
+const LINGER_ZERO = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+
 /** One function for every write request (no closure per write): the request carries its own callback. */
 function afterWrite(this: RawStatusRequest, status: number): void {
-  this.done?.(status < 0 ? failure(status, 'write') : undefined);
+  if (this.done) this.tcp!.complete(this.done, status < 0 ? failure(status, 'write') : undefined);
 }
 function ignoreConnection(): void {}
 
 /** A failed status from libuv (a negative errno) as a SysError. */
 function failure(status: number, syscall: string, address?: string, port?: number): SysError {
   return new SysError({ errno: status, syscall, address, port });
+}
+
+/**
+ * Whoever a handle's callbacks serve (a proxied connection). A throw inside
+ * any of them goes to internalError, so one connection's failure stays its
+ * own; a handle without an owner lets the throw go on up.
+ */
+export interface FaultOwner {
+  internalError(error: unknown): void;
 }
 
 export interface ReadHandlers {
@@ -121,6 +141,10 @@ export interface ReadHandlers {
 export class TcpHandle {
   private closed = false;
   private reader: ReadHandlers | undefined;
+  /** A shutdown request libuv has not completed: uv_tcp_close_reset refuses to run meanwhile. */
+  private shutdownPending = false;
+  /** Where a throw in one of this handle's callbacks goes. */
+  owner: FaultOwner | undefined;
 
   private constructor(private readonly raw: RawTcp) {}
 
@@ -165,20 +189,39 @@ export class TcpHandle {
   /** Connect; done runs once, with the failure if there is one (a synchronous one too, on a later tick). */
   connect(address: string, port: number, family: Family, done: (error?: SysError) => void): void {
     const req = new (bindings().TCPConnectWrap)();
-    req.oncomplete = (status) => done(status < 0 ? failure(status, 'connect', address, port) : undefined);
+    req.oncomplete = (status) => this.complete(done, status < 0 ? failure(status, 'connect', address, port) : undefined);
     const status = family === 4 ? this.raw.connect(req, address, port) : this.raw.connect6(req, address, port);
-    if (status < 0) queueMicrotask(() => done(failure(status, 'connect', address, port)));
+    if (status < 0) queueMicrotask(() => this.complete(done, failure(status, 'connect', address, port)));
+  }
+
+  /** Run a completion callback; a throw in it goes to the owner. */
+  complete(done: (error?: SysError) => void, error?: SysError): void {
+    try {
+      done(error);
+    } catch (err) {
+      this.fault(err);
+    }
+  }
+
+  private fault(err: unknown): void {
+    if (!this.owner) throw err;
+    this.owner.internalError(err);
   }
 
   readStart(handlers: ReadHandlers): void {
     const b = bindings();
+    const handle = this;
     this.reader = handlers;
     this.raw.onread = function onRead(chunk?: ArrayBuffer): void {
       const nread = b.state[b.kReadBytesOrError];
-      if (nread > 0 && chunk) {
-        handlers.data(Buffer.from(chunk, b.state[b.kArrayBufferOffset], nread));
-      } else if (nread < 0) {
-        handlers.end(nread === UV_EOF ? undefined : failure(nread, 'read'));
+      try {
+        if (nread > 0 && chunk) {
+          handlers.data(Buffer.from(chunk, b.state[b.kArrayBufferOffset], nread));
+        } else if (nread < 0) {
+          handlers.end(nread === UV_EOF ? undefined : failure(nread, 'read'));
+        }
+      } catch (err) {
+        handle.fault(err);
       }
     };
     this.resumeReading();
@@ -193,7 +236,12 @@ export class TcpHandle {
     if (this.closed) return;
     const status = this.raw.readStart();
     // A socket that is already gone reports it as a failed read, like any other.
-    if (status < 0) queueMicrotask(() => this.reader?.end(failure(status, 'read')));
+    if (status < 0) {
+      queueMicrotask(() => {
+        const reader = this.reader;
+        if (reader) this.complete((error) => reader.end(error), failure(status, 'read'));
+      });
+    }
   }
 
   /**
@@ -205,12 +253,13 @@ export class TcpHandle {
     const b = bindings();
     const req = new b.WriteWrap();
     req.handle = this.raw;
+    req.tcp = this;
     req.buffer = chunk; // held until libuv has written it
     req.done = done;
     req.oncomplete = afterWrite;
     const status = this.raw.writeBuffer(req, chunk);
     if (status < 0) {
-      queueMicrotask(() => done(failure(status, 'write')));
+      queueMicrotask(() => this.complete(done, failure(status, 'write')));
       return false;
     }
     return b.state[b.kLastWriteWasAsync] === 0;
@@ -220,11 +269,15 @@ export class TcpHandle {
   shutdown(done: (error?: SysError) => void): void {
     const req = new (bindings().ShutdownWrap)();
     req.handle = this.raw;
-    req.oncomplete = (status) => done(status < 0 && status !== UV_ENOTCONN ? failure(status, 'shutdown') : undefined);
+    req.oncomplete = (status) => {
+      this.shutdownPending = false;
+      this.complete(done, status < 0 && status !== UV_ENOTCONN ? failure(status, 'shutdown') : undefined);
+    };
     const status = this.raw.shutdown(req);
     // 1: finished at once (nothing queued); ENOTCONN: the peer is gone, which the reads will report.
-    if (status === 1 || status === UV_ENOTCONN) queueMicrotask(() => done());
-    else if (status < 0) queueMicrotask(() => done(failure(status, 'shutdown')));
+    if (status === 1 || status === UV_ENOTCONN) queueMicrotask(() => this.complete(done));
+    else if (status < 0) queueMicrotask(() => this.complete(done, failure(status, 'shutdown')));
+    else this.shutdownPending = true;
   }
 
   /**
@@ -243,6 +296,15 @@ export class TcpHandle {
   /** Close with an RST, so the peer learns the other side failed rather than finished. */
   reset(): void {
     if (this.closed) return;
+    if (this.shutdownPending) {
+      // libuv refuses uv_tcp_close_reset while a shutdown is queued, and Node
+      // marks the handle closing even so: a close() after it would do
+      // nothing and the fd would stay open for good. Do what the reset does
+      // (SO_LINGER 0, then close) ourselves; close() cancels the shutdown.
+      libc().setsockopt(this.raw.fd, C.SOL_SOCKET, C.SO_LINGER, LINGER_ZERO, LINGER_ZERO.length);
+      this.close();
+      return;
+    }
     this.closed = true;
     this.reader = undefined;
     this.raw.onread = ignoreRead;

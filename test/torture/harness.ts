@@ -85,8 +85,8 @@ export function catchesSignal(pid: number, sig: number): boolean {
 const SIGUSR2 = 12;
 
 /** relay's JSON log lines (with msg, if given). */
-export function relayLines(proc: SpawnedProcess, msg?: string): Record<string, unknown>[] {
-  return proc.stdout().split('\n').filter((l) => l.startsWith('{'))
+export function relayLines(proc: SpawnedProcess | string, msg?: string): Record<string, unknown>[] {
+  return (typeof proc === 'string' ? proc : proc.stdout()).split('\n').filter((l) => l.startsWith('{'))
     .flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } })
     .filter((l) => msg === undefined || l.msg === msg);
 }
@@ -100,17 +100,18 @@ export interface Snapshot {
 
 /**
  * What relay holds now. The USR2 stats line is asked for only when relay
- * catches SIGUSR2: before that signal was added it would end relay.
+ * catches SIGUSR2 (before that signal was added it would end relay); it is
+ * an info line, so relay must run at --log-level info or lower to write it.
  */
-export async function snapshot(proc: SpawnedProcess, withStats = true): Promise<Snapshot> {
+export async function snapshot(proc: SpawnedProcess, withStats = true, stdout = () => proc.stdout()): Promise<Snapshot> {
   const pid = relayPid(proc);
   const shot: Snapshot = { fds: fdCount(pid), rssKiB: rssKiB(pid) };
   if (withStats && catchesSignal(pid, SIGUSR2)) {
-    const before = relayLines(proc, 'relay stats').length;
+    const before = relayLines(stdout(), 'relay stats').length;
     process.kill(pid, 'SIGUSR2');
     const deadline = Date.now() + 3000;
     while (Date.now() < deadline) {
-      const lines = relayLines(proc, 'relay stats');
+      const lines = relayLines(stdout(), 'relay stats');
       if (lines.length > before) { shot.stats = lines[lines.length - 1]; break; }
       await sleep(20);
     }

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // Entry point: argv -> command -> exit status. Operator errors are one line on
 // stderr (exit 2 for usage, 1 otherwise), never a stack trace.
-import { ConfigError, describeError } from './errors';
-import { RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, parseFlags, buildRunConfig, buildRoutesConfig, usage } from './config';
+import { ConfigError, describeError, echo, ECHO_LIMIT } from './errors';
+import {
+  RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RunOptions, ParsedValues, parseFlags, buildRunOptions, buildRoutesConfig,
+  checkAgainstHost, usage,
+} from './config';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
   '       relay routes print|apply|check|remove [options]\n' +
@@ -19,16 +22,16 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage(RUN_USAGE, RUN_FLAGS));
     return 0;
   }
-  const config = buildRunConfig(values);
+  const options = await runOptionsFrom(values);
   if (values.check) {
-    const passed = await runChecks(values);
+    const passed = await runChecks(options);
     if (!passed && !values['check-continue']) {
       process.stderr.write("relay: not starting: a check failed (fix it, or pass --check-continue)\n");
       return 1;
     }
   }
   const { runRelay } = await import('./run');
-  await runRelay(config);
+  await runRelay(options.run);
   return -1; // keep running until a signal
 }
 
@@ -38,13 +41,21 @@ async function doctorCommand(argv: string[]): Promise<number> {
     process.stdout.write(usage('relay doctor [the same options as a run] [--probe-source ADDR]', DOCTOR_FLAGS));
     return 0;
   }
-  return (await runChecks(values)) ? 0 : 1;
+  return (await runChecks(await runOptionsFrom(values))) ? 0 : 1;
+}
+
+/** A run's (and doctor's) options, refused if they cannot work on this host. */
+async function runOptionsFrom(values: ParsedValues): Promise<RunOptions> {
+  const options = buildRunOptions(values);
+  const { readHostFacts } = await import('./routes');
+  checkAgainstHost(options, readHostFacts());
+  return options;
 }
 
 /** Run doctor's checks, print one line each; true when all passed. */
-async function runChecks(values: ReturnType<typeof parseFlags>): Promise<boolean> {
-  const { doctorOptionsFrom, runDoctor, formatResults } = await import('./doctor');
-  const results = await runDoctor(doctorOptionsFrom(values));
+async function runChecks(options: RunOptions): Promise<boolean> {
+  const { runDoctor, formatResults } = await import('./doctor');
+  const results = await runDoctor(options);
   process.stdout.write(formatResults(results));
   return results.every((r) => r.ok);
 }
@@ -68,15 +79,17 @@ async function demoCommand(argv: string[]): Promise<number> {
       'relays TCP and UDP over IPv4 and IPv6 and shows what the backend saw. Needs root; removes everything on exit.\n');
     return 0;
   }
-  if (argv.length > 0) throw new ConfigError(`demo takes no arguments: got '${argv.join(' ')}'`);
+  if (argv.length > 0) throw new ConfigError(`demo takes no arguments: got '${echo(argv.join(' '))}'`);
   const { runDemo } = await import('./demo');
   return runDemo();
 }
 
 // `relay routes check | head` closes our stdout early: that is not an error.
+// Any other failed write (`> /dev/full`) is one line and exit 1.
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  throw err;
+  process.stderr.write(`relay: cannot write to stdout: ${err.code ?? echo(err.message)}\n`);
+  process.exit(1);
 });
 
 main(process.argv.slice(2)).then(
@@ -84,7 +97,8 @@ main(process.argv.slice(2)).then(
     if (status >= 0) process.exitCode = status;
   },
   (err) => {
-    process.stderr.write(`relay: ${describeError(err)}\n`);
+    // The final guard: whatever a message echoes stays one line, and no escape reaches the terminal.
+    process.stderr.write(`relay: ${echo(describeError(err), 4 * ECHO_LIMIT)}\n`);
     if (err instanceof ConfigError) {
       process.stderr.write("Try 'relay --help'.\n");
       process.exitCode = 2;

@@ -1,12 +1,15 @@
 // Flags -> a frozen, typed config. Each flag is declared once, in FLAGS: the
 // parser, the defaults and `relay --help` are all built from that table.
 import { parseArgs } from 'node:util';
-import { ConfigError } from './errors';
+import { ConfigError, echo } from './errors';
 import * as net from 'node:net';
-import { Endpoint, parseEndpoint, normalize, formatEndpoint } from './addr';
+import {
+  Endpoint, parseEndpoint, normalize, formatEndpoint, backendAddressProblem, listenAddressProblem, isWildcard, isLoopback,
+} from './addr';
 import { parseDuration, formatDuration } from './duration';
 import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
 import type { HealthOptions } from './health';
+import type { Family } from './sys/sockaddr';
 
 export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
@@ -40,6 +43,31 @@ export interface RoutesConfig {
   readonly relayAddresses: readonly string[];
 }
 
+/** A run's config with what its --check (and doctor) needs: the routes to look for and the probes. */
+export interface RunOptions {
+  readonly run: RelayConfig;
+  readonly routes: RoutesConfig;
+  /** Client-like source addresses for the end-to-end probes, one per family. */
+  readonly probeSources: Readonly<Record<Family, string>>;
+  readonly probeTimeoutMs: number;
+}
+
+/** What the host checks read from the host: given, so that building a config stays pure. */
+export interface HostFacts {
+  /** This host's own addresses. */
+  readonly addresses: readonly string[];
+  /** `ip -j rule show`, both families: the rules that might route relay's upstream packets. */
+  readonly rules: readonly IpRule[];
+}
+
+/** One rule as `ip -j rule show` lists it (the fields relay reads). */
+export interface IpRule {
+  readonly priority?: number;
+  readonly fwmark?: string;
+  readonly fwmask?: string;
+  readonly table?: string;
+}
+
 export const DEFAULTS = {
   connectTimeoutMs: 5_000,
   idleTimeoutMs: 600_000,
@@ -57,7 +85,11 @@ export const DEFAULTS = {
   fwmark: 0x5e1a,
   table: 2017,
   rulePriority: 2017,
+  probeTimeoutMs: 2000,
 };
+
+/** Not the relay's own and not a real client's: TEST-NET-1's last address, and its IPv6 counterpart. */
+export const DEFAULT_PROBE_SOURCES: Readonly<Record<Family, string>> = { 4: '192.0.2.254', 6: '2001:db8:ffff::fe' };
 
 interface FlagSpec {
   type: 'string' | 'boolean';
@@ -93,7 +125,7 @@ const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'idle-timeout': { type: 'string', value: 'DURATION',
     help: `close a connection with no traffic either way for this long; 0 disables (default ${formatDuration(DEFAULTS.idleTimeoutMs)})` },
   'drain-timeout': { type: 'string', value: 'DURATION',
-    help: `on SIGTERM/SIGINT, wait this long for open connections (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
+    help: `on SIGTERM/SIGINT, wait this long for open connections; 0 closes them at once (default ${formatDuration(DEFAULTS.drainTimeoutMs)})` },
   'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
     help: "client and backend families differ, so the client's address cannot be kept: " +
       "reject closes the client (TCP) or drops its datagrams (UDP), the default; masquerade connects from relay's own address" },
@@ -106,7 +138,8 @@ const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'udp-responses': { type: 'string', value: 'N',
     help: 'UDP: close a session once the backend sent N replies per client datagram, e.g. 1 for DNS (default 0: no limit)' },
   mark: { type: 'string', value: 'N',
-    help: `SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from the routes fwmark (default none)` },
+    help: "SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from --fwmark " +
+      "and from the fwmark of any rule that looks up --table (default none)" },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
 };
 
@@ -132,7 +165,8 @@ const CHECK_FLAGS: Record<string, FlagSpec> = {
   'probe-source': { type: 'string', multiple: true, value: 'ADDR',
     help: 'client-like source for the end-to-end probes, one per family; not relay\'s own address ' +
       '(default 192.0.2.254 and 2001:db8:ffff::fe)' },
-  'probe-timeout': { type: 'string', value: 'DURATION', help: 'how long an end-to-end probe waits for its answer (default 2s)' },
+  'probe-timeout': { type: 'string', value: 'DURATION',
+    help: `how long an end-to-end probe waits for its answer (default ${formatDuration(DEFAULTS.probeTimeoutMs)})` },
 };
 
 export const RUN_FLAGS: Record<string, FlagSpec> = {
@@ -155,31 +189,63 @@ export function parseFlags(argv: string[], flags: Record<string, FlagSpec>): Par
       ...(spec.short ? { short: spec.short } : {}),
     }]),
   );
+  let parsed;
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values as ParsedValues;
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: false, tokens: true });
   } catch (err) {
-    // parseArgs may explain over several lines; the operator gets one.
-    throw new ConfigError((err as Error).message.split('\n').join(' '));
+    // parseArgs echoes what it did not understand, uncut, and may explain over several lines.
+    throw new ConfigError(echo((err as Error).message.split('\n')[0]));
+  }
+  refuseRepeats(parsed.tokens, flags);
+  return parsed.values as ParsedValues;
+}
+
+/** parseArgs keeps the last of a repeated flag: refuse, so an invalid first value is never dropped unseen. */
+function refuseRepeats(tokens: readonly { kind: string; name?: string; value?: string }[], flags: Record<string, FlagSpec>): void {
+  const given = new Map<string, string[]>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || token.name === undefined || flags[token.name]?.multiple) continue;
+    given.set(token.name, [...given.get(token.name) ?? [], token.value ?? '']);
+  }
+  for (const [name, values] of given) {
+    if (values.length < 2) continue;
+    const shown = flags[name].type === 'string' ? ` (${values.map((v) => `'${echo(v)}'`).join(', ')})` : '';
+    throw new ConfigError(`--${name} is given ${values.length} times${shown}: give it once`);
   }
 }
 
+/**
+ * A run's config, and the routes and probe options its --check uses, from its
+ * flags: one function for a run and for doctor, so both refuse the same values.
+ */
+export function buildRunOptions(values: ParsedValues): RunOptions {
+  return Object.freeze({
+    run: buildRunConfig(values),
+    routes: buildRoutesConfig(values),
+    probeSources: probeSources(values['probe-source']),
+    probeTimeoutMs: durationFlag(values, 'probe-timeout', DEFAULTS.probeTimeoutMs, 1),
+  });
+}
+
 export function buildRunConfig(values: ParsedValues): RelayConfig {
-  const listeners = endpoints(values.listen, '--listen');
+  const listeners = listenEndpoints(values.listen);
   const backends = weightedBackends(values.backend);
+  for (const b of backends) refuseLoop(b.endpoint, listeners, []);
   return Object.freeze({
     protocols: parseProtocols(values.proto),
     listeners,
     backends,
-    balance: typeof values.balance === 'string' ? parseAlgorithm(values.balance) : 'roundrobin',
+    // echo() leaves a valid name as it is, and cuts and escapes what the error quotes.
+    balance: typeof values.balance === 'string' ? parseAlgorithm(echo(values.balance)) : 'roundrobin',
     health: healthOptions(values),
     keepClientPort: values['keep-client-port'] === true,
-    connectTimeoutMs: durationFlag(values, 'connect-timeout', DEFAULTS.connectTimeoutMs, { min: 1 }),
-    idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, { min: 0 }),
-    drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, { min: 0 }),
+    connectTimeoutMs: durationFlag(values, 'connect-timeout', DEFAULTS.connectTimeoutMs, 1),
+    idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, 0),
+    drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, 0),
     onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
     maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
     maxSessions: integerFlag(values, 'max-sessions', DEFAULTS.maxSessions, 1, 1_000_000),
-    sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, { min: 1 }),
+    sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, 1),
     udpResponses: integerFlag(values, 'udp-responses', 0, 0, 1_000_000),
     mark: upstreamMark(values),
     logLevel: parseLogLevel(values['log-level']),
@@ -188,11 +254,11 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
 
 export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
   const relayAddresses = (values['relay-address'] as string[] | undefined ?? []).map((a) => {
-    if (net.isIP(a) === 0) throw new ConfigError(`--relay-address: '${a}' is not an IP address`);
+    if (net.isIP(a) === 0) throw new ConfigError(`--relay-address: '${echo(a)}' is not an IP address`);
     return normalize(a);
   });
   return Object.freeze({
-    fwmark: integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff),
+    fwmark: fwmarkFlag(values),
     rulePriority: integerFlag(values, 'priority', DEFAULTS.rulePriority, 1, 32765),
     table: routingTable(values),
     // Weights mean nothing to a recipe, but the same --backend values are accepted.
@@ -212,54 +278,113 @@ function routingTable(values: ParsedValues): number {
   return table;
 }
 
+function fwmarkFlag(values: ParsedValues): number {
+  return integerFlag(values, 'fwmark', DEFAULTS.fwmark, 1, 0xffffffff);
+}
+
+// Upstream packets carrying the mark of a rule that looks up relay's table
+// are routed by its `local` routes back into this host: every connect would
+// time out. Checked against --fwmark here, and against the host's own rules
+// (which a pure config cannot see) by checkAgainstHost.
 function upstreamMark(values: ParsedValues): number {
   const mark = integerFlag(values, 'mark', 0, 0, 0xffffffff);
-  if (mark === DEFAULTS.fwmark) {
-    // Upstream packets with the routes mark would be routed by relay's
-    // `local` table back into the host: every connect would time out.
-    throw new ConfigError(`--mark 0x${mark.toString(16)} is the mark relay's routes use for replies: choose another`);
+  const fwmark = fwmarkFlag(values);
+  if (mark === fwmark) {
+    const given = values.fwmark === undefined ? ', the default' : '';
+    throw new ConfigError(`--mark ${hex(mark)} is the mark of relay's routes (--fwmark ${hex(fwmark)}${given}): ` +
+      'upstream packets would be routed back into this host: choose another');
   }
   return mark;
+}
+
+/**
+ * What a config cannot see: refuse a --mark that a rule on this host routes
+ * to relay's table, and a backend that is this host on a wildcard listen's port.
+ */
+export function checkAgainstHost(options: RunOptions, host: HostFacts): void {
+  const { mark } = options.run;
+  const rule = mark === 0 ? undefined : host.rules.find((r) => r.fwmark !== undefined &&
+    r.table === String(options.routes.table) && ((mark ^ Number(r.fwmark)) & Number(r.fwmask ?? 0xffffffff)) === 0);
+  if (rule) {
+    throw new ConfigError(`--mark ${hex(mark)} matches this host's rule 'fwmark ${rule.fwmark}${rule.fwmask ? `/${rule.fwmask}` : ''} ` +
+      `lookup ${rule.table}': upstream packets would be routed back into this host: choose another`);
+  }
+  for (const b of options.run.backends) refuseLoop(b.endpoint, options.run.listeners, host.addresses);
+}
+
+/**
+ * A backend relay would reach itself at: a listen address, or a wildcard
+ * listen's port on loopback or on one of hostAddresses ([::] takes IPv4 too).
+ */
+function refuseLoop(backend: Endpoint, listeners: readonly Endpoint[], hostAddresses: readonly string[]): void {
+  const local = isLoopback(backend.address) || hostAddresses.includes(backend.address);
+  const listener = listeners.find((l) => l.port === backend.port && (l.address === backend.address ||
+    (isWildcard(l.address) && (l.family === 6 || l.family === backend.family) && local)));
+  if (listener) {
+    throw new ConfigError(`--backend ${formatEndpoint(backend.address, backend.port)} is relay itself ` +
+      `(--listen ${formatEndpoint(listener.address, listener.port)}): relay would connect to itself`);
+  }
 }
 
 function weightedBackends(raw: ParsedValues[string]): WeightedBackend[] {
   const list = Array.isArray(raw) ? raw : [];
   if (list.length === 0) throw new ConfigError('--backend is required');
-  const backends = list.map((text) => parseBackend(text));
+  const backends = list.map((text) => parseBackend(text, '--backend'));
   const seen = new Set<string>();
   for (const b of backends) {
     const name = formatEndpoint(b.endpoint.address, b.endpoint.port);
+    const problem = backendAddressProblem(b.endpoint.address);
+    if (problem) throw new ConfigError(`--backend ${name} ${problem}`);
     if (seen.has(name)) throw new ConfigError(`--backend ${name} is given twice`);
     seen.add(name);
   }
   return backends;
 }
 
+function listenEndpoints(raw: ParsedValues[string]): Endpoint[] {
+  const list = Array.isArray(raw) ? raw : [];
+  if (list.length === 0) throw new ConfigError('--listen is required');
+  return list.map((text) => {
+    const endpoint = parseEndpoint(text, '--listen');
+    const problem = listenAddressProblem(endpoint.address);
+    if (problem) throw new ConfigError(`--listen ${formatEndpoint(endpoint.address, endpoint.port)} ${problem}`);
+    return endpoint;
+  });
+}
+
+function probeSources(raw: ParsedValues[string]): Record<Family, string> {
+  const sources = { ...DEFAULT_PROBE_SOURCES };
+  for (const address of Array.isArray(raw) ? raw : []) {
+    const family = net.isIP(address);
+    if (family === 0) throw new ConfigError(`--probe-source: '${echo(address)}' is not an IP address`);
+    sources[family as Family] = normalize(address);
+  }
+  return sources;
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
 function healthOptions(values: ParsedValues): HealthOptions {
   const probe = values['health-udp-probe'];
   if (probe !== undefined && !/^([0-9a-f]{2})+$/i.test(String(probe))) {
-    throw new ConfigError(`--health-udp-probe must be hex bytes, e.g. 0a0b0c: got '${probe}'`);
+    throw new ConfigError(`--health-udp-probe must be hex bytes, e.g. 0a0b0c: got '${echo(String(probe))}'`);
   }
   return Object.freeze({
-    intervalMs: durationFlag(values, 'health-interval', DEFAULTS.healthIntervalMs, { min: 0 }),
-    timeoutMs: durationFlag(values, 'health-timeout', DEFAULTS.healthTimeoutMs, { min: 1 }),
+    intervalMs: durationFlag(values, 'health-interval', DEFAULTS.healthIntervalMs, 0),
+    timeoutMs: durationFlag(values, 'health-timeout', DEFAULTS.healthTimeoutMs, 1),
     rise: integerFlag(values, 'health-rise', DEFAULTS.healthRise, 1, 100),
     fall: integerFlag(values, 'health-fall', DEFAULTS.healthFall, 1, 100),
     udpProbe: probe === undefined ? undefined : Buffer.from(String(probe), 'hex'),
   });
 }
 
-function endpoints(raw: ParsedValues[string], flag: string): Endpoint[] {
-  const list = Array.isArray(raw) ? raw : [];
-  if (list.length === 0) throw new ConfigError(`${flag} is required`);
-  return list.map((text) => parseEndpoint(text, flag));
-}
-
 function parseProtocols(raw: ParsedValues[string]): Protocol[] {
   const text = typeof raw === 'string' ? raw : 'tcp';
   const protocols = text.split(',').map((p) => p.trim());
   for (const p of protocols) {
-    if (p !== 'tcp' && p !== 'udp') throw new ConfigError(`--proto: unknown protocol '${p}' (tcp, udp or tcp,udp)`);
+    if (p !== 'tcp' && p !== 'udp') throw new ConfigError(`--proto: unknown protocol '${echo(p)}' (tcp, udp or tcp,udp)`);
   }
   return [...new Set(protocols)] as Protocol[];
 }
@@ -267,7 +392,7 @@ function parseProtocols(raw: ParsedValues[string]): Protocol[] {
 function parseMismatch(raw: ParsedValues[string]): FamilyMismatchPolicy {
   if (raw === undefined) return DEFAULTS.onFamilyMismatch;
   if (raw === 'reject' || raw === 'masquerade') return raw;
-  throw new ConfigError(`--on-family-mismatch must be reject or masquerade: got '${raw}'`);
+  throw new ConfigError(`--on-family-mismatch must be reject or masquerade: got '${echo(String(raw))}'`);
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -275,15 +400,13 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 function parseLogLevel(raw: ParsedValues[string]): LogLevel {
   if (raw === undefined) return 'info';
   if (LOG_LEVELS.includes(raw as LogLevel)) return raw as LogLevel;
-  throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join('|')}: got '${raw}'`);
+  throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join('|')}: got '${echo(String(raw))}'`);
 }
 
-function durationFlag(values: ParsedValues, flag: string, fallback: number, range: { min: number }): number {
+/** min 0 only where 0 turns the feature off. */
+function durationFlag(values: ParsedValues, flag: string, fallback: number, min: 0 | 1): number {
   const raw = values[flag];
-  if (raw === undefined) return fallback;
-  const ms = parseDuration(String(raw), `--${flag}`);
-  if (ms < range.min) throw new ConfigError(`--${flag} must be at least ${range.min}ms`);
-  return ms;
+  return raw === undefined ? fallback : parseDuration(String(raw), `--${flag}`, min);
 }
 
 export function integerFlag(values: ParsedValues, flag: string, fallback: number, min: number, max: number): number {
@@ -292,7 +415,7 @@ export function integerFlag(values: ParsedValues, flag: string, fallback: number
   const text = String(raw);
   const n = /^0x[0-9a-f]+$/i.test(text) ? parseInt(text, 16) : /^\d+$/.test(text) ? Number(text) : NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
-    throw new ConfigError(`--${flag} must be an integer from ${min} to ${max}: got '${text}'`);
+    throw new ConfigError(`--${flag} must be an integer from ${min} to ${max}: got '${echo(text)}'`);
   }
   return n;
 }
@@ -302,5 +425,7 @@ export function usage(command: string, flags: Record<string, FlagSpec>): string 
     const left = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.value ? ` ${spec.value}` : ''}`;
     return `  ${left.padEnd(38)} ${spec.help}`;
   });
-  return `usage: ${command}\n\n${rows.join('\n')}\n`;
+  const durations = Object.values(flags).some((spec) => spec.value === 'DURATION')
+    ? '\nDURATION is a number with its unit: 250ms, 5s, 10m, 2h (0 alone where it turns a feature off).\n' : '';
+  return `usage: ${command}\n\n${rows.join('\n')}\n${durations}`;
 }

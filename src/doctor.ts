@@ -8,9 +8,7 @@ import * as os from 'node:os';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import { listenError } from './listen';
-import { RelayConfig, RoutesConfig, ParsedValues, buildRunConfig, buildRoutesConfig } from './config';
-import { parseDuration } from './duration';
-import { ConfigError } from './errors';
+import type { RelayConfig, RoutesConfig, RunOptions } from './config';
 import type { Endpoint } from './addr';
 import { formatEndpoint } from './addr';
 import type { Family } from './sys/sockaddr';
@@ -29,32 +27,8 @@ export interface CheckResult {
   readonly fix?: readonly string[];
 }
 
-export interface DoctorOptions {
-  readonly run: RelayConfig;
-  readonly routes: RoutesConfig;
-  /** Client-like source addresses for the end-to-end probes, one per family. */
-  readonly probeSources: Readonly<Record<Family, string>>;
-  readonly probeTimeoutMs: number;
-}
-
-/** Not the relay's own and not a real client's: TEST-NET-1's last address, and its IPv6 counterpart. */
-export const DEFAULT_PROBE_SOURCES: Record<Family, string> = { 4: '192.0.2.254', 6: '2001:db8:ffff::fe' };
-
-/** Doctor's options from its flags: a run's, the routes', and the probe's. */
-export function doctorOptionsFrom(values: ParsedValues): DoctorOptions {
-  const probeSources = { ...DEFAULT_PROBE_SOURCES };
-  for (const address of (values['probe-source'] as string[] | undefined) ?? []) {
-    const family = net.isIP(address);
-    if (family === 0) throw new ConfigError(`--probe-source: '${address}' is not an IP address`);
-    probeSources[family as Family] = address;
-  }
-  return {
-    run: buildRunConfig(values),
-    routes: buildRoutesConfig(values),
-    probeSources,
-    probeTimeoutMs: values['probe-timeout'] === undefined ? 2000 : parseDuration(String(values['probe-timeout']), '--probe-timeout'),
-  };
-}
+/** Doctor checks a run's setup: its options are a run's, built by config.buildRunOptions. */
+export type DoctorOptions = RunOptions;
 
 export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
   const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];

@@ -77,6 +77,25 @@ function formatTarget(address?: string, port?: number): string {
   return port === undefined ? ` ${address}` : ` ${host}:${port}`;
 }
 
+/** How much of a value an error message echoes. */
+export const ECHO_LIMIT = 200;
+
+/**
+ * A value as an error message may echo it: control characters escaped (a
+ * newline cannot fake a second `relay:` line, an escape sequence cannot
+ * reach the terminal) and cut at `limit` characters, saying how many more.
+ */
+export function echo(value: string, limit = ECHO_LIMIT): string {
+  const chars = [...value];
+  const shown = chars.slice(0, limit).join('').replace(/\p{Cc}/gu, escapeControl);
+  return chars.length > limit ? `${shown}... (${chars.length - limit} more)` : shown;
+}
+
+function escapeControl(c: string): string {
+  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+  return named[c] ?? `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+}
+
 /** One line for an operator: message, then the hint if there is one. */
 export function describeError(err: unknown): string {
   if (err instanceof SysError || err instanceof RelayError) {

@@ -9,15 +9,15 @@
 //   3. that table holds `local 0.0.0.0/0 dev lo` (and `local ::/0`), so
 //      every destination is local there.
 // Relay owns the nft table `inet relay`, its rule (by mark, table and
-// priority) and its table number; `remove` deletes exactly those.
+// priority) and its table number; `remove` deletes the rule it finds, with
+// what belongs to it, and nothing when it finds none.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import ipaddr from 'ipaddr.js';
-import type { RoutesConfig } from './config';
+import type { RoutesConfig, HostFacts, IpRule } from './config';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand } from './shell';
-import { Endpoint, formatEndpoint, familyOfAddress } from './addr';
-import { ConfigError, RelayError } from './errors';
+import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
+import { ConfigError, RelayError, echo } from './errors';
 
 export const NFT_TABLE = 'relay';
 
@@ -55,6 +55,39 @@ export function relayHostSteps(config: RoutesConfig, families: readonly Family[]
   return steps;
 }
 
+/** relay's rule as given: its fwmark, table and priority. */
+function isRelayRule(rule: IpRule, config: RoutesConfig): boolean {
+  return Number(rule.fwmark) === config.fwmark && Number(rule.fwmask ?? 0xffffffff) === 0xffffffff &&
+    rule.table === String(config.table) && rule.priority === config.rulePriority;
+}
+
+function listRules(family: Family): IpRule[] {
+  return listJson(['ip', '-j', `-${family}`, 'rule', 'show']) as IpRule[];
+}
+
+/** `nft list table inet relay`: its text, or undefined when there is no such table. */
+function listNftTable(): string | undefined {
+  const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
+  if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
+    throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
+  }
+  return listed.ok ? listed.stdout : undefined;
+}
+
+/** The mark relay's nft table sets, or undefined when there is no such table. */
+function nftTableMark(): number | undefined {
+  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listNftTable() ?? '');
+  return mark ? Number(mark[1]) : undefined;
+}
+
+/** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */
+export function readHostFacts(families: readonly Family[] = hostFamilies()): HostFacts {
+  return {
+    addresses: Object.values(os.networkInterfaces()).flat().flatMap((i) => (i ? [i.address] : [])),
+    rules: families.flatMap(listRules),
+  };
+}
+
 function nftStep(config: RoutesConfig): RouteStep {
   const ruleset = nftRuleset(config.fwmark);
   // Create-then-delete-then-define, in one transaction: idempotent, and it
@@ -63,14 +96,11 @@ function nftStep(config: RoutesConfig): RouteStep {
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
     isPresent: () => {
-      const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-      if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
-        throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
-      }
+      const listed = listNftTable();
       // Every rule of the current ruleset, so a table left by an older relay counts as missing.
       const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
       const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
-      return listed.ok && rules.every((rule) => new RegExp(rule).test(listed.stdout));
+      return listed !== undefined && rules.every((rule) => new RegExp(rule).test(listed));
     },
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
@@ -83,9 +113,7 @@ function ruleStep(config: RoutesConfig, family: Family): RouteStep {
   return {
     name: `IPv${family} rule: fwmark ${hex(config.fwmark)} lookup ${config.table}`,
     family,
-    isPresent: () => listJson(['ip', '-j', `-${family}`, 'rule', 'show']).some((r) =>
-      Number(r.fwmark) === config.fwmark && String(r.table) === String(config.table) &&
-      Number(r.priority) === config.rulePriority),
+    isPresent: () => listRules(family).some((r) => isRelayRule(r, config)),
     applyCommands: [['ip', `-${family}`, 'rule', 'add', ...spec]],
     removeCommands: [['ip', `-${family}`, 'rule', 'del', ...spec]],
   };
@@ -137,9 +165,9 @@ export function routesCommand(action: string, config: RoutesConfig): number {
     case 'check':
       return checkRoutes(steps);
     case 'remove':
-      return removeRoutes(steps);
+      return removeRoutes(planRemoval(config, readRouting(steps)));
     default:
-      throw new ConfigError(`routes: unknown action '${action}' (print, apply, check or remove)`);
+      throw new ConfigError(`routes: unknown action '${echo(action)}' (print, apply, check or remove)`);
   }
 }
 
@@ -174,12 +202,105 @@ export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): 
   return missing === 0 ? 0 : 1;
 }
 
-export function removeRoutes(steps: readonly RouteStep[], out = process.stdout): number {
-  for (const step of steps) {
-    if (!step.isPresent()) continue;
+/** What `routes remove` decides on, read from the host (or given, in a test). */
+export interface RoutingListing {
+  /** Every rule, per family this host routes. */
+  readonly rules: Partial<Record<Family, readonly IpRule[]>>;
+  /** Whether relay's table holds its local route, per family. */
+  readonly localRoute: Partial<Record<Family, boolean>>;
+  /** The mark the nft table inet relay sets; undefined when there is no such table. */
+  readonly nftMark: number | undefined;
+}
+
+export interface RemovalPlan {
+  readonly remove: readonly RouteStep[];
+  /** What was found and left alone, and why. */
+  readonly kept: readonly string[];
+  /** Set when nothing matched but something relay-like was found: remove nothing, and say what to pass. */
+  readonly mismatch?: string;
+}
+
+/** A family's two steps, as relayHostSteps orders them. */
+function familySteps(steps: readonly RouteStep[], family: Family): { rule: RouteStep; route: RouteStep } {
+  const [rule, route] = steps.filter((s) => s.family === family);
+  return { rule, route };
+}
+
+function readRouting(steps: readonly RouteStep[]): RoutingListing {
+  const families = [...new Set(steps.flatMap((s) => (s.family ? [s.family] : [])))];
+  return {
+    rules: Object.fromEntries(families.map((f) => [f, listRules(f)])),
+    localRoute: Object.fromEntries(families.map((f) => [f, familySteps(steps, f).route.isPresent()])),
+    nftMark: nftTableMark(),
+  };
+}
+
+/**
+ * Per family, relay's rule as given (fwmark, table, priority): when found, it
+ * and that family's local route go; the nft table goes when it sets the given
+ * fwmark. The local routes are found by table number alone, so they never go
+ * without their rule. When no rule matches but another rule looks like
+ * relay's, or the nft table sets another mark, nothing goes: a mistyped flag
+ * must not half tear down a working setup.
+ */
+export function planRemoval(config: RoutesConfig, listing: RoutingListing): RemovalPlan {
+  const steps = relayHostSteps(config, Object.keys(listing.rules).map(Number) as Family[]);
+  const given = describeRule(asGiven(config));
+  const remove: RouteStep[] = [];
+  const kept: string[] = [];
+  const lookalikes: IpRule[] = [];
+  for (const [key, rules = []] of Object.entries(listing.rules)) {
+    const family = Number(key) as Family;
+    const { rule, route } = familySteps(steps, family);
+    if (rules.some((r) => isRelayRule(r, config))) {
+      remove.push(rule, ...(listing.localRoute[family] ? [route] : []));
+      continue;
+    }
+    const like = rules.filter((r) => r.fwmark !== undefined && (Number(r.fwmark) === config.fwmark ||
+      r.table === String(config.table) || r.priority === config.rulePriority));
+    lookalikes.push(...like);
+    kept.push(...like.map((r) => `IPv${family} rule ${describeRule(r)}: not ${given}`));
+    if (listing.localRoute[family]) kept.push(`${route.name}: its rule ${given} is not there`);
+  }
+  const nftMark = listing.nftMark;
+  if (remove.length === 0 && lookalikes.length > 0) {
+    return { remove: [], kept: [], mismatch: `no rule ${given}; found ${describeRule(lookalikes[0])}: pass ${flagsFor(lookalikes[0], config)}` };
+  }
+  if (remove.length === 0 && nftMark !== undefined && nftMark !== config.fwmark) {
+    return { remove: [], kept: [],
+      mismatch: `no rule ${given}; found nftables table inet ${NFT_TABLE} marking ${hex(nftMark)}: pass --fwmark ${hex(nftMark)}` };
+  }
+  if (nftMark === config.fwmark) remove.unshift(steps[0]);
+  else if (nftMark !== undefined) kept.push(`nftables table inet ${NFT_TABLE}: it marks ${hex(nftMark)}, not ${hex(config.fwmark)}`);
+  return { remove, kept };
+}
+
+function asGiven(config: RoutesConfig): IpRule {
+  return { fwmark: hex(config.fwmark), table: String(config.table), priority: config.rulePriority };
+}
+
+function describeRule(r: IpRule): string {
+  return `fwmark ${hex(Number(r.fwmark))}${r.fwmask ? `/${r.fwmask}` : ''} lookup ${r.table} priority ${r.priority}`;
+}
+
+/** The flags that would make `routes remove` take this rule for relay's (a masked rule is never relay's). */
+function flagsFor(r: IpRule, config: RoutesConfig): string {
+  if (Number(r.fwmask ?? 0xffffffff) !== 0xffffffff) return 'the flags of the rule relay added; relay adds no masked rule';
+  return [
+    Number(r.fwmark) !== config.fwmark ? `--fwmark ${hex(Number(r.fwmark))}` : '',
+    r.table !== String(config.table) ? `--table ${r.table}` : '',
+    r.priority !== config.rulePriority ? `--priority ${r.priority}` : '',
+  ].filter((f) => f !== '').join(' ');
+}
+
+export function removeRoutes(plan: RemovalPlan, out = process.stdout): number {
+  for (const step of plan.remove) {
     for (const argv of step.removeCommands) runCommand(argv);
     out.write(`removed  ${step.name}\n`);
   }
+  for (const line of plan.kept) out.write(`kept     ${line}\n`);
+  if (plan.mismatch) throw new RelayError('ERR_ROUTES', `routes remove: nothing removed: ${plan.mismatch}`);
+  if (plan.remove.length === 0) out.write('nothing to remove: relay\'s routes are not on this host\n');
   return 0;
 }
 
@@ -244,7 +365,7 @@ function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
 }
 
 function isOnThisHost(address: string): boolean {
-  if (ipaddr.parse(address).range() === 'loopback') return true;
+  if (isLoopback(address)) return true;
   return Object.values(os.networkInterfaces()).flat().some((i) => i?.address === address);
 }
 

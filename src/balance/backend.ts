@@ -1,6 +1,6 @@
 // Weighted backends and the --backend flag value "ADDR:PORT[,weight=N]". Pure.
 import { Endpoint, formatEndpoint, parseEndpoint } from '../addr';
-import { ConfigError } from '../errors';
+import { ConfigError, echo } from '../errors';
 
 export interface WeightedBackend {
   readonly endpoint: Endpoint;
@@ -30,29 +30,29 @@ export function weightedBackend(endpoint: Endpoint, weight = DEFAULT_WEIGHT): We
  * "[2001:db8::20]:80,weight=2". The only option is weight; a repeated or
  * unknown option is an error rather than silently ignored.
  */
-export function parseBackend(text: string): WeightedBackend {
+export function parseBackend(text: string, what = 'backend'): WeightedBackend {
   const [target, ...options] = text.split(',');
-  const endpoint = parseEndpoint(target, 'backend');
+  const endpoint = parseEndpoint(target, what);
   let weight: number | undefined;
   for (const option of options) {
     const match = /^weight=(.*)$/.exec(option);
     if (!match) {
       throw new ConfigError(
-        `backend '${text}': unknown option '${option}' (the only option is weight=N)`,
+        `${what} '${echo(text)}': unknown option '${echo(option)}' (the only option is weight=N)`,
         'write ADDR:PORT or ADDR:PORT,weight=N, e.g. 198.51.100.20:80,weight=3',
       );
     }
-    if (weight !== undefined) throw new ConfigError(`backend '${text}': weight given twice`);
-    weight = parseWeight(match[1], text);
+    if (weight !== undefined) throw new ConfigError(`${what} '${echo(text)}': weight given twice`);
+    weight = parseWeight(match[1], text, what);
   }
   return weightedBackend(endpoint, weight);
 }
 
-function parseWeight(value: string, text: string): number {
+function parseWeight(value: string, text: string, what: string): number {
   // Digits only: Number() alone would accept '', ' 3', '0x10' and '1e2'.
   const weight = /^\d+$/.test(value) ? Number(value) : NaN;
   if (!(weight >= 1 && weight <= MAX_WEIGHT)) {
-    throw new ConfigError(`backend '${text}': weight must be an integer 1-${MAX_WEIGHT}: got '${value}'`);
+    throw new ConfigError(`${what} '${echo(text)}': weight must be an integer 1-${MAX_WEIGHT}: got '${echo(value)}'`);
   }
   return weight;
 }

@@ -1,0 +1,53 @@
+// `relay routes remove` decides from the host's listings, injected here: it
+// removes relay's rule as given and what belongs to it, or nothing. No root.
+import t from 'tap';
+import { planRemoval, RoutingListing } from '../../src/routes';
+import { buildRoutesConfig, parseFlags, ROUTES_FLAGS, IpRule } from '../../src/config';
+
+const config = (...args: string[]) => buildRoutesConfig(parseFlags(args, ROUTES_FLAGS));
+const rule = (fwmark: string, table = '2017', priority = 2017): IpRule => ({ priority, src: 'all', fwmark, table } as IpRule);
+const main: IpRule[] = [{ priority: 0, table: 'local' }, { priority: 32766, table: 'main' }];
+/** A host after `relay routes apply` with the default flags, plus an operator's own rule. */
+const applied: RoutingListing = {
+  rules: { 4: [...main, rule('0x5e1a'), rule('0x7', '100', 3000)], 6: [...main, rule('0x5e1a')] },
+  localRoute: { 4: true, 6: true },
+  nftMark: 0x5e1a,
+};
+const names = (listing: RoutingListing, ...args: string[]) => planRemoval(config(...args), listing).remove.map((s) => s.name);
+
+t.test('the rule as given is found: it, its local route and the nft table go, together', async (t) => {
+  t.same(names(applied), [
+    'nftables table inet relay marks transparent-socket packets 0x5e1a',
+    'IPv4 rule: fwmark 0x5e1a lookup 2017', 'IPv4 route: local 0.0.0.0/0 dev lo table 2017',
+    'IPv6 rule: fwmark 0x5e1a lookup 2017', 'IPv6 route: local ::/0 dev lo table 2017',
+  ]);
+  const plan = planRemoval(config(), applied);
+  t.same(plan.remove[1].removeCommands, [['ip', '-4', 'rule', 'del', 'fwmark', '0x5e1a', 'lookup', '2017', 'priority', '2017']]);
+  t.equal(plan.mismatch, undefined);
+});
+
+t.test('a mistyped --fwmark removes nothing and names what was found', async (t) => {
+  const plan = planRemoval(config('--fwmark', '7'), applied);
+  t.same(plan.remove, [], 'not the local routes, though they are in table 2017');
+  t.equal(plan.mismatch, 'no rule fwmark 0x7 lookup 2017 priority 2017; found fwmark 0x5e1a lookup 2017 priority 2017: pass --fwmark 0x5e1a');
+  t.match(planRemoval(config('--priority', '100'), applied).mismatch, /no rule fwmark 0x5e1a lookup 2017 priority 100; .*: pass --priority 2017$/);
+  t.match(planRemoval(config('--table', '300'), applied).mismatch, /: pass --table 2017$/);
+  const nftOnly: RoutingListing = { rules: { 4: main, 6: main }, localRoute: {}, nftMark: 0x5e1a };
+  t.equal(planRemoval(config('--fwmark', '7'), nftOnly).mismatch,
+    'no rule fwmark 0x7 lookup 2017 priority 2017; found nftables table inet relay marking 0x5e1a: pass --fwmark 0x5e1a');
+});
+
+t.test('per family, and the nft table only with its own mark', async (t) => {
+  const v4only: RoutingListing = { ...applied, rules: { 4: applied.rules[4], 6: main }, nftMark: 0x99 };
+  const plan = planRemoval(config(), v4only);
+  t.same(plan.remove.map((s) => s.name), ['IPv4 rule: fwmark 0x5e1a lookup 2017', 'IPv4 route: local 0.0.0.0/0 dev lo table 2017']);
+  t.same(plan.kept, ['IPv6 route: local ::/0 dev lo table 2017: its rule fwmark 0x5e1a lookup 2017 priority 2017 is not there',
+    'nftables table inet relay: it marks 0x99, not 0x5e1a']);
+  t.same(names({ rules: { 4: main }, localRoute: { 4: false }, nftMark: 0x5e1a }), ['nftables table inet relay marks transparent-socket packets 0x5e1a'],
+    'a table left without its rules goes');
+});
+
+t.test('nothing of relay\'s on the host: nothing to do, and no error', async (t) => {
+  const plan = planRemoval(config(), { rules: { 4: [...main, rule('0x7', '100', 3000)], 6: main }, localRoute: {}, nftMark: undefined });
+  t.same(plan, { remove: [], kept: [] });
+});

@@ -49,6 +49,10 @@ t.test('torture: abusive TCP peers', { skip: !canRunLab && SKIP_REASON }, async 
       .reduce((m, k) => m + k.connected, 0), 0);
     t.comment(`${total} abusive connections in ${Date.now() - started} ms, ${connected} connected`);
     t.ok(connected >= total * 0.95, `nearly all connected (${connected} of ${total})`);
+    if (proc.child.exitCode !== null) {
+      t.fail(`relay exited (${proc.child.exitCode}): ${proc.stderr().slice(0, 800)} ${relayLogs(proc).filter((l) => Number(l.level) >= 50).map((l) => JSON.stringify(l)).join(' ').slice(0, 800)}`);
+      return;
+    }
 
     const fds = await settleFds(pid, base.fds, FD_SLACK);
     const after = await snapshot(proc);

@@ -41,6 +41,7 @@ export async function startRelay(topo: Topology, args: string[], options: RelayO
       while (topo.relay.tryRun('ss', flag, `sport = :${port}`).stdout.trim() === '') {
         if (proc.child.exitCode !== null || Date.now() > deadline) {
           await proc.stop('SIGKILL');
+          await sleep(100); // what it wrote before exiting is still in the pipes
           throw new Error(`relay did not start listening on ${proto}/${port}: ${proc.stderr().trim() || proc.stdout().trim()}`);
         }
         await sleep(25);

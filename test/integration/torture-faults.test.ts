@@ -98,10 +98,10 @@ t.test('torture: faults, signals and durations', { skip: !canRunLab && SKIP_REAS
   t.test('a throw outside any connection: one fatal line, a non-zero exit, no stack on stderr', async (t) => {
     const proc = await startRelay(topo, ['--listen', '0.0.0.0:7503', ...backendArgs],
       { env: { RELAY_TEST_FAULTS: 'tcp-listener:41504' } });
-    await runAbuse(topo.lab, topo.client, 'hello', ['--target', `${ADDR.relayClientSide4}:7503`, '--local-port', '41504',
+    const hello = await runAbuse(topo.lab, topo.client, 'hello', ['--target', `${ADDR.relayClientSide4}:7503`, '--local-port', '41504',
       '--timeout', '2000'], 'hello-result', 10_000);
     const code = await proc.exited(10_000).catch(() => 'still running');
-    t.not(code, 'still running', 'relay exited');
+    t.not(code, 'still running', `relay exited (the client saw ${JSON.stringify(hello)}; relay logged ${proc.stdout().slice(-600)})`);
     t.not(code, 0, `with a non-zero status (${code})`);
     const fatal = relayLines(proc).filter((l) => Number(l.level) >= 60);
     t.equal(fatal.length, 1, 'exactly one fatal line');

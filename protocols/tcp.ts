@@ -310,6 +310,11 @@ class ProxiedConnection implements FaultOwner {
       if (err) this.fail(connectFailureReason(err.code), err);
       else this.onConnected();
     });
+    // Reading is armed with the connect, so the socket enters epoll once for
+    // both: armed after it, libuv re-adds a registered fd (EEXIST, then a
+    // modify), an epoll_ctl more per connection. Nothing is read before the
+    // connect completes (libuv finishes the connect first).
+    upstream.readStart(this.forward(upstream, this.client, 'backend'));
   }
 
   private onConnected(): void {
@@ -320,7 +325,6 @@ class ProxiedConnection implements FaultOwner {
     // The client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
     this.client.readStart(this.forward(this.client, this.upstream, 'client'));
-    this.upstream.readStart(this.forward(this.upstream, this.client, 'backend'));
     if (this.config.idleTimeoutMs > 0) this.armIdleTimer(this.config.idleTimeoutMs);
   }
 

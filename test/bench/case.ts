@@ -143,9 +143,12 @@ const MAX_ATTEMPTS = 4;
 export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
   const samples: Sample[] = [];
   const discarded: Sample[] = [];
+  // In a series, how many runs (repeated ones too) the target's client namespace has seen: all left their TIME_WAIT.
+  let seriesRuns = 0;
   const measureOne = async (prepared: PreparedCase, target: Target, run: number) => {
     for (let attempt = 1; ; attempt++) {
       const sample = await runOnce(ctx, prepared, target, run);
+      if (benchCase.series) sample.details.runInSeries = ++seriesRuns;
       log(describe(benchCase, sample));
       const others = sample.proxyCpuOthers ?? 0;
       if ((sample.foreignCores <= FOREIGN_CORES_LIMIT && others <= PROXY_CPU_OTHERS_LIMIT) || benchCase.countOnly ||
@@ -163,6 +166,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
   try {
     if (benchCase.series) {
       for (const target of benchCase.targets) {
+        seriesRuns = 0;
         renewClientNamespace(ctx.net);
         setSysctls(ctx.net.client, benchCase.series.clientSysctls ?? []);
         log(`${benchCase.id}: ${target.name}, ${options.runs} run(s) back to back in a fresh client namespace` +

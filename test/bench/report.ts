@@ -106,15 +106,24 @@ function fmt(value: number | undefined, decimals: number): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'nginx', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'nginx', 'haproxy', 'kernel'];
 
-/** Rows of the results table: metric, relay, nginx, kernel, ratio, target, verdict. */
-function resultRows(summaries: CaseSummary[]): string[][] {
-  return summaries.map((s) => {
-    const c = s.result.benchCase;
-    return [`${c.title} (${c.unit})`, ...NAMES.map((n) => fmt(s.targets[n]?.median, c.decimals)),
-      fmt(s.ratio, 2), s.goal, s.verdict];
-  });
+/** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
+function namesIn(summaries: CaseSummary[]): TargetName[] {
+  return NAMES.filter((n) => summaries.some((s) => s.targets[n]));
+}
+
+/** The results table: metric, a column per target, ratio, target, verdict. */
+function resultTable(summaries: CaseSummary[]): { head: string[]; rows: string[][] } {
+  const names = namesIn(summaries);
+  return {
+    head: ['metric (median)', ...names, 'relay/nginx', 'target', 'verdict'],
+    rows: summaries.map((s) => {
+      const c = s.result.benchCase;
+      return [`${c.title} (${c.unit})`, ...names.map((n) => fmt(s.targets[n]?.median, c.decimals)),
+        fmt(s.ratio, 2), s.goal, s.verdict];
+    }),
+  };
 }
 
 /** Rows of the CPU table, for the rate cases. */
@@ -180,13 +189,13 @@ function syscallTable(summaries: CaseSummary[]): { head: string[]; rows: string[
   return { head, rows };
 }
 
-const RESULT_HEAD = ['metric (median)', 'relay', 'nginx', 'kernel', 'relay/nginx', 'target', 'verdict'];
 const CPU_HEAD = ['metric (median)', 'relay cores', 'relay per core', 'nginx cores', 'nginx per core', 'relay/nginx per core'];
 
 export function consoleReport(summaries: CaseSummary[]): string {
   const series = seriesTables(summaries).map((t) => `\n${t.title}:\n${textTable(t.head, t.rows)}\n`).join('');
   const syscalls = syscallTable(summaries);
-  return `\n${textTable(RESULT_HEAD, resultRows(summaries))}\n${series}` +
+  const results = resultTable(summaries);
+  return `\n${textTable(results.head, results.rows)}\n${series}` +
     (syscalls ? `\nSystem calls per connection / per session (median over runs; failed calls in brackets):\n` +
       `${textTable(syscalls.head, syscalls.rows)}\n` : '') +
     (cpuRows(summaries).length === 0 ? '' : `\nProxy CPU use (cores = CPU seconds / wall seconds; per core = figure / ` +
@@ -211,6 +220,7 @@ export interface Machine {
   kernel: string;
   node: string;
   nginx: string;
+  haproxy: string;
   iperf3: string;
   wrk: string;
   cc: string;
@@ -232,6 +242,7 @@ export function machineInfo(): Machine {
     kernel: os.release(),
     node: process.version,
     nginx: firstLine(['nginx', '-v']).replace(/^nginx version: /, ''),
+    haproxy: fs.existsSync('/usr/sbin/haproxy') ? firstLine(['haproxy', '-v']).replace(/ - https:.*$/, '') : 'not installed',
     iperf3: firstLine(['iperf3', '--version']),
     wrk: firstLine(['wrk', '-v']).replace(/ Copyright.*/, ''),
     cc: firstLine(['cc', '--version']),
@@ -262,7 +273,7 @@ export function markdownReport(d: DocInput): string {
     '## Machine',
     '',
     mdTable(['', ''], [['CPUs (nproc)', String(m.cpus)], ['CPU model', m.cpuModel], ['kernel (uname -r)', m.kernel],
-      ['Node.js', m.node], ['nginx', m.nginx], ['iperf3', m.iperf3], ['wrk', m.wrk],
+      ['Node.js', m.node], ['nginx', m.nginx], ['HAProxy', m.haproxy], ['iperf3', m.iperf3], ['wrk', m.wrk],
       ['C compiler (UDP peers)', m.cc], ['relay commit', m.commit]]),
     '',
     `Runs per measurement: ${d.options.runs} (the table shows medians); ${d.options.seconds} s per throughput and ` +
@@ -272,7 +283,7 @@ export function markdownReport(d: DocInput): string {
     '',
     '## Results',
     '',
-    mdTable(RESULT_HEAD, resultRows(d.summaries)),
+    mdTable(resultTable(d.summaries).head, resultTable(d.summaries).rows),
     '',
     ...d.summaries.map((s) => `- **${s.verdict}** ${s.result.benchCase.title}: target ${s.goal}; ${s.why}.` +
       (s.result.benchCase.caveat?.(d.options) ? ` ${s.result.benchCase.caveat(d.options)}` : '')),

@@ -14,7 +14,7 @@ import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
 import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, deriveResult, median, runCase } from './case';
 import { FD_HARD_LIMIT, LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
-import { TARGETS, Target } from './targets';
+import { Target, haproxyInstalled } from './targets';
 import { TCP_CASES, tcpConnRateTunedClient } from './tcp';
 import { SYSCALL_CASES } from './syscalls';
 import { DEFAULT_UDP_SESSIONS, UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
@@ -57,7 +57,8 @@ const USAGE = `usage: npm run bench [-- options]   (as root)
                     (a figure read from another case's runs, e.g. ${CASES.flatMap((c) => c.derived ?? [])[0]?.id}, runs that case)
   --tuned-client    also run ${tcpConnRateTunedClient.id}: the connection rate with the client tuned
                     (tcp_tw_reuse=1, ports 1024-65535), reported beside the default-sysctl case, not judged
-  --targets NAMES   comma-separated: ${TARGETS.map((t) => t.name).join(', ')} (default all)
+  --targets NAMES   comma-separated: ${[...new Set(CASES.flatMap((c) => c.targets.map((t) => t.name)))].join(', ')} (default all;
+                    haproxy, in the connection-rate case, only where it is installed)
   --out FILE        where to write the report (default docs/benchmarks.md)
   --no-doc          print only, write no report
   --strict          exit 1 if relay misses a target
@@ -96,10 +97,14 @@ function parseOptions(argv: string[]) {
   const unknown = ids?.filter((id) => !CASES.some((c) => c.id === id)) ?? [];
   if (unknown.length > 0) throw new Error(`--only: unknown case ${unknown.join(', ')}`);
   const names = values.targets?.split(',').map((s) => s.trim());
-  const unknownTargets = names?.filter((n) => !TARGETS.some((t) => t.name === n)) ?? [];
+  const unknownTargets = names?.filter((n) => !CASES.some((c) => c.targets.some((t) => t.name === n))) ?? [];
   if (unknownTargets.length > 0) throw new Error(`--targets: unknown target ${unknownTargets.join(', ')}`);
-  const cases = (ids ? CASES.filter((c) => ids.includes(c.id))
-    : CASES.filter((c) => !OPT_IN.has(c.id) || (c.id === tcpConnRateTunedClient.id && values['tuned-client'])))
+  const wanted = (c: BenchCase) => (ids ? ids.includes(c.id) : !OPT_IN.has(c.id)) ||
+    (c.id === tcpConnRateTunedClient.id && values['tuned-client']);
+  // HAProxy is measured where it is installed, and left out (said at start) where not.
+  const withoutHaproxy = (c: BenchCase) => (haproxyInstalled() ? c : { ...c, targets: c.targets.filter((t) => t.name !== 'haproxy'),
+    derived: c.derived?.map((d) => ({ ...d, targets: d.targets.filter((t) => t.name !== 'haproxy') })) });
+  const cases = CASES.filter(wanted).map(withoutHaproxy)
     .map((c) => (names ? { ...c, targets: c.targets.filter((t) => names.includes(t.name)) } : c))
     .filter((c) => c.targets.length > 0);
   return { options, cases, values };
@@ -124,6 +129,7 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   checkPrerequisites();
+  if (!haproxyInstalled()) say('haproxy is not installed: the connection-rate case runs without it (apt-get install -y haproxy)');
   // The runner itself goes to the load CPU with everything it spawns, unless pinned elsewhere.
   tryCommand(['taskset', '-a', '-p', '-c', String(LOAD_CPU), String(process.pid)]);
   const foreign = foreignNamespaces();

@@ -3,6 +3,7 @@
 // ceiling). Each starts fresh for every run, on the proxy CPU, and says which
 // processes to charge CPU time and memory to.
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 import { formatEndpoint } from '../../src/addr';
@@ -10,7 +11,7 @@ import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, s
 import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
 import { descendants, exePath } from './proc';
 
-export type TargetName = 'relay' | 'nginx' | 'kernel';
+export type TargetName = 'relay' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -45,6 +46,7 @@ export interface Target {
 
 const RELAY_PORT = 8080;
 const NGINX_PORT = 8081;
+const HAPROXY_PORT = 8082;
 const STOP_GRACE_MS = 3_000;
 
 /**
@@ -139,6 +141,65 @@ async function startNginxTarget(ctx: BenchContext, name: string,
     problems: () => nginx.errors().map((l) => l.replace(/^.*?\[(\w+)\] \d+#\d+: (\*\d+ )?/, '$1: ').replace(/, client: .*$/, '')),
     stop: () => stopWithin(nginx.proc, STOP_GRACE_MS),
   };
+}
+
+/**
+ * HAProxy in TCP mode, transparent (`source 0.0.0.0 usesrc clientip`): one
+ * process, one thread, as nginx and relay run; root, so it may set
+ * IP_TRANSPARENT. No log section: nothing is logged per connection.
+ * Optional: cases leave it out when haproxy is not installed.
+ */
+export const haproxyTarget: Target = {
+  name: 'haproxy',
+  setup: `HAProxy TCP mode, \`nbthread 1\`, \`source 0.0.0.0 usesrc clientip\` in the backend, run as root in the ` +
+    `foreground (\`haproxy -db -f FILE\`), on CPU ${PROXY_CPU}, listening on ${ADDR.relayClientSide4}:${HAPROXY_PORT}`,
+  start: (ctx, backend) => startHaproxyTarget(ctx, backend),
+};
+
+function haproxyConfig(entry: HostPort, backend: HostPort): string {
+  return `global
+  nbthread 1
+  maxconn ${RELAY_MAX_CONNS}
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend bench
+  bind ${formatEndpoint(entry.host, entry.port)}
+  default_backend backends
+backend backends
+  source 0.0.0.0 usesrc clientip
+  server backend ${formatEndpoint(backend.host, backend.port)}
+`;
+}
+
+async function startHaproxyTarget(ctx: BenchContext, backend: HostPort): Promise<ProxyUnderTest> {
+  const entry = { host: ADDR.relayClientSide4, port: HAPROXY_PORT };
+  const dir = fs.mkdtempSync(path.join(ctx.lab.dir, 'haproxy-'));
+  const file = path.join(dir, 'haproxy.cfg');
+  fs.writeFileSync(file, haproxyConfig(entry, backend));
+  const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, ['haproxy', '-db', '-f', file]);
+  await waitForListener(ctx.net.relay, 'tcp', entry.port).catch((err: Error) => {
+    throw new Error(`haproxy did not start: ${proc.stderr().trim() || err.message}`);
+  });
+  assertExecs(proc, fs.realpathSync(HAPROXY_BINARY));
+  return {
+    name: 'haproxy',
+    entry,
+    pids: () => [proc.child.pid as number],
+    // "[WARNING]  (123) : message" -> "warn: message"
+    problems: () => (proc.stdout() + proc.stderr()).split('\n').filter((l) => /\[(WARNING|ALERT)\]/.test(l))
+      .map((l) => l.replace(/^.*?\[(WARNING|ALERT)\]\s*(\(\d+\)\s*:\s*)?/, (_m, level: string) => `${level === 'ALERT' ? 'error' : 'warn'}: `)),
+    stop: () => stopWithin(proc, STOP_GRACE_MS),
+  };
+}
+
+const HAPROXY_BINARY = '/usr/sbin/haproxy';
+
+/** Is HAProxy installed here? (Debian: apt-get install haproxy.) */
+export function haproxyInstalled(): boolean {
+  return fs.existsSync(HAPROXY_BINARY);
 }
 
 export const kernelTarget: Target = {

@@ -7,7 +7,7 @@ import { Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns'
 import { formatEndpoint } from '../../src/addr';
 import { BenchCase, BenchOptions, DerivedCase, PreparedCase, measureWindow } from './case';
 import { ADDR, LOAD_CPU, TUNED_CLIENT_SYSCTLS, runBounded, sleep, spawnPinned, stopWithin, waitUntil } from './lab';
-import { BenchContext, HostPort, ProxyUnderTest, TARGETS, relayTarget, nginxTarget } from './targets';
+import { BenchContext, HostPort, ProxyUnderTest, TARGETS, haproxyTarget, kernelTarget, relayTarget, nginxTarget } from './targets';
 import { httpBackendConfig, startNginx } from './nginx';
 import { openFds, totalRssKiB } from './proc';
 
@@ -74,6 +74,9 @@ function parseIperf(stdout: string, stderr: string): { bitsPerSecond: number; re
   return { bitsPerSecond: received, retransmits: json.end?.sum_sent?.retransmits ?? 0 };
 }
 
+/** The connection rate is the case HAProxy is measured in too (when installed: run.ts drops it otherwise). */
+const CONN_RATE_TARGETS = [relayTarget, nginxTarget, haproxyTarget, kernelTarget];
+
 /** TIME_WAIT figures are per this many connections. */
 const PER_CONNS = 10_000;
 
@@ -95,7 +98,7 @@ function connRateCase(v: ConnRateVariant): BenchCase {
     unit: `TIME_WAIT/${PER_CONNS / 1000}k conns`,
     decimals: 0,
     perCore: false,
-    targets: TARGETS,
+    targets: CONN_RATE_TARGETS,
     series: {},
     goal: v.timeWaitGoal,
     method: () => `From the runs of ${v.id}: the client namespace\'s TIME_WAIT sockets entered during a run, per ` +
@@ -113,7 +116,7 @@ function connRateCase(v: ConnRateVariant): BenchCase {
     unit: 'conn/s',
     decimals: 0,
     perCore: true,
-    targets: TARGETS,
+    targets: CONN_RATE_TARGETS,
     goal: v.goal,
     series: { clientSysctls: v.clientSysctls },
     derived: [timeWait],
@@ -123,7 +126,9 @@ function connRateCase(v: ConnRateVariant): BenchCase {
       'requests/s is connections/s. Before each run one `curl` through the path must get the client\'s address back. ' +
       `Each target\'s ${o.runs} run(s) go back to back (the proxy restarted for each, the client not) in a client ` +
       'namespace made fresh for that target, so TIME_WAIT one run leaves on the client weighs on the next run of ' +
-      `the same target, and on no other target. ${v.note} The target asks for the ratio in every run, not only the ` +
+      'the same target, and on no other target. A run repeated because other jobs disturbed it stays in the ' +
+      'series (its TIME_WAIT weighs on the runs after it; runInSeries in details counts every run the client ' +
+      `namespace saw). ${v.note} The target asks for the ratio in every run, not only the ` +
       'first: the table of runs gives relay/nginx run by run, and the verdict takes the lowest.',
     prepare: prepareConnRate,
   };

@@ -308,7 +308,8 @@ export function markdownReport(d: DocInput): string {
       `${Math.round(PROXY_CPU_OTHERS_LIMIT * 100)} points busier than the proxy's own CPU time (kernel threads and ` +
       'interrupts are not processes of another job, but can still be another job\'s work); shown in brackets when over 10.',
     '',
-    ...d.summaries.flatMap((s) => runsSection(s)),
+    // A derived figure's runs are its source case's: its values are in the series table and the source's details.
+    ...d.summaries.filter((s) => !('source' in s.result.benchCase)).flatMap((s) => runsSection(s)),
     '## How it is measured',
     '',
     '- Lab: network namespaces client (192.0.2.2) -- relay (192.0.2.1 | 198.51.100.1) -- backend (198.51.100.20), ' +

@@ -12,6 +12,7 @@ export const MSG_DONTWAIT = 0x40;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_LINGER = 13;
 export const SO_RCVBUFFORCE = 33;

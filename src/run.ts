@@ -25,7 +25,6 @@ export async function runRelay(config: RelayConfig): Promise<void> {
   const log = createLogger(config.logLevel);
   exitOnUncaught(log);
   const selfTest = await runSelfTest(); // relay's handles on this Node.js, over loopback: refuses the start if they differ
-  log.info({ node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10 }, 'self-test passed');
   for (const family of new Set(config.backends.map((b) => b.endpoint.family))) {
     assertTransparentAllowed(family);
   }
@@ -61,6 +60,7 @@ export async function runRelay(config: RelayConfig): Promise<void> {
       udpResponses: config.udpResponses } : {}),
     onFamilyMismatch: config.onFamilyMismatch,
     openFileLimit: fileLimit,
+    node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10,
   }, 'relay started');
   installShutdown(relays, log, config.drainTimeoutMs);
   installOperatorSignals(relays, log);

@@ -349,17 +349,34 @@ async function tcpReset(t: TcpSetup): Promise<void> {
 
 /**
  * A reset while a shutdown is queued: libuv refuses uv_tcp_close_reset then,
- * so TcpHandle.reset() sets SO_LINGER 0 and closes; the peer must see a
- * reset, not the FIN, and the fd must go.
+ * so TcpHandle.reset() sets SO_LINGER 0 and closes; the peer must be reset,
+ * not sent a FIN, and the fd must go. A shutdown is queued only behind a
+ * write libuv still holds (with none, TcpHandle sends the FIN at once), so
+ * the peer stops reading and the write is larger than the buffers. The peer
+ * then has unread data, and libuv reports a reset behind data as the end of
+ * the stream (POLLHUP after a short read): what tells a reset from a FIN is
+ * that the peer can no longer write.
  */
 async function tcpResetDuringShutdown(t: TcpSetup): Promise<void> {
   const name = `TCP${t.family} reset while a shutdown is pending`;
-  const { client, server, fromServer } = await tcpPair(t);
+  const { client, server, fromClient } = await tcpPair(t, SEND_BUFFER_BYTES);
+  server.pauseReading();
+  t.probe.at(`${name}: a write that must be queued`);
+  if (client.write(pattern(largeWriteBytes(), 4), () => t.probe.poke())) {
+    throw new Difference(`${name}: ${largeWriteBytes()} bytes to a peer that does not read were taken at once ` +
+      '(writeBuffer\'s status or streamBaseState[kLastWriteWasAsync] changed)');
+  }
   t.probe.at(`${name}: shutdown`);
-  server.shutdown(() => t.probe.poke());
-  closeReleasesFd(t.probe, name, () => server.reset());
-  await ended(t.probe, name, fromServer, 'ECONNRESET');
-  closeReleasesFd(t.probe, `${name}: close of its peer`, () => client.close());
+  client.shutdown(() => t.probe.poke());
+  closeReleasesFd(t.probe, name, () => client.reset());
+  t.probe.at(`${name}: a write from the peer`);
+  const afterReset = new Calls(t.probe);
+  server.write(pattern(SMALL_BYTES, 5), afterReset.callback);
+  await t.probe.until(`${name}: the peer's write after the reset: its callback did not run`, () => afterReset.count > 0);
+  if (!afterReset.error) throw new Difference(`${name}: the peer could still write, so it was sent a FIN, not a reset`);
+  server.resumeReading();
+  await t.probe.until(`${name}: the peer's read did not end`, () => fromClient.ends > 0);
+  closeReleasesFd(t.probe, `${name}: close of its peer`, () => server.close());
 }
 
 /**

@@ -6,6 +6,7 @@ import {
   RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RunOptions, ParsedValues, parseFlags, buildRunOptions, buildRoutesConfig,
   checkAgainstHost, usage,
 } from './config';
+import { assertSupportedPlatform } from './sys/platform';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
   '       relay routes print|apply|check|remove [options]\n' +
@@ -14,6 +15,9 @@ const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend 
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // Before anything loads koffi or runs a command: one line on a platform
+  // relay's structs were not written for, or under --permission.
+  if (!argv.includes('--help') && !argv.includes('-h')) assertSupportedPlatform();
   if (command === 'routes') return routesCommand(rest);
   if (command === 'demo') return demoCommand(rest);
   if (command === 'doctor') return doctorCommand(rest);

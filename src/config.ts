@@ -288,10 +288,12 @@ function fwmarkFlag(values: ParsedValues): number {
 // (which a pure config cannot see) by checkAgainstHost.
 function upstreamMark(values: ParsedValues): number {
   const mark = integerFlag(values, 'mark', 0, 0, 0xffffffff);
+  // Not against the default fwmark alone: an operator with routes of their
+  // own may use that value freely. Where relay's routes are applied, their
+  // rule is on the host, and checkAgainstHost refuses the mark there.
   const fwmark = fwmarkFlag(values);
-  if (mark === fwmark) {
-    const given = values.fwmark === undefined ? ', the default' : '';
-    throw new ConfigError(`--mark ${hex(mark)} is the mark of relay's routes (--fwmark ${hex(fwmark)}${given}): ` +
+  if (values.fwmark !== undefined && mark === fwmark) {
+    throw new ConfigError(`--mark ${hex(mark)} is the mark of relay's routes (--fwmark ${hex(fwmark)}): ` +
       'upstream packets would be routed back into this host: choose another');
   }
   return mark;

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import type { RelayConfig } from './config';
 import { createLogger, flushLogger, droppedLogLines, errorWithStack, Logger } from './log';
 import { assertTransparentAllowed, raiseFileLimit } from './sys';
+import { runSelfTest } from './sys/self-test';
 import { TcpRelay } from '../protocols/tcp';
 import { UdpRelay } from '../protocols/udp';
 import { createBalancer, Balancer } from './balance';
@@ -23,6 +24,7 @@ interface Relays {
 export async function runRelay(config: RelayConfig): Promise<void> {
   const log = createLogger(config.logLevel);
   exitOnUncaught(log);
+  const selfTest = await runSelfTest(); // relay's handles on this Node.js, over loopback: refuses the start if they differ
   for (const family of new Set(config.backends.map((b) => b.endpoint.family))) {
     assertTransparentAllowed(family);
   }
@@ -58,6 +60,7 @@ export async function runRelay(config: RelayConfig): Promise<void> {
       udpResponses: config.udpResponses } : {}),
     onFamilyMismatch: config.onFamilyMismatch,
     openFileLimit: fileLimit,
+    node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10,
   }, 'relay started');
   installShutdown(relays, log, config.drainTimeoutMs);
   installOperatorSignals(relays, log);

@@ -14,6 +14,7 @@ export const SHUT_WR = 1;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
+export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_LINGER = 13;
 export const SO_RCVBUFFORCE = 33;

@@ -7,6 +7,8 @@ export interface Libc {
   socket(domain: number, type: number, protocol: number): number;
   setsockopt(fd: number, level: number, name: number, value: Buffer, length: number): number;
   bind(fd: number, addr: Buffer, length: number): number;
+  /** length: a 4-byte socklen_t in and out (the room in addr, then the size written). */
+  getsockname(fd: number, addr: Buffer, length: Buffer): number;
   close(fd: number): number;
   shutdown(fd: number, how: number): number;
   recv(fd: number, buffer: Buffer, length: number, flags: number): number;
@@ -34,6 +36,7 @@ function load(): Libc {
     socket: lib.func('int socket(int, int, int)'),
     setsockopt: lib.func('int setsockopt(int, int, int, void *, uint32_t)'),
     bind: lib.func('int bind(int, void *, uint32_t)'),
+    getsockname: lib.func('int getsockname(int, void *, void *)'),
     close: lib.func('int close(int)'),
     shutdown: lib.func('int shutdown(int, int)'),
     recv: lib.func('long recv(int, void *, size_t, int)'),

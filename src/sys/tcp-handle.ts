@@ -41,6 +41,7 @@ interface RawTcp {
   connect(req: RawStatusRequest, address: string, port: number): number;
   connect6(req: RawStatusRequest, address: string, port: number): number;
   getpeername(out: { address?: string; port?: number }): number;
+  getsockname(out: { address?: string; port?: number }): number;
   setNoDelay(on: boolean): number;
   readStart(): number;
   readStop(): number;
@@ -362,6 +363,12 @@ export class TcpHandle {
 /** A listening TCP socket; every accepted client goes to onClient, every failed accept to onError. */
 export class TcpListener {
   private constructor(private readonly raw: RawTcp) {}
+
+  /** The port it listens on (the kernel's choice for port 0), or undefined once closed. */
+  port(): number | undefined {
+    const out: { port?: number } = {};
+    return this.raw.getsockname(out) < 0 ? undefined : out.port;
+  }
 
   /**
    * Bind and listen. An IPv6 listener also takes IPv4 clients (as

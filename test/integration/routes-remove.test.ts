@@ -15,6 +15,12 @@ t.test('routes remove takes relay\'s rule as given, or nothing', { skip: !canRun
     { encoding: 'utf8', timeout: 20_000 });
 
   t.equal(relayCli('routes', 'apply').status, 0, 'apply');
+  // With relay's rule in place, its default fwmark is refused as --mark (and is free without it: see below).
+  const markArgs = ['--listen', '127.0.0.1:18090', '--backend', '198.51.100.20:80', '--mark', '0x5e1a'];
+  const clash = relayCli(...markArgs);
+  t.equal(clash.status, 2, 'a run with --mark equal to the rule\'s fwmark is refused');
+  t.match(clash.stderr, /^relay: --mark 0x5e1a matches this host's rule 'fwmark 0x5e1a lookup 2017'/);
+
   const typo = relayCli('routes', 'remove', '--fwmark', '7');
   t.equal(typo.status, 1, 'a mistyped --fwmark fails');
   t.equal(typo.stderr, 'relay: routes remove: nothing removed: no rule fwmark 0x7 lookup 2017 priority 2017; ' +
@@ -29,6 +35,10 @@ t.test('routes remove takes relay\'s rule as given, or nothing', { skip: !canRun
   t.equal(ns.tryRun('nft', 'list', 'table', 'inet', 'relay').ok, false, 'the nft table is gone');
   t.notMatch(ns.ip('-4', 'rule', 'show'), /0x5e1a/, 'the rule is gone');
   t.equal(ns.ip('-4', 'route', 'show', 'table', '2017').trim(), '', 'the local route is gone');
+
+  const doctor = relayCli('doctor', ...markArgs, '--probe-timeout', '200ms');
+  t.notMatch(doctor.stderr, /--mark/, `without relay's rule --mark 0x5e1a is accepted: ${doctor.stderr}`);
+  t.match(doctor.stdout, /checks (passed|failed)/, 'doctor ran its checks');
 
   const again = relayCli('routes', 'remove');
   t.equal(again.status, 0, 'a second remove is a no-op');

@@ -111,7 +111,6 @@ t.test('UDP flags', async (t) => {
   t.equal(defaults.udpResponses, 0);
   t.throws(() => run([...base, '--max-sessions', '0']), /--max-sessions must be an integer from 1/);
   t.throws(() => run([...base, '--session-timeout', '0']), /--session-timeout 0 is out of range: 1ms to/);
-  t.throws(() => run([...base, '--mark', '0x5e1a']), /--mark 0x5e1a is the mark of relay's routes \(--fwmark 0x5e1a, the default\)/);
 });
 
 t.test('balancing and health flags', async (t) => {
@@ -133,6 +132,7 @@ t.test('balancing and health flags', async (t) => {
 
 t.test('--mark: refused when it is --fwmark as given, or a host rule routes it to relay\'s table', async (t) => {
   t.equal(run([...base, '--mark', '0x5e1a', '--fwmark', '0x1234']).mark, 0x5e1a, 'the default fwmark alone no longer refuses it');
+  t.equal(run([...base, '--mark', '0x5e1a']).mark, 0x5e1a, 'nor without --fwmark, on a host without relay\'s rule');
   t.throws(() => run([...base, '--mark', '0x1234', '--fwmark', '0x1234']),
     { message: "--mark 0x1234 is the mark of relay's routes (--fwmark 0x1234): upstream packets would be routed back into this host: choose another" });
   const options = (...args: string[]) => buildRunOptions(parseFlags([...base, ...args], RUN_FLAGS));
@@ -141,6 +141,9 @@ t.test('--mark: refused when it is --fwmark as given, or a host rule routes it t
   t.doesNotThrow(() => checkAgainstHost(options('--mark', '0x99'), host([rule('0x5e1a'), rule('0x99', '100')])),
     'a rule for another table is the operator\'s own');
   t.doesNotThrow(() => checkAgainstHost(options(), host([rule('0x0')])), 'no --mark: nothing to compare');
+  t.throws(() => checkAgainstHost(options('--mark', '0x5e1a'), host([rule('0x5e1a')])),
+    { message: "--mark 0x5e1a matches this host's rule 'fwmark 0x5e1a lookup 2017': upstream packets would be routed back into this host: choose another" },
+    'the default fwmark, where relay\'s routes are applied');
   t.throws(() => checkAgainstHost(options('--mark', '0x99'), host([rule('0x99')])),
     { message: "--mark 0x99 matches this host's rule 'fwmark 0x99 lookup 2017': upstream packets would be routed back into this host: choose another" });
   t.throws(() => checkAgainstHost(options('--mark', '0x199'), host([rule('0x99', '2017', '0xff')])), /rule 'fwmark 0x99\/0xff lookup 2017'/,

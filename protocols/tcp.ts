@@ -352,7 +352,7 @@ class ProxiedConnection implements FaultOwner {
         // the TIME_WAIT, which fills clients' port ranges. One peek tells
         // whether the FIN is already here; libuv's own read of it then never
         // happens, as the connection closes on the client's FIN.
-        else if (side === 'backend' && from.peerFinished()) this.finFrom('backend', to);
+        else if (side === 'backend' && from.peerFinished(chunk.length)) this.finFrom('backend', to);
       },
       end: (err) => {
         if (err) this.failed(side, err);

@@ -104,6 +104,9 @@ function loadBindings(): Bindings {
 
 function ignoreRead(): void {}
 
+/** What libuv asks Node to allocate for each read: a read that fills it is not the last before a FIN. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
 /** Where a peek's byte goes (never read: only the count matters). */
 const PEEK_BUFFER = Buffer.alloc(1);
 
@@ -298,12 +301,15 @@ export class TcpHandle {
   }
 
   /**
-   * Whether the peer's FIN is already here, with nothing unread before it:
-   * one peek, so the caller can pass the FIN on right behind the data it
-   * just relayed. libuv would report it only on a later turn of the loop
-   * (its read stops at a short read), too late to keep the close order.
+   * Whether the peer's FIN is already here, with nothing unread before it,
+   * after a read of readBytes: one peek, so the caller can pass the FIN on
+   * right behind the data it just relayed. libuv stops reading at a short
+   * read and would report the FIN only on a later turn of the loop, too late
+   * to keep the close order. After a full read it reads on at once and
+   * reports the FIN itself, so bulk transfers pay no peek.
    */
-  peerFinished(): boolean {
+  peerFinished(readBytes: number): boolean {
+    if (readBytes >= READ_BUFFER_BYTES) return false;
     return libc().recv(this.raw.fd, PEEK_BUFFER, 1, C.MSG_PEEK | C.MSG_DONTWAIT) === 0;
   }
 

@@ -3,6 +3,7 @@
 // host what it is.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { tryCommand } from '../../src/shell';
 import { BenchOptions, CaseInfo, CaseResult, PROXY_CPU_OTHERS_LIMIT, Sample, cores, median } from './case';
@@ -299,6 +300,7 @@ export function markdownReport(d: DocInput): string {
     '',
     mdTable(CPU_HEAD, cpuRows(d.summaries)),
     '',
+    ...leversSection(),
     '## All runs',
     '',
     'Host CPUs busy = each CPU\'s busy share during the run (from /proc/stat), CPU 0 first: a load-generator CPU at ' +
@@ -359,4 +361,18 @@ function runsSection(s: CaseSummary): string[] {
     'Runs repeated because other processes on the machine used the CPUs during them (not in the medians):', '',
     mdTable(head, s.result.discarded.map(row))];
   return [`### ${c.title}`, '', mdTable(head, s.result.samples.map(row)), ...repeated, ''];
+}
+
+/**
+ * What each change to relay contributed, measured when it was made: kept by
+ * hand in test/bench/levers.md (a run measures relay as it is, not the steps
+ * that made it so), and copied into the report so the two stay together.
+ */
+function leversSection(): string[] {
+  const file = path.resolve(__dirname, '..', '..', '..', 'test', 'bench', 'levers.md');
+  try {
+    return [fs.readFileSync(file, 'utf8').trim(), ''];
+  } catch {
+    return [];
+  }
 }

@@ -41,6 +41,11 @@ t.test('backend failures and family mismatch', { skip: !canRunLab && SKIP_REASON
     t.ok(out.closedAfterMs >= 0 && out.closedAfterMs < 1000, `closed in ${out.closedAfterMs} ms`);
     await eventually(() => relayLogs(proc).find((l) => String(l.msg).includes('families differ')), 3000, 'mismatch warning');
     t.equal(accepts(echo).length, before, 'the backend accepted nothing');
+    // A line per client would be a flood of lines for a flood of clients: a few, then a count.
+    for (let i = 0; i < 7; i++) await clientSession(topo, `[${ADDR.relayClientSide6}]:7103`, ['--send', 'x'], 2000);
+    const lines = relayLogs(proc).filter((l) => String(l.msg).includes('families differ'));
+    t.equal(lines.length, 5, `8 rejected clients, 5 lines (rate-limited): ${lines.length}`);
+    t.equal(lines.at(-1)?.rejected, 5, 'each line says how many so far');
   });
 
   t.test('family mismatch, masquerade: the backend sees relay\'s own address', async (t) => {

@@ -13,7 +13,10 @@ t.test('backend failures and family mismatch', { skip: !canRunLab && SKIP_REASON
     // Nothing listens on 7199 on the backend.
     const proc = await relay(topo, ['--listen', '0.0.0.0:7101', '--backend', formatEndpoint(ADDR.backend4, 7199)]);
     const out = await clientSession(topo, `${ADDR.relayClientSide4}:7101`, ['--send', 'x']);
-    t.ok(out.connected);
+    // The kernel completes the handshake before relay accepts, but relay's reset
+    // can reach the client before its own loop reports the connect: then the
+    // connect itself fails with the reset. Either way the client was reset.
+    t.ok(out.connected || out.error === 'ECONNRESET', `connected, or reset first: ${JSON.stringify(out)}`);
     t.equal(out.received, '');
     t.ok(out.closedAfterMs >= 0 && out.closedAfterMs < 1000, `closed in ${out.closedAfterMs} ms`);
     const line = await eventually(() => relayLogs(proc, 'backend connect failed: client closed')[0]);

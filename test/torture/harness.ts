@@ -136,13 +136,15 @@ export async function settleFds(pid: number, baseline: number, slack: number, ti
 
 /**
  * How much RSS may grow over a warmed-up baseline without meaning a leak.
- * V8 keeps its young generation's semi-spaces (16 MiB each on Node 20 x64)
- * and the old generation it grew to, and malloc keeps freed arenas: after a
- * burst RSS stays tens of MiB up with nothing leaked. What this catches is a
- * runaway: the blasts alone move 4 MiB per connection, so keeping even one in
- * 20 of them, or a chunk per leaked connection, goes past it.
+ * V8 keeps its young generation's semi-spaces (16 MiB each on Node 20 x64,
+ * larger on newer majors) and the old generation it grew to, and malloc keeps
+ * freed arenas: after a burst RSS stays tens of MiB up with nothing leaked
+ * (Node 24 in CI: 68 MiB after the 1,500 abusive connections). What this
+ * catches is a runaway: the blasts alone move 4 MiB per connection, so
+ * keeping even one in 10 of them goes past it. Leaks per connection show in
+ * the fd count, which is exact, and growth over time in the soak.
  */
-export const RSS_SLACK_KIB = 64 * 1024;
+export const RSS_SLACK_KIB = 128 * 1024;
 
 /** Run one abuse.ts client in ns and return its result event. */
 export async function runAbuse(lab: Lab, ns: Namespace, mode: string, args: string[], resultEvent: string,

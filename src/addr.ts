@@ -81,6 +81,11 @@ export function formatEndpoint(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
+/**
+ * The family of an address already known to be valid (from the config, or
+ * from the kernel). A colon is enough: net.isIPv6's regular expression,
+ * run for every accepted client, showed in the connection-rate profile.
+ */
 export function familyOfAddress(address: string): Family {
-  return net.isIPv6(address) ? 6 : 4;
+  return address.includes(':') ? 6 : 4;
 }

@@ -345,20 +345,38 @@ class ProxiedConnection implements FaultOwner {
         if (side === 'client' && this.bytesFromClient === 0) injectFault('tcp-connection', this.log.clientPort);
         if (side === 'client') this.bytesFromClient += chunk.length;
         else this.bytesToClient += chunk.length;
-        if (!to.write(chunk, written)) from.pauseReading();
         // A backend that closes after its reply (HTTP with Connection: close,
-        // SMTP's QUIT, ...) must close first through relay too: a FIN passed
-        // on a loop turn after the reply lets the client close first and keep
-        // the TIME_WAIT, which fills clients' port ranges. One peek tells
-        // whether the FIN is already here; libuv's own read of it then never
-        // happens, as the connection closes on the client's FIN.
-        else if (side === 'backend' && from.peerFinished(chunk.length)) this.finFrom('backend', to);
+        // SMTP's QUIT, ...) must close first through relay too: a client that
+        // gets the reply before the FIN closes first and keeps the TIME_WAIT,
+        // which fills clients' port ranges. One peek tells whether the FIN is
+        // already here; then reply and FIN leave in one segment, and libuv's
+        // own read of the FIN never happens.
+        if (side === 'backend' && from.peerFinished(chunk.length) && this.lastChunkThenFin(chunk, to, written)) return;
+        if (!to.write(chunk, written)) from.pauseReading();
       },
       end: (err) => {
         if (err) this.failed(side, err);
         else this.finFrom(side, to);
       },
     };
+  }
+
+  /**
+   * The backend's FIN follows chunk: hand both to the kernel at once, so they
+   * go out in one segment. False when to has writes queued (the chunk then
+   * takes the ordinary way and the FIN is read as usual).
+   */
+  private lastChunkThenFin(chunk: Buffer, to: TcpHandle, written: (err?: SysError) => void): boolean {
+    if (to.writesQueued !== 0) return false;
+    const sent = to.sendBeforeFin(chunk);
+    if (typeof sent !== 'number') {
+      this.failed('client', sent);
+      return true;
+    }
+    // The client's window was full: the rest is queued, and the FIN after it.
+    if (sent < chunk.length) to.write(chunk.subarray(sent), written);
+    this.finFrom('backend', to);
+    return true;
   }
 
   /** side sent its FIN (seen by a peek or by a read): pass it on, once. */

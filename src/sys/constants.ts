@@ -10,6 +10,8 @@ export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const MSG_PEEK = 0x2;
 export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_MORE = 0x8000;
 export const SHUT_WR = 1;
 
 // <asm-generic/socket.h>
@@ -37,5 +39,6 @@ export const RLIMIT_NOFILE = 7;
 
 // <asm-generic/errno-base.h>, <asm-generic/errno.h>
 export const EPERM = 1;
+export const EAGAIN = 11;
 export const EADDRINUSE = 98;
 export const ENOTCONN = 107;

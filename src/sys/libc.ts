@@ -12,6 +12,7 @@ export interface Libc {
   close(fd: number): number;
   shutdown(fd: number, how: number): number;
   recv(fd: number, buffer: Buffer, length: number, flags: number): number;
+  send(fd: number, buffer: Buffer, length: number, flags: number): number;
   getrlimit(resource: number, limits: Buffer): number;
   setrlimit(resource: number, limits: Buffer): number;
   sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
@@ -40,6 +41,7 @@ function load(): Libc {
     close: lib.func('int close(int)'),
     shutdown: lib.func('int shutdown(int, int)'),
     recv: lib.func('long recv(int, void *, size_t, int)'),
+    send: lib.func('long send(int, void *, size_t, int)'),
     getrlimit: lib.func('int getrlimit(int, void *)'),
     setrlimit: lib.func('int setrlimit(int, void *)'),
     sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),

@@ -279,6 +279,26 @@ export class TcpHandle {
   }
 
   /**
+   * Send the last chunk before a FIN: with MSG_MORE the kernel holds a
+   * partial segment back, so the FIN of the shutdown() or close() that must
+   * follow at once rides in the same segment as the data. A peer then gets
+   * data and FIN together and cannot close first: through relay the close
+   * order stays the backend's, as through a router (a FIN in a segment of its
+   * own, even microseconds later, lets a client such as wrk read the reply,
+   * close first and keep the TIME_WAIT). Returns how many bytes the kernel
+   * took (fewer when the peer's window is full: the caller writes the rest),
+   * or the failure. Only with nothing queued, so bytes keep their order.
+   */
+  sendBeforeFin(chunk: Buffer): number | SysError {
+    if (this.writesQueued !== 0 || this.closed) return 0;
+    const c = libc();
+    const sent = c.send(this.raw.fd, chunk, chunk.length, C.MSG_MORE | C.MSG_DONTWAIT | C.MSG_NOSIGNAL);
+    if (sent >= 0) return sent;
+    const errno = c.errno();
+    return errno === C.EAGAIN ? 0 : failure(-errno, 'write');
+  }
+
+  /**
    * Send a FIN once queued writes have gone. done runs once: at once (before
    * this returns) when nothing was queued, else when libuv has sent the FIN.
    */

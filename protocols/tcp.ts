@@ -6,6 +6,7 @@ import type { Logger } from '../src/log';
 import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
 import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers, FaultOwner } from '../src/sys';
+import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -56,7 +57,8 @@ interface ConnectionOwner {
 /** Why a connection ended, as logged. */
 type EndReason =
   | 'done' | 'client reset' | 'backend reset' | 'idle timeout' | 'connect timeout'
-  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown' | 'internal error';
+  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown' | 'internal error'
+  | 'backend removed';
 
 export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
@@ -77,10 +79,10 @@ export class TcpRelay implements ConnectionOwner {
   private readonly portFallbackLog: RateLimitedLog;
 
   constructor(
-    private readonly config: RelayConfig,
+    private config: RelayConfig,
     private readonly log: Logger,
-    private readonly balancer: Balancer,
-    private readonly health?: HealthChecker,
+    private balancer: Balancer,
+    private health?: HealthChecker,
   ) {
     this.noBackendLog = new RateLimitedLog(log, 'warn', 'no backend is up: refusing client');
     this.mismatchLog = new RateLimitedLog(log, 'warn', "client and backend address families differ, so the client's " +
@@ -92,6 +94,32 @@ export class TcpRelay implements ConnectionOwner {
 
   get openConnections(): number {
     return this.open.size;
+  }
+
+  /**
+   * A reload: new connections use this config, balancer and health checker;
+   * open ones keep their backend (and their own copy of the old config's
+   * timeouts) until they end. The listeners stay as they are.
+   */
+  reconfigure(config: RelayConfig, balancer: Balancer, health?: HealthChecker): void {
+    this.config = config;
+    this.balancer = balancer;
+    this.health = health;
+  }
+
+  /**
+   * Backends a reload removed: their connections may finish for up to
+   * graceMs, then are closed. Returns how many were open.
+   */
+  retireBackends(names: ReadonlySet<string>, graceMs: number): number {
+    const onRemoved = () => [...this.open].filter((conn) => names.has(conn.backendName));
+    const count = onRemoved().length;
+    if (count > 0) {
+      setTimeout(() => {
+        for (const conn of onRemoved()) conn.close('backend removed');
+      }, graceMs).unref();
+    }
+    return count;
   }
 
   async listen(): Promise<void> {
@@ -298,6 +326,11 @@ class ProxiedConnection implements FaultOwner {
   ) {
     client.owner = this;
     this.connectUpstream();
+  }
+
+  /** ADDR:PORT of the backend it uses now (a reload may retire it). */
+  get backendName(): string {
+    return backendName(this.backend.endpoint);
   }
 
   private connectUpstream(): void {

@@ -5,7 +5,7 @@
 // Generic over the session type so the table is tested without sockets.
 import { LRUCache } from 'lru-cache';
 
-export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown';
+export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown' | 'removed';
 
 export interface SessionTableOptions<S extends object> {
   maxSessions: number;
@@ -61,6 +61,20 @@ export class SessionTable<S extends object> {
     } finally {
       this.pendingReason = undefined;
     }
+  }
+
+  /** End every session that matches (without touching the others' recency); returns how many. */
+  endWhere(matches: (session: S) => boolean, reason: SessionEnd): number {
+    const keys = [...this.cache.entries()].filter(([, session]) => matches(session)).map(([key]) => key);
+    for (const key of keys) this.end(key, reason);
+    return keys.length;
+  }
+
+  /** How many sessions match, without touching their recency. */
+  count(matches: (session: S) => boolean): number {
+    let n = 0;
+    for (const session of this.cache.values()) if (matches(session)) n++;
+    return n;
   }
 
   /** End every session (shutdown) and stop the sweeper. */

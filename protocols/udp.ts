@@ -14,6 +14,7 @@ import type { Logger } from '../src/log';
 import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
 import { encodeSockaddr, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
+import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
@@ -80,7 +81,7 @@ class UdpSession {
 export class UdpRelay {
   readonly stats: UdpStats = {
     sessionsOpened: 0,
-    sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0 },
+    sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0, removed: 0 },
     droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
     internalErrors: 0,
   };
@@ -98,6 +99,8 @@ export class UdpRelay {
    * (at most a second) does that for a fraction of a lookup per datagram.
    */
   private readonly replyRefreshMs: number;
+  /** Set while a removed service drains: datagrams of new clients are dropped. */
+  private draining = false;
   /** Client datagrams read but not yet sent on, and their sessions (same index). */
   private readonly toBackends: UdpSession[] = [];
   private readonly datagramsToBackends: Buffer[] = [];
@@ -105,10 +108,10 @@ export class UdpRelay {
   private receiveBatch: ReceiveBatch | undefined;
 
   constructor(
-    private readonly config: RelayConfig,
+    private config: RelayConfig,
     private readonly log: Logger,
-    private readonly balancer: Balancer,
-    private readonly health?: HealthChecker,
+    private balancer: Balancer,
+    private health?: HealthChecker,
   ) {
     this.noBackendLog = new RateLimitedLog(log, 'warn', 'no backend is up: dropping datagram');
     this.evictionLog = new RateLimitedLog(log, 'info', 'session ended (table full: least recently used evicted)');
@@ -126,6 +129,28 @@ export class UdpRelay {
 
   get openSessions(): number {
     return this.sessions.size;
+  }
+
+  /**
+   * A reload: new sessions use this config, balancer and health checker;
+   * open ones keep their backend and port until they end. The listeners, the
+   * table's size and its idle timeout stay as they were (a restart changes those).
+   */
+  reconfigure(config: RelayConfig, balancer: Balancer, health?: HealthChecker): void {
+    this.config = config;
+    this.balancer = balancer;
+    this.health = health;
+  }
+
+  /**
+   * Backends a reload removed: their sessions may go on for up to graceMs,
+   * then end. Returns how many were open.
+   */
+  retireBackends(names: ReadonlySet<string>, graceMs: number): number {
+    const onRemoved = (session: UdpSession) => names.has(backendName(session.backend.endpoint));
+    const count = this.sessions.count(onRemoved);
+    if (count > 0) setTimeout(() => this.sessions.endWhere(onRemoved, 'removed'), graceMs).unref();
+    return count;
   }
 
   async listen(): Promise<void> {
@@ -198,6 +223,7 @@ export class UdpRelay {
   }
 
   private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
+    if (this.draining) return undefined; // a removed service: its sessions finish, no new ones start
     // A session stays on its backend for life; source and maglev bring the
     // client back to the same backend after its session ended.
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
@@ -357,7 +383,21 @@ export class UdpRelay {
   }
 
 
-  /** Close every session and listener. UDP has nothing to drain. */
+  /**
+   * A service a reload removed: no new sessions; open ones keep their
+   * listener (their replies leave through it) until they end or graceMs has
+   * passed; then everything closes.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    const deadline = Date.now() + graceMs;
+    while (this.sessions.size > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, Math.min(100, Math.max(1, deadline - Date.now()))));
+    }
+    this.close();
+  }
+
+  /** Close every session and listener. At shutdown UDP has nothing to drain. */
   close(): void {
     for (const listener of this.listeners) {
       listener.replies.flush();

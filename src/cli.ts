@@ -3,12 +3,15 @@
 // stderr (exit 2 for usage, 1 otherwise), never a stack trace.
 import { ConfigError, describeError, echo, ECHO_LIMIT } from './errors';
 import {
-  RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RunOptions, ParsedValues, parseFlags, buildRunOptions, buildRoutesConfig,
-  checkAgainstHost, usage,
+  RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RELOAD_FLAGS, WITH_CONFIG_FLAGS, RunOptions, ParsedValues, parseFlags,
+  buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel,
 } from './config';
+import type { FileConfig } from './config-file';
 import { assertSupportedPlatform } from './sys/platform';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
+  '       relay --config FILE [--check-config] [--check] [--log-level LEVEL]\n' +
+  '       relay reload [--config FILE] [--pid-file FILE]\n' +
   '       relay routes print|apply|check|remove [options]\n' +
   '       relay doctor [the same options as a run]\n' +
   '       relay demo';
@@ -21,31 +24,121 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'routes') return routesCommand(rest);
   if (command === 'demo') return demoCommand(rest);
   if (command === 'doctor') return doctorCommand(rest);
+  if (command === 'reload') return reloadCommand(rest);
   const values = parseFlags(argv, RUN_FLAGS);
   if (values.help) {
     process.stdout.write(usage(RUN_USAGE, RUN_FLAGS));
     return 0;
   }
+  if (values.config !== undefined) return configRun(values);
+  if (values['check-config']) throw new ConfigError('--check-config checks a configuration file: give --config FILE');
   const options = await runOptionsFrom(values);
-  if (values.check) {
-    const passed = await runChecks(options);
-    if (!passed && !values['check-continue']) {
-      process.stderr.write("relay: not starting: a check failed (fix it, or pass --check-continue)\n");
-      return 1;
+  if (values.check && !(await checksAllowStart([options], values))) return 1;
+  const { runRelay } = await import('./run');
+  await runRelay({
+    services: [{ name: 'default', run: options.run }],
+    logLevel: options.run.logLevel,
+    pidFile: typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined,
+  });
+  return -1; // keep running until a signal
+}
+
+/** --check: doctor's checks first; false (after saying why) when relay must not start. */
+async function checksAllowStart(options: RunOptions[], values: ParsedValues): Promise<boolean> {
+  let passed = true;
+  for (const o of options) passed = (await runChecks(o)) && passed;
+  if (!passed && !values['check-continue']) {
+    process.stderr.write("relay: not starting: a check failed (fix it, or pass --check-continue)\n");
+    return false;
+  }
+  return true;
+}
+
+/** `relay --config FILE`: every service of the file, and SIGHUP reads it again. */
+async function configRun(values: ParsedValues): Promise<number> {
+  const path = String(values.config);
+  const given = Object.keys(values).filter((k) => values[k] !== undefined && !WITH_CONFIG_FLAGS.includes(k));
+  if (given.length > 0) {
+    throw new ConfigError(`--config with ${given.map((k) => `--${k}`).join(', ')}: the file is the one source of truth; ` +
+      `put ${given.length > 1 ? 'them' : 'it'} in the file (a service's keys in its [[service]] table)`);
+  }
+  const file = await loadCheckedFile(path);
+  if (values['check-config']) {
+    const { formatEffective } = await import('./config-file');
+    process.stdout.write(formatEffective(file));
+    return 0;
+  }
+  if (values.check && !(await checksAllowStart(serviceOptions(file), values))) return 1;
+  const flagLevel = values['log-level'] !== undefined ? parseLogLevel(values['log-level']) : undefined;
+  const { runRelay } = await import('./run');
+  await runRelay({
+    services: file.services,
+    logLevel: flagLevel ?? file.global.logLevel,
+    logLevelFixed: flagLevel !== undefined,
+    configPath: path,
+    pidFile: file.global.pidFile,
+    reread: () => loadCheckedFile(path),
+  });
+  return -1;
+}
+
+/** A configuration file, refused as a run's flags would be if a service cannot work on this host. */
+async function loadCheckedFile(path: string): Promise<FileConfig> {
+  const { loadConfigFile } = await import('./config-file');
+  const file = loadConfigFile(path);
+  const { readHostFacts } = await import('./routes');
+  const facts = readHostFacts();
+  for (const [i, options] of serviceOptions(file).entries()) {
+    try {
+      checkAgainstHost(options, facts);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      throw new ConfigError(`${path}: service[${i}] "${file.services[i].name}": ${err.message.replace(/--([a-z][a-z-]*)/g, '$1')}`);
     }
   }
-  const { runRelay } = await import('./run');
-  await runRelay(options.run);
-  return -1; // keep running until a signal
+  return file;
+}
+
+/** Each service's options as doctor and the host checks take them: its own data path, the file's routing keys. */
+function serviceOptions(file: FileConfig): RunOptions[] {
+  return file.services.map((s) => ({
+    ...file.global.probes,
+    run: s.run,
+    routes: { ...file.global.routes, backends: s.run.backends.map((b) => b.endpoint) },
+  }));
+}
+
+/** `relay reload`: check the file (when given) and send SIGHUP to the relay the pid file names. */
+async function reloadCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(argv, RELOAD_FLAGS);
+  if (values.help) {
+    process.stdout.write(usage('relay reload [--config FILE] [--pid-file FILE]', RELOAD_FLAGS));
+    return 0;
+  }
+  const { DEFAULT_PID_FILE } = await import('./config');
+  const file = typeof values.config === 'string' ? await loadCheckedFile(values.config) : undefined;
+  const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : file?.global.pidFile ?? DEFAULT_PID_FILE;
+  const { signalRelay } = await import('./reload');
+  const pid = signalRelay(pidFile);
+  process.stdout.write(`relay: asked relay (pid ${pid}) to reload${file ? ` ${file.path}, which validates` : ''}; ` +
+    'its log says what changed\n');
+  return 0;
 }
 
 async function doctorCommand(argv: string[]): Promise<number> {
   const values = parseFlags(argv, DOCTOR_FLAGS);
   if (values.help) {
-    process.stdout.write(usage('relay doctor [the same options as a run] [--probe-source ADDR]', DOCTOR_FLAGS));
+    process.stdout.write(usage('relay doctor [the same options as a run | --config FILE] [--probe-source ADDR]', DOCTOR_FLAGS));
     return 0;
   }
-  return (await runChecks(await runOptionsFrom(values))) ? 0 : 1;
+  if (typeof values.config !== 'string') return (await runChecks(await runOptionsFrom(values))) ? 0 : 1;
+  const file = await loadCheckedFile(values.config);
+  let passed = true;
+  for (const [i, options] of serviceOptions(file).entries()) {
+    process.stdout.write(`${i > 0 ? '\n' : ''}service "${file.services[i].name}":\n`);
+    passed = (await runChecks(options)) && passed;
+  }
+  return passed ? 0 : 1;
 }
 
 /** A run's (and doctor's) options, refused if they cannot work on this host. */
@@ -74,7 +167,15 @@ async function routesCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const routes = await import('./routes');
-  return routes.routesCommand(action, buildRoutesConfig(values));
+  if (typeof values.config !== 'string') return routes.routesCommand(action, buildRoutesConfig(values));
+  const given = Object.keys(values).filter((k) => values[k] !== undefined && !['config', 'relay-address'].includes(k));
+  if (given.length > 0) {
+    throw new ConfigError(`--config with ${given.map((k) => `--${k}`).join(', ')}: the file gives the backends and routing keys`);
+  }
+  const { loadConfigFile } = await import('./config-file');
+  const file = loadConfigFile(values.config);
+  const backends = [...new Set(file.services.flatMap((s) => s.run.backends.map((b) => `${b.endpoint.family === 6 ? `[${b.endpoint.address}]` : b.endpoint.address}:${b.endpoint.port}`)))];
+  return routes.routesCommand(action, buildRoutesConfig({ ...file.global.values, backend: backends, 'relay-address': values['relay-address'] }));
 }
 
 async function demoCommand(argv: string[]): Promise<number> {

@@ -91,7 +91,7 @@ export const DEFAULTS = {
 /** Not the relay's own and not a real client's: TEST-NET-1's last address, and its IPv6 counterpart. */
 export const DEFAULT_PROBE_SOURCES: Readonly<Record<Family, string>> = { 4: '192.0.2.254', 6: '2001:db8:ffff::fe' };
 
-interface FlagSpec {
+export interface FlagSpec {
   type: 'string' | 'boolean';
   multiple?: boolean;
   short?: string;
@@ -100,7 +100,7 @@ interface FlagSpec {
 }
 
 /** What a relay does: shared by a run and by doctor, which checks a run's setup. */
-const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
+export const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   proto: { type: 'string', value: 'tcp|udp|tcp,udp', help: 'protocols to relay on every --listen (default tcp)' },
   listen: { type: 'string', multiple: true, value: 'ADDR:PORT',
     help: 'where clients connect; repeatable. [::]:PORT also takes IPv4 clients' },
@@ -146,6 +146,7 @@ const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
 const HELP_FLAG: FlagSpec = { type: 'boolean', short: 'h', help: 'show this help' };
 
 export const ROUTES_FLAGS: Record<string, FlagSpec> = {
+  config: { type: 'string', value: 'FILE', help: 'take the backends and the routing keys from this configuration file' },
   fwmark: { type: 'string', value: 'N', help: `firewall mark relay's rule matches (default 0x${DEFAULTS.fwmark.toString(16)})` },
   table: { type: 'string', value: 'N', help: `routing table for the local routes (default ${DEFAULTS.table})` },
   priority: { type: 'string', value: 'N', help: `ip rule priority (default ${DEFAULTS.rulePriority})` },
@@ -169,7 +170,18 @@ const CHECK_FLAGS: Record<string, FlagSpec> = {
     help: `how long an end-to-end probe waits for its answer (default ${formatDuration(DEFAULTS.probeTimeoutMs)})` },
 };
 
+/** Where relay writes its pid with --config, and where `relay reload` looks, unless pid-file says otherwise. */
+export const DEFAULT_PID_FILE = '/run/relay/relay.pid';
+
+const CONFIG_FLAG: FlagSpec = { type: 'string', value: 'FILE',
+  help: 'serve the services of a TOML file (docs/configuration.md); service flags are refused with it' };
+const PID_FILE_FLAG: FlagSpec = { type: 'string', value: 'FILE',
+  help: `where relay writes its pid and relay reload looks (default with --config: ${DEFAULT_PID_FILE})` };
+
 export const RUN_FLAGS: Record<string, FlagSpec> = {
+  config: CONFIG_FLAG,
+  'check-config': { type: 'boolean', help: 'with --config: validate the file, print the effective configuration and exit' },
+  'pid-file': PID_FILE_FLAG,
   ...DATA_PATH_FLAGS,
   check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
   'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },
@@ -177,7 +189,16 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   help: HELP_FLAG,
 };
 
-export const DOCTOR_FLAGS: Record<string, FlagSpec> = { ...DATA_PATH_FLAGS, ...CHECK_FLAGS, help: HELP_FLAG };
+export const DOCTOR_FLAGS: Record<string, FlagSpec> = { config: CONFIG_FLAG, ...DATA_PATH_FLAGS, ...CHECK_FLAGS, help: HELP_FLAG };
+
+export const RELOAD_FLAGS: Record<string, FlagSpec> = {
+  config: { type: 'string', value: 'FILE', help: 'validate this file first (nothing is sent if it fails) and take pid-file from it' },
+  'pid-file': PID_FILE_FLAG,
+  help: HELP_FLAG,
+};
+
+/** What may go with --config on a run: the file is the one source of truth for services. */
+export const WITH_CONFIG_FLAGS = ['config', 'check-config', 'log-level', 'check', 'check-continue', 'help'];
 
 export type ParsedValues = Record<string, string | boolean | string[] | undefined>;
 
@@ -222,9 +243,16 @@ export function buildRunOptions(values: ParsedValues): RunOptions {
   return Object.freeze({
     run: buildRunConfig(values),
     routes: buildRoutesConfig(values),
+    ...buildProbeOptions(values),
+  });
+}
+
+/** The end-to-end probes' options (doctor, --check): flags on a run, global keys in a file. */
+export function buildProbeOptions(values: ParsedValues): Pick<RunOptions, 'probeSources' | 'probeTimeoutMs'> {
+  return {
     probeSources: probeSources(values['probe-source']),
     probeTimeoutMs: durationFlag(values, 'probe-timeout', DEFAULTS.probeTimeoutMs, 1),
-  });
+  };
 }
 
 export function buildRunConfig(values: ParsedValues): RelayConfig {
@@ -399,7 +427,7 @@ function parseMismatch(raw: ParsedValues[string]): FamilyMismatchPolicy {
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-function parseLogLevel(raw: ParsedValues[string]): LogLevel {
+export function parseLogLevel(raw: ParsedValues[string]): LogLevel {
   if (raw === undefined) return 'info';
   if (LOG_LEVELS.includes(raw as LogLevel)) return raw as LogLevel;
   throw new ConfigError(`--log-level must be one of ${LOG_LEVELS.join('|')}: got '${echo(String(raw))}'`);

@@ -5,7 +5,7 @@
 // successes in a row. The tracker is pure; the checker does the I/O.
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import type { Endpoint } from './addr';
+import { Endpoint, formatEndpoint } from './addr';
 
 export interface HealthOptions {
   /** 0 disables active checks (passive reports still count). */
@@ -54,8 +54,10 @@ export class HealthState {
 }
 
 export class HealthChecker {
-  private readonly states = new Map<Endpoint, HealthState>();
+  /** By ADDR:PORT: connections opened before a reload report with endpoints of the config they came from. */
+  private readonly states = new Map<string, HealthState>();
   private timer: NodeJS.Timeout | undefined;
+  private readonly retries = new Set<NodeJS.Timeout>();
   private checking = false;
 
   constructor(
@@ -64,11 +66,26 @@ export class HealthChecker {
     private readonly options: HealthOptions,
     private readonly onChange: HealthChange,
   ) {
-    for (const backend of backends) this.states.set(backend, new HealthState(options.rise, options.fall));
+    for (const backend of backends) this.states.set(nameOf(backend), new HealthState(options.rise, options.fall));
   }
 
   isUp(backend: Endpoint): boolean {
-    return this.states.get(backend)?.up ?? true;
+    return this.states.get(nameOf(backend))?.up ?? true;
+  }
+
+  /**
+   * A reload: backends this checker shares with the one it replaces keep
+   * their state, so a down backend stays down until its checks (or, without
+   * them, the passive retry) bring it back. Call before start().
+   */
+  inherit(previous: HealthChecker): void {
+    for (const backend of this.backends) {
+      const old = previous.states.get(nameOf(backend));
+      if (old === undefined || old.up) continue;
+      const state = this.states.get(nameOf(backend))!;
+      state.up = false;
+      if (!this.active) this.retryLater(backend, state);
+    }
   }
 
   /** Whether active checks run: without them only time brings a backend back. */
@@ -84,6 +101,8 @@ export class HealthChecker {
 
   stop(): void {
     clearInterval(this.timer);
+    for (const retry of this.retries) clearTimeout(retry);
+    this.retries.clear();
   }
 
   /** A failure seen in real traffic counts like a failed check. */
@@ -111,7 +130,7 @@ export class HealthChecker {
   }
 
   private record(backend: Endpoint, ok: boolean, reason: string): void {
-    const state = this.states.get(backend);
+    const state = this.states.get(nameOf(backend));
     if (!state?.record(ok)) return;
     this.onChange(backend, state.up, reason);
     if (!state.up && !this.active) this.retryLater(backend, state);
@@ -123,12 +142,18 @@ export class HealthChecker {
    */
   private retryLater(backend: Endpoint, state: HealthState): void {
     const delayMs = this.options.passiveRetryMs ?? PASSIVE_RETRY_MS;
-    setTimeout(() => {
+    const retry = setTimeout(() => {
+      this.retries.delete(retry);
       if (state.up) return;
       state.up = true;
       this.onChange(backend, true, `tried again ${delayMs} ms after going down (no active checks)`);
     }, delayMs).unref();
+    this.retries.add(retry);
   }
+}
+
+function nameOf(backend: Endpoint): string {
+  return formatEndpoint(backend.address, backend.port);
 }
 
 /** undefined when the backend accepted a connection within the timeout, else why not. */

@@ -1,69 +1,139 @@
-// `relay --proto ... --listen ... --backend ...`: start the data paths, log
-// one start line, and on SIGTERM/SIGINT drain and exit 0. SIGHUP never stops
-// it; SIGUSR2 logs its counters; a throw outside any connection ends it with
-// one line and a non-zero status, for a supervisor to restart it.
+// `relay --proto ... --listen ... --backend ...` or `relay --config FILE`:
+// start each service's data paths, log one start line, and on SIGTERM/SIGINT
+// drain and exit 0. SIGHUP reloads the configuration file (a run from flags
+// has none and goes on as it was); SIGUSR2 logs the counters; a throw outside
+// any connection ends relay with one line and a non-zero status, for a
+// supervisor to restart it.
 import * as fs from 'node:fs';
-import type { RelayConfig } from './config';
+import type { LogLevel, RelayConfig } from './config';
+import type { FileConfig } from './config-file';
+import type { ServiceConfig } from './config-file';
 import { createLogger, flushLogger, droppedLogLines, errorWithStack, Logger } from './log';
 import { assertTransparentAllowed, raiseFileLimit } from './sys';
 import { runSelfTest } from './sys/self-test';
-import { TcpRelay } from '../protocols/tcp';
-import { UdpRelay } from '../protocols/udp';
-import { createBalancer, Balancer } from './balance';
-import { HealthChecker } from './health';
-import { formatEndpoint } from './addr';
+import { Service, ServiceChange } from './service';
 import { describeError } from './errors';
 import { fdsNeeded } from './limits';
 
-
-interface Relays {
-  tcp?: TcpRelay;
-  udp?: UdpRelay;
+/** What a run serves: from flags, one service named `default`; from a file, its services. */
+export interface RunPlan {
+  readonly services: readonly ServiceConfig[];
+  readonly logLevel: LogLevel;
+  /** --log-level was given with --config: a reload keeps it rather than the file's. */
+  readonly logLevelFixed?: boolean;
+  /** The configuration file, when there is one: SIGHUP reads it again. */
+  readonly configPath?: string;
+  /** Where to write relay's pid (for `relay reload`); undefined writes none. */
+  readonly pidFile?: string;
+  /** Read and check the file again, as at start (throws ConfigError). */
+  readonly reread?: () => Promise<FileConfig>;
 }
 
-export async function runRelay(config: RelayConfig): Promise<void> {
-  const log = createLogger(config.logLevel);
+export async function runRelay(plan: RunPlan): Promise<void> {
+  const log = createLogger(plan.logLevel);
   exitOnUncaught(log);
   const selfTest = await runSelfTest(); // relay's handles on this Node.js, over loopback: refuses the start if they differ
-  for (const family of new Set(config.backends.map((b) => b.endpoint.family))) {
+  const configs = plan.services.map((s) => s.run);
+  for (const family of new Set(configs.flatMap((c) => c.backends.map((b) => b.endpoint.family)))) {
     assertTransparentAllowed(family);
   }
-  const fileLimit = checkFileLimit(config, log);
-  // Each protocol has its own balancer and health: DNS over TCP and over UDP
-  // can fail independently on one backend address.
-  const tcpPool = config.protocols.includes('tcp') ? backendPool(config, 'tcp', log) : undefined;
-  const udpPool = config.protocols.includes('udp') ? backendPool(config, 'udp', log) : undefined;
-  const relays: Relays = {
-    tcp: tcpPool ? new TcpRelay(config, log, tcpPool.balancer, tcpPool.health) : undefined,
-    udp: udpPool ? new UdpRelay(config, log, udpPool.balancer, udpPool.health) : undefined,
-  };
-  try {
-    await relays.tcp?.listen();
-    await relays.udp?.listen();
-  } catch (err) {
-    relays.tcp?.closeListeners();
-    relays.udp?.close();
-    flushLogger(log);
-    throw err;
+  const fileLimit = checkFileLimit(configs, log);
+  const fromFile = plan.configPath !== undefined;
+  const services = new Map<string, Service>();
+  for (const { name, run } of plan.services) {
+    const service = new Service(name, run, fromFile ? log.child({ service: name }) : log);
+    try {
+      await service.start();
+    } catch (err) {
+      for (const started of services.values()) started.stop();
+      flushLogger(log);
+      throw err;
+    }
+    services.set(name, service);
   }
-  tcpPool?.health.start();
-  udpPool?.health.start();
+  if (plan.pidFile) writePidFile(plan.pidFile, log, fromFile);
+  const process_ = { node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10, openFileLimit: fileLimit };
+  if (fromFile) {
+    for (const [name, service] of services) log.info({ service: name, ...service.startFields() }, 'service started');
+    log.info({ config: plan.configPath, services: [...services.keys()], ...process_ }, 'relay started');
+  } else {
+    log.info({ ...[...services.values()][0].startFields(), ...process_ }, 'relay started');
+  }
+  installShutdown(services, log, plan.pidFile);
+  installOperatorSignals(services, log, plan);
+}
+
+/**
+ * Read the file again and apply it, or change nothing: a file that does not
+ * validate (the same checks as at start) leaves every service as it was.
+ * Unchanged services are not touched; changed ones keep their listeners and
+ * open connections and sessions; removed ones stop accepting and drain; new
+ * ones start. One line says what changed.
+ */
+async function reloadServices(services: Map<string, Service>, log: Logger, plan: RunPlan): Promise<void> {
+  let next: FileConfig;
+  try {
+    next = await plan.reread!();
+  } catch (err) {
+    log.error({ config: plan.configPath, err: describeError(err) }, 'reload failed: configuration unchanged, still serving');
+    return;
+  }
+  if (!plan.logLevelFixed && next.global.logLevel !== log.level) log.level = next.global.logLevel;
+  const wanted = new Map(next.services.map((s) => [s.name, s.run]));
+  const removed = [...services.keys()].filter((name) => !wanted.has(name));
+  const added: string[] = [];
+  const changed: Record<string, ServiceChange> = {};
+  const failed: Record<string, string> = {};
+  for (const name of removed) {
+    const service = services.get(name)!;
+    services.delete(name);
+    void service.drain(true).catch((err) => log.error({ service: name, err: describeError(err) }, 'error while draining a removed service'));
+  }
+  for (const [name, run] of wanted) {
+    const service = services.get(name);
+    if (service) {
+      const change = service.reload(run);
+      if (change.applied.length > 0 || change.needsRestart.length > 0) changed[name] = change;
+      continue;
+    }
+    const fresh = new Service(name, run, log.child({ service: name }));
+    try {
+      await fresh.start();
+      services.set(name, fresh);
+      added.push(name);
+      log.info({ service: name, ...fresh.startFields() }, 'service started');
+    } catch (err) {
+      failed[name] = describeError(err);
+    }
+  }
+  const restart = Object.entries(changed).filter(([, c]) => c.needsRestart.length > 0);
+  const pidFileMoved = plan.pidFile !== undefined && next.global.pidFile !== plan.pidFile;
+  if (restart.length > 0 || pidFileMoved) {
+    log.warn({
+      config: plan.configPath,
+      ...Object.fromEntries(restart.map(([name, c]) => [name, c.needsRestart])),
+      ...(pidFileMoved ? { global: ['pid-file'] } : {}),
+    }, 'reload: these keys need a restart; the rest is applied');
+  }
+  for (const [name, why] of Object.entries(failed)) {
+    log.error({ service: name, err: why }, 'reload: new service could not start; the others are applied');
+  }
   log.info({
-    proto: config.protocols.join(','),
-    listen: config.listeners.map((l) => formatEndpoint(l.address, l.port)),
-    ...(relays.udp ? { udpBound: relays.udp.boundAddresses } : {}),
-    backends: config.backends.map((b) => `${formatEndpoint(b.endpoint.address, b.endpoint.port)}${b.weight !== 1 ? `,weight=${b.weight}` : ''}`),
-    balance: config.balance,
-    healthIntervalMs: config.health.intervalMs,
-    ...(relays.tcp ? { maxConns: config.maxConns, keepClientPort: config.keepClientPort } : {}),
-    ...(relays.udp ? { maxSessions: config.maxSessions, sessionTimeoutMs: config.sessionTimeoutMs,
-      udpResponses: config.udpResponses } : {}),
-    onFamilyMismatch: config.onFamilyMismatch,
-    openFileLimit: fileLimit,
-    node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10,
-  }, 'relay started');
-  installShutdown(relays, log, config.drainTimeoutMs);
-  installOperatorSignals(relays, log);
+    config: plan.configPath,
+    servicesAdded: added,
+    servicesRemoved: removed,
+    servicesChanged: Object.keys(changed).filter((n) => changed[n].applied.length > 0),
+    unchanged: [...services.keys()].filter((n) => !added.includes(n) && !(n in changed)),
+    ...Object.keys(changed).length > 0 ? { changes: summarize(changed) } : {},
+  }, 'configuration reloaded');
+}
+
+function summarize(changed: Record<string, ServiceChange>): object {
+  return Object.fromEntries(Object.entries(changed).map(([name, c]) => [name, {
+    keys: c.applied,
+    ...(c.backendsAdded.length > 0 ? { backendsAdded: c.backendsAdded } : {}),
+    ...(c.backendsRemoved.length > 0 ? { backendsRemoved: c.backendsRemoved, draining: c.draining } : {}),
+  }]));
 }
 
 /**
@@ -84,29 +154,37 @@ function exitOnUncaught(log: Logger): void {
 }
 
 /**
- * SIGHUP: nginx and HAProxy reload on it and systemd's ExecReload often sends
- * it, so an operator's habit must not stop relay (Node's default). Until
- * reload exists it says so and goes on serving. SIGUSR2: one line with the
- * counters and what relay holds (fds, memory), without stopping anything.
+ * SIGHUP: reload the configuration file (nginx and HAProxy reload on it, and
+ * systemd's ExecReload sends it); a run from flags has nothing to reload and
+ * says so. SIGUSR2: one line with the counters and what relay holds (fds,
+ * memory), without stopping anything.
  */
-function installOperatorSignals(relays: Relays, log: Logger): void {
+function installOperatorSignals(services: Map<string, Service>, log: Logger, plan: RunPlan): void {
+  let reloading: Promise<void> = Promise.resolve();
   process.on('SIGHUP', () => {
-    log.warn({ signal: 'SIGHUP' }, 'SIGHUP: configuration reload is not supported yet: still serving with the configuration it started with');
+    if (!plan.reread) {
+      log.warn({ signal: 'SIGHUP' }, 'SIGHUP: no configuration file: nothing to reload (relay was started with flags)');
+      return;
+    }
+    // One reload at a time, in the order the signals came.
+    reloading = reloading.then(() => reloadServices(services, log, plan));
   });
   process.on('SIGUSR2', () => {
-    log.info(statsFields(relays), 'relay stats');
+    log.info(statsFields(services), 'relay stats');
   });
 }
 
-function statsFields(relays: Relays): object {
+function statsFields(services: Map<string, Service>): object {
   const memory = process.memoryUsage();
+  const counters = services.size === 1 && services.has('default')
+    ? services.get('default')!.stats()
+    : { services: Object.fromEntries([...services].map(([name, s]) => [name, s.stats()])) };
   return {
     fds: openFds(),
     rss: memory.rss,
     heapUsed: memory.heapUsed,
     logLinesDropped: droppedLogLines(),
-    ...(relays.tcp ? { tcp: { ...relays.tcp.stats, open: relays.tcp.openConnections } } : {}),
-    ...(relays.udp ? { udp: { ...relays.udp.stats, sessions: relays.udp.openSessions } } : {}),
+    ...counters,
   };
 }
 
@@ -119,60 +197,48 @@ function openFds(): number | undefined {
   }
 }
 
-interface BackendPool {
-  balancer: Balancer;
-  health: HealthChecker;
-}
-
-/** A balancer whose backends a health checker marks down and up, with a log line for each change. */
-function backendPool(config: RelayConfig, protocol: 'tcp' | 'udp', log: Logger): BackendPool {
-  const balancer = createBalancer(config.balance, config.backends);
-  const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
-    balancer.setUp(backend, up);
-    const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
-    if (up) log.info(fields, 'backend up');
-    else log.warn(fields, 'backend down');
-  });
-  return { balancer, health };
-}
-
 /**
  * Raise the open-file limit to what the configured limits can use, and warn
  * when it cannot be (the kernel would then refuse sockets with EMFILE under load).
  */
-function checkFileLimit(config: RelayConfig, log: Logger): number {
-  const needed = fdsNeeded(config);
+function checkFileLimit(configs: readonly RelayConfig[], log: Logger): number {
+  const needed = configs.reduce((sum, config) => sum + fdsNeeded(config), 0);
   const limit = raiseFileLimit(needed);
   if (limit.soft < needed) {
+    const sum = (key: 'maxConns' | 'maxSessions', protocol: string) =>
+      configs.filter((c) => c.protocols.includes(protocol as 'tcp')).reduce((n, c) => n + c[key], 0);
     log.warn({
       openFileLimit: limit.soft, needed,
-      ...(config.protocols.includes('tcp') ? { maxConns: config.maxConns } : {}),
-      ...(config.protocols.includes('udp') ? { maxSessions: config.maxSessions } : {}),
+      ...(configs.some((c) => c.protocols.includes('tcp')) ? { maxConns: sum('maxConns', 'tcp') } : {}),
+      ...(configs.some((c) => c.protocols.includes('udp')) ? { maxSessions: sum('maxSessions', 'udp') } : {}),
     },
       'open-file limit is below what --max-conns/--max-sessions can use: raise it (LimitNOFILE= in systemd, ulimit -Hn) or lower them');
   }
   return limit.soft;
 }
 
-function installShutdown(relays: Relays, log: Logger, drainTimeoutMs: number): void {
+function installShutdown(services: Map<string, Service>, log: Logger, pidFile: string | undefined): void {
   let stopping = false;
+  const open = () => [...services.values()].reduce((n, s) => n + s.openConnections, 0);
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
-      log.warn({ signal, open: relays.tcp?.openConnections ?? 0 }, 'second signal: closing open connections now');
-      relays.tcp?.endDrainNow();
+      log.warn({ signal, open: open() }, 'second signal: closing open connections now');
+      for (const service of services.values()) service.endDrainNow();
       return;
     }
     stopping = true;
-    log.info({ signal, open: relays.tcp?.openConnections ?? 0, sessions: relays.udp?.openSessions ?? 0, drainTimeoutMs },
-      'stopping: draining connections');
-    relays.udp?.close();
-    Promise.resolve(relays.tcp?.drain())
+    const sessions = [...services.values()].reduce((n, s) => n + s.openSessions, 0);
+    const drainTimeoutMs = Math.max(...[...services.values()].map((s) => s.config.drainTimeoutMs));
+    log.info({ signal, open: open(), sessions, drainTimeoutMs }, 'stopping: draining connections');
+    Promise.all([...services.values()].map((s) => s.drain()))
       .then(() => {
-        log.info({ tcp: relays.tcp?.stats, udp: relays.udp?.stats, logLinesDropped: droppedLogLines() }, 'relay stopped');
+        removePidFile(pidFile);
+        log.info({ ...statsFields(services), fds: undefined, rss: undefined, heapUsed: undefined }, 'relay stopped');
         flushLogger(log);
         process.exit(0);
       })
       .catch((err) => {
+        removePidFile(pidFile);
         log.error({ err: describeError(err) }, 'error while draining');
         flushLogger(log);
         process.exit(1);
@@ -180,4 +246,28 @@ function installShutdown(relays: Relays, log: Logger, drainTimeoutMs: number): v
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/**
+ * `relay reload` finds relay by this file. One written by the operator's
+ * request (pid-file) must work; the default one is a convenience, so failing
+ * to write it only warns.
+ */
+function writePidFile(path: string, log: Logger, required: boolean): void {
+  try {
+    fs.writeFileSync(path, `${process.pid}\n`);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    log.warn({ pidFile: path, code, ...(required ? {} : {}) },
+      'cannot write the pid file: relay reload will not find this relay (send SIGHUP to its pid instead)');
+  }
+}
+
+function removePidFile(path: string | undefined): void {
+  if (!path) return;
+  try {
+    if (fs.readFileSync(path, 'utf8').trim() === String(process.pid)) fs.unlinkSync(path);
+  } catch {
+    // Gone already, or never written.
+  }
 }

@@ -64,9 +64,19 @@ export interface Balancer {
   setUp(backend: BackendRef, up: boolean): void;
   /** Data path: a connection (or UDP session) to backend opened. Call right after pick(). */
   onOpen(backend: BackendRef): void;
-  /** Data path: it ended, however it ended (including a failed connect). Once per onOpen. */
+  /**
+   * Data path: it ended, however it ended (including a failed connect). Once
+   * per onOpen. A backend a reload removed is ignored: its connections end
+   * after the balancer that replaced theirs took over.
+   */
   onClose(backend: BackendRef): void;
   status(): BackendStatus[];
+  /**
+   * A reload: take over what the balancer being replaced knew of the backends
+   * both have (up or down, open connections), so a down backend stays down
+   * and leastconn still counts the connections opened before.
+   */
+  inherit(previous: Balancer): void;
 }
 
 /** The --balance flag's value. */
@@ -121,13 +131,22 @@ export function createBalancer(
       find(backend).active++;
     },
     onClose(backend) {
-      const member = find(backend);
+      const member = find(backend, false);
+      if (member === undefined) return;
       // Never below zero: one stray close must not make a backend look
       // permanently idle to leastconn.
       if (member.active > 0) member.active--;
     },
     status() {
       return members.map(({ backend, up, active }) => ({ backend, up, active }));
+    },
+    inherit(previous) {
+      for (const old of previous.status()) {
+        const member = find(old.backend, false);
+        if (member === undefined) continue;
+        member.active = old.active;
+        if (member.up !== old.up) this.setUp(member.backend, old.up);
+      }
     },
   };
 }
@@ -146,15 +165,18 @@ function createStrategy(algorithm: Algorithm, members: Member[], options: Balanc
 }
 
 /** By identity first (the data path hands back what pick() returned), else by ADDR:PORT. */
-function memberFinder(members: readonly Member[]): (ref: BackendRef) => Member {
+function memberFinder(members: readonly Member[]): {
+  (ref: BackendRef): Member;
+  (ref: BackendRef, strict: false): Member | undefined;
+} {
   const byObject = new Map<BackendRef, Member>(members.map((m) => [m.backend, m]));
   const byName = new Map(members.map((m) => [m.name, m]));
-  return (ref) => {
+  return ((ref: BackendRef, strict = true) => {
     const known = byObject.get(ref);
     if (known !== undefined) return known;
     const name = backendName('endpoint' in ref ? ref.endpoint : ref);
     const member = byName.get(name);
-    if (member === undefined) throw new Error(`not a backend of this balancer: ${name}`);
+    if (member === undefined && strict) throw new Error(`not a backend of this balancer: ${name}`);
     return member;
-  };
+  }) as ReturnType<typeof memberFinder>;
 }

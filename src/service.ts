@@ -1,0 +1,214 @@
+// One service: its listeners for each protocol, the balancer and health
+// checker behind them, and what a reload may change while it serves. A run
+// from flags is one service named `default`; a configuration file has many.
+import type { RelayConfig, Protocol } from './config';
+import type { Logger } from './log';
+import { TcpRelay } from '../protocols/tcp';
+import { UdpRelay } from '../protocols/udp';
+import { createBalancer, Balancer, backendName } from './balance';
+import { HealthChecker } from './health';
+import { formatEndpoint } from './addr';
+
+interface BackendPool {
+  balancer: Balancer;
+  health: HealthChecker;
+}
+
+/** The keys of a service that a reload cannot change while it serves, and why. */
+const RESTART_KEYS: Partial<Record<keyof RelayConfig, string>> = {
+  protocols: 'proto',
+  listeners: 'listen',
+  maxSessions: 'max-sessions',
+  sessionTimeoutMs: 'session-timeout',
+};
+
+/** Each RelayConfig field's key in the file and on the command line. */
+const KEY_OF: Record<keyof RelayConfig, string> = {
+  protocols: 'proto', listeners: 'listen', backends: 'backend', balance: 'balance', health: 'health-*',
+  keepClientPort: 'keep-client-port', connectTimeoutMs: 'connect-timeout', idleTimeoutMs: 'idle-timeout',
+  drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch', maxConns: 'max-conns',
+  maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
+  logLevel: 'log-level',
+};
+
+/** What a reload did to one service. */
+export interface ServiceChange {
+  /** Keys whose new value now applies to new connections and sessions. */
+  applied: string[];
+  /** Keys whose new value waits for a restart (the old one still applies). */
+  needsRestart: string[];
+  backendsAdded: string[];
+  backendsRemoved: string[];
+  /** Connections and sessions still on removed backends, given drain-timeout to finish. */
+  draining: number;
+}
+
+export class Service {
+  private tcp?: { relay: TcpRelay; pool: BackendPool };
+  private udp?: { relay: UdpRelay; pool: BackendPool };
+
+  constructor(readonly name: string, private current: RelayConfig, private readonly log: Logger) {}
+
+  get config(): RelayConfig {
+    return this.current;
+  }
+
+  /** Listen on every address for every protocol; on a failure, close what opened and throw. */
+  async start(): Promise<void> {
+    const config = this.current;
+    // Each protocol has its own balancer and health: DNS over TCP and over UDP
+    // can fail independently on one backend address.
+    if (config.protocols.includes('tcp')) {
+      const pool = this.pool(config, 'tcp');
+      this.tcp = { relay: new TcpRelay(config, this.log, pool.balancer, pool.health), pool };
+    }
+    if (config.protocols.includes('udp')) {
+      const pool = this.pool(config, 'udp');
+      this.udp = { relay: new UdpRelay(config, this.log, pool.balancer, pool.health), pool };
+    }
+    try {
+      await this.tcp?.relay.listen();
+      await this.udp?.relay.listen();
+    } catch (err) {
+      this.stop();
+      throw err;
+    }
+    this.tcp?.pool.health.start();
+    this.udp?.pool.health.start();
+  }
+
+  /** The start line's fields for this service. */
+  startFields(): object {
+    const config = this.current;
+    return {
+      proto: config.protocols.join(','),
+      listen: config.listeners.map((l) => formatEndpoint(l.address, l.port)),
+      ...(this.udp ? { udpBound: this.udp.relay.boundAddresses } : {}),
+      backends: config.backends.map((b) => `${formatEndpoint(b.endpoint.address, b.endpoint.port)}${b.weight !== 1 ? `,weight=${b.weight}` : ''}`),
+      balance: config.balance,
+      healthIntervalMs: config.health.intervalMs,
+      ...(this.tcp ? { maxConns: config.maxConns, keepClientPort: config.keepClientPort } : {}),
+      ...(this.udp ? { maxSessions: config.maxSessions, sessionTimeoutMs: config.sessionTimeoutMs,
+        udpResponses: config.udpResponses } : {}),
+      onFamilyMismatch: config.onFamilyMismatch,
+    };
+  }
+
+  /**
+   * Apply a new configuration of this service while it serves: new
+   * connections and sessions follow it at once; open ones keep their backend;
+   * those on a removed backend get drain-timeout to finish. Keys that cannot
+   * change live keep their old value and are reported.
+   */
+  reload(next: RelayConfig): ServiceChange {
+    const previous = this.current;
+    const changed = (Object.keys(KEY_OF) as (keyof RelayConfig)[])
+      .filter((k) => k !== 'logLevel' && !sameValue(previous[k], next[k]));
+    const needsRestart = changed.filter((k) => RESTART_KEYS[k] !== undefined);
+    const applied = changed.filter((k) => RESTART_KEYS[k] === undefined);
+    const names = (c: RelayConfig) => new Set(c.backends.map((b) => backendName(b.endpoint)));
+    const before = names(previous);
+    const after = names(next);
+    const change: ServiceChange = {
+      applied: applied.map((k) => KEY_OF[k]),
+      needsRestart: needsRestart.map((k) => KEY_OF[k]),
+      backendsAdded: [...after].filter((n) => !before.has(n)),
+      backendsRemoved: [...before].filter((n) => !after.has(n)),
+      draining: 0,
+    };
+    if (applied.length === 0) return change;
+    // What cannot change live keeps its old value; the rest is the new config's.
+    const effective: RelayConfig = Object.freeze({
+      ...next,
+      ...Object.fromEntries(needsRestart.map((k) => [k, previous[k]])),
+    });
+    this.current = effective;
+    const removed = new Set(change.backendsRemoved);
+    if (this.tcp) {
+      this.tcp.pool = this.replacePool(this.tcp.pool, effective, 'tcp');
+      this.tcp.relay.reconfigure(effective, this.tcp.pool.balancer, this.tcp.pool.health);
+      change.draining += this.tcp.relay.retireBackends(removed, effective.drainTimeoutMs);
+    }
+    if (this.udp) {
+      this.udp.pool = this.replacePool(this.udp.pool, effective, 'udp');
+      this.udp.relay.reconfigure(effective, this.udp.pool.balancer, this.udp.pool.health);
+      change.draining += this.udp.relay.retireBackends(removed, effective.drainTimeoutMs);
+    }
+    return change;
+  }
+
+  /** A new balancer and checker that take over the old ones' knowledge of the backends they share. */
+  private replacePool(old: BackendPool, config: RelayConfig, protocol: Protocol): BackendPool {
+    const pool = this.pool(config, protocol);
+    pool.balancer.inherit(old.balancer);
+    pool.health.inherit(old.health);
+    old.health.stop();
+    pool.health.start();
+    return pool;
+  }
+
+  /** A balancer whose backends a health checker marks down and up, with a log line for each change. */
+  private pool(config: RelayConfig, protocol: Protocol): BackendPool {
+    const balancer = createBalancer(config.balance, config.backends);
+    const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
+      balancer.setUp(backend, up);
+      const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
+      if (up) this.log.info(fields, 'backend up');
+      else this.log.warn(fields, 'backend down');
+    });
+    return { balancer, health };
+  }
+
+  get openConnections(): number {
+    return this.tcp?.relay.openConnections ?? 0;
+  }
+
+  get openSessions(): number {
+    return this.udp?.relay.openSessions ?? 0;
+  }
+
+  /** Counters for the stats and stop lines. */
+  stats(): { tcp?: object; udp?: object } {
+    return {
+      ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections } } : {}),
+      ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions } } : {}),
+    };
+  }
+
+  /**
+   * Stop accepting; TCP connections get drain-timeout to finish. UDP sessions
+   * end now when relay stops (shutdown: nothing to drain), or get
+   * drain-timeout too when a reload removed the service (udpToo).
+   */
+  async drain(udpToo = false): Promise<void> {
+    this.tcp?.pool.health.stop();
+    this.udp?.pool.health.stop();
+    const udp = udpToo ? this.udp?.relay.drain(this.current.drainTimeoutMs) : this.udp?.relay.close();
+    await Promise.all([this.tcp?.relay.drain(), udp]);
+  }
+
+  /** Cut a drain short: a second SIGTERM/SIGINT means "now". */
+  endDrainNow(): void {
+    this.tcp?.relay.endDrainNow();
+  }
+
+  /** Close listeners and sessions without waiting (a start that failed half way). */
+  stop(): void {
+    this.tcp?.pool.health.stop();
+    this.udp?.pool.health.stop();
+    this.tcp?.relay.closeListeners();
+    this.udp?.relay.close();
+  }
+}
+
+/** Deep equality for config values: plain data, arrays, Buffers (a UDP probe), frozen objects. */
+export function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Buffer.isBuffer(a) || Buffer.isBuffer(b)) return Buffer.isBuffer(a) && Buffer.isBuffer(b) && a.equals(b);
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  const keysA = Object.keys(a).filter((k) => (a as Record<string, unknown>)[k] !== undefined);
+  const keysB = Object.keys(b).filter((k) => (b as Record<string, unknown>)[k] !== undefined);
+  return keysA.length === keysB.length &&
+    keysA.every((k) => sameValue((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k]));
+}

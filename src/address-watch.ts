@@ -85,10 +85,21 @@ export class AddressWatcher {
       ended = true;
       this.childEnded(child, why);
     };
-    child.on('error', (err) => end(err.message)); // ENOENT: no `ip` here
+    child.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') this.cannotRun(child, err.message);
+      else end(err.message);
+    });
     child.on('exit', (code, signal) => end(signal ? `killed by ${signal}` : `exited with status ${code}`));
     // What changed while no child watched is found now.
     this.changed();
+  }
+
+  /** No such command (no iproute2 here): said once; the periodic look at the addresses goes on alone. */
+  private cannotRun(child: ChildProcess, why: string): void {
+    if (this.child !== child) return;
+    this.child = undefined;
+    this.options.log.warn({ command: this.command.join(' '), why, resyncMs: this.options.resyncMs ?? ADDRESS_RESYNC_MS },
+      'address watcher cannot run: addresses are checked periodically only');
   }
 
   private childEnded(child: ChildProcess | undefined, why: string): void {

@@ -219,26 +219,27 @@ export class UdpRelay implements ListenerOwner {
 
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): UdpHandle | undefined {
-    const client = formatEndpoint(clientAddress, clientPort);
-    const to = formatEndpoint(backend.address, backend.port);
+    // Built only for a line that is written: most sessions open without one.
+    const ends = () => ({
+      client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
+    });
     const outcomes: UpstreamOutcomes = {
       rejectedMismatch: () => {
         this.stats.droppedFamilyMismatch++;
-        this.mismatchLog.write({ client, backend: to, dropped: this.stats.droppedFamilyMismatch });
+        this.mismatchLog.write(() => ({ ...ends(), dropped: this.stats.droppedFamilyMismatch }));
       },
       portInUse: () => {
         this.stats.portFallbacks++;
-        this.portFallbackLog.write(() => ({ client, backend: to, portFallbacks: this.stats.portFallbacks }));
+        this.portFallbackLog.write(() => ({ ...ends(), portFallbacks: this.stats.portFallbacks }));
       },
-      failed: (err) => this.upstreamFailed(err, client, to),
+      failed: (err) => {
+        this.stats.upstreamFailed++;
+        this.failureLog.write(() => ({ ...ends(), err: describeError(err), failures: this.stats.upstreamFailed }));
+      },
     };
     return openUpstream(this.upstreamSockets, outcomes, { address: clientAddress, port: clientPort }, backend);
   }
 
-  private upstreamFailed(err: unknown, client: string, backend: string): void {
-    this.stats.upstreamFailed++;
-    this.failureLog.write({ client, backend, err: describeError(err), failures: this.stats.upstreamFailed });
-  }
 
   private fromBackend(session: UdpSession, reply: Buffer): void {
     if (session.closed) return;

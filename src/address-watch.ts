@@ -8,9 +8,10 @@
 // again after a growing pause, and every failure is one log line.
 import { spawn, ChildProcess } from 'node:child_process';
 import type { Logger } from './log';
+import { errorWithStack } from './log';
 
 export interface AddressWatchOptions {
-  /** Called after address changes, and every resyncMs whatever happens. Must not throw. */
+  /** Called after address changes, and every resyncMs whatever happens. A throw is logged. */
   onChange(): void;
   log: Logger;
   /** The command that prints a line per address change. */
@@ -120,7 +121,16 @@ export class AddressWatcher {
     if (this.stopped || this.settleTimer) return;
     this.settleTimer = setTimeout(() => {
       this.settleTimer = undefined;
-      if (!this.stopped) this.options.onChange();
+      if (!this.stopped) this.notify();
     }, CHANGE_SETTLE_MS);
+  }
+
+  /** A throw here would reach no one but the process: it is logged, and the next change tries again. */
+  private notify(): void {
+    try {
+      this.options.onChange();
+    } catch (err) {
+      this.options.log.error({ err: errorWithStack(err) }, 'internal error while following address changes: trying again at the next one');
+    }
   }
 }

@@ -116,3 +116,11 @@ t.test('the upstream opener: family mismatch, and the port-in-use fallback', asy
   t.equal(openUpstream(sockets('reject', [0]), outcomes, { ...client, port: 0 }, v4), undefined, 'port 0: no fallback');
   t.same(events, ['rejected', 'masqueraded', 'port 4000 in use', 'port 4000 in use', 'failed EMFILE', 'failed EMFILE']);
 });
+
+t.test('a throw while following a change is logged, not thrown into relay', async (t) => {
+  const { log, lines } = capture();
+  const watcher = new AddressWatcher({ onChange() { throw new Error('boom'); }, log, command: ['sh', '-c', 'echo a; sleep 5'] });
+  t.teardown(() => watcher.stop());
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok(lines.some((l) => String(l.msg).startsWith('internal error while following address changes')), 'logged');
+});

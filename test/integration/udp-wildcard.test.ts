@@ -16,6 +16,7 @@ const ADDED4 = '192.0.2.20';
 const ADDED6 = '2001:db8:2::20';
 const DEPRECATED6 = '2001:db8:2::30';
 const LATER4 = '192.0.2.21';
+const TENTATIVE6 = '2001:db8:2::40';
 
 /** relay's 'address added' line for this listen address: how long after addedAt it came. */
 async function servedAfterMs(proc: SpawnedProcess, listen: string, addedAt: number): Promise<number> {
@@ -75,6 +76,24 @@ t.test('a wildcard UDP listener follows the host', { skip: !canRunLab && SKIP_RE
     t.equal(out.replies[0]?.from, `${DEPRECATED6}:${V6_PORT}`, 'reply from the deprecated address, not the preferred one');
   });
 
+  t.test('an IPv6 address added with duplicate address detection is served once detection is done', async (t) => {
+    // The lab turns detection off on its links; this address gets it.
+    topo.relay.run('sysctl', '-qw', 'net.ipv6.conf.eth-client.accept_dad=1');
+    t.teardown(() => topo.relay.run('sysctl', '-qw', 'net.ipv6.conf.eth-client.accept_dad=0'));
+    const addedAt = Date.now();
+    topo.relay.ip('-6', 'addr', 'add', `${TENTATIVE6}/64`, 'dev', 'eth-client');
+    // Tentative at first: the kernel refuses the bind (EADDRNOTAVAIL) until detection ends, which it announces.
+    const ms = await servedAfterMs(proc, `[${TENTATIVE6}]:${V6_PORT}`, addedAt);
+    t.comment(`${TENTATIVE6} (with DAD) served ${ms} ms after ip addr add`);
+    t.ok(ms >= 500, 'not before detection was done');
+    const early = relayLogs(proc).filter((l) => String(l.msg).startsWith('cannot bind a UDP listener') &&
+      l.listen === `[${TENTATIVE6}]:${V6_PORT}`);
+    t.same(early.map((l) => l.level), [30], 'the tentative address was tried once, at info');
+    const out = await udpSend(topo, `[${TENTATIVE6}]:${V6_PORT}`, ['--local-port', '41007']);
+    t.equal(out.replies[0]?.from, `${TENTATIVE6}:${V6_PORT}`);
+    topo.relay.ip('-6', 'addr', 'del', `${TENTATIVE6}/64`, 'dev', 'eth-client');
+  });
+
   t.test('an address removed: its sessions end, the other addresses go on', async (t) => {
     const sessionsOn = (address: string) => relayLogs(proc, 'session ended')
       .filter((l) => String(l.listen).startsWith(address) && l.reason === 'address-removed');
@@ -107,8 +126,8 @@ t.test('a wildcard UDP listener follows the host', { skip: !canRunLab && SKIP_RE
   t.test("relay's fds return to the baseline once the added addresses are gone", async (t) => {
     topo.relay.ip('-6', 'addr', 'del', `${ADDED6}/64`, 'dev', 'eth-client');
     topo.relay.ip('-6', 'addr', 'del', `${DEPRECATED6}/64`, 'dev', 'eth-client');
-    // 192.0.2.20 and 192.0.2.21 on both ports, the two IPv6 addresses on [::].
-    await eventually(() => relayLogs(proc, 'address removed: UDP listener closed').length === 6 || undefined, 5000, 'all closed');
+    // 192.0.2.20 and 192.0.2.21 on both ports, the three IPv6 addresses on [::].
+    await eventually(() => relayLogs(proc, 'address removed: UDP listener closed').length === 7 || undefined, 5000, 'all closed');
     // Sessions on the addresses still there (41000, 41005) hold one fd each until they idle out.
     const settled = await settleFds(pid, baseline + 2, 0);
     t.equal(settled, baseline + 2, `fds ${settled}: baseline ${baseline} plus the two sessions still live`);

@@ -78,6 +78,7 @@ export class AddressWatcher {
     this.startedAt = Date.now();
     // The child is relay's helper, not a reason to keep relay running.
     child.unref();
+    (child.stdout as (NodeJS.ReadableStream & { unref?: () => void }) | null)?.unref?.();
     child.stdout?.on('data', () => this.changed());
     child.stdout?.on('error', () => { /* the child's end is reported by 'exit' or 'error' below */ });
     let ended = false;

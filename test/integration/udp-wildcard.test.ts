@@ -136,4 +136,12 @@ t.test('a wildcard UDP listener follows the host', { skip: !canRunLab && SKIP_RE
   t.test('relay logged no error', async (t) => {
     t.same(relayLogs(proc).filter((l) => Number(l.level) >= 50), []);
   });
+
+  t.test('SIGTERM: relay exits 0 and its watcher with it', async (t) => {
+    const watcher = Number(topo.relay.tryRun('ps', '-o', 'pid=', '--ppid', String(pid)).stdout.trim());
+    t.ok(watcher > 0, 'a watcher runs');
+    t.equal(await proc.stop('SIGTERM'), 0);
+    const gone = () => { try { process.kill(watcher, 0); return undefined; } catch { return true; } };
+    t.ok(await eventually(gone, 3000, 'the watcher to end'));
+  });
 });

@@ -93,8 +93,8 @@ export class UdpListeners {
 
   /**
    * Bring the sockets in step with the host's addresses: bind the new ones,
-   * close those whose address left. Never throws: a failure is logged (once
-   * per address and code) and tried again at the next change or resync.
+   * close those whose address left. A bind that fails is logged (once per
+   * address and code) and tried again at the next change or resync.
    */
   followHost(): void {
     if (this.closed) return;

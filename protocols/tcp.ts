@@ -11,6 +11,7 @@ import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
 import { injectFault } from '../src/faults';
+import { openUpstream, UpstreamSockets } from './upstream';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -75,6 +76,7 @@ export class TcpRelay implements ConnectionOwner {
   private readonly mismatchLog: RateLimitedLog;
   private readonly upstreamFailedLog: RateLimitedLog;
   private readonly portFallbackLog: RateLimitedLog;
+  private readonly upstreamSockets: UpstreamSockets<TcpHandle>;
 
   constructor(
     private readonly config: RelayConfig,
@@ -88,6 +90,11 @@ export class TcpRelay implements ConnectionOwner {
     this.upstreamFailedLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: closing client');
     this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: connecting from an ephemeral port");
     this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog);
+    this.upstreamSockets = {
+      onFamilyMismatch: config.onFamilyMismatch,
+      bindFrom: (address, port) => openTransparentTcp({ address, port, mark: config.mark }),
+      unbound: () => TcpHandle.unbound(),
+    };
   }
 
   get openConnections(): number {
@@ -194,40 +201,19 @@ export class TcpRelay implements ConnectionOwner {
    * client must be turned away (already logged).
    */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
-    if (familyOfAddress(clientAddress) !== backend.family) {
-      if (this.config.onFamilyMismatch === 'reject') {
+    const port = this.config.keepClientPort ? clientPort : 0;
+    return openUpstream(this.upstreamSockets, {
+      rejectedMismatch: () => {
         this.stats.rejectedFamilyMismatch++;
         this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
-        return undefined;
-      }
-      log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)");
-      return TcpHandle.unbound();
-    }
-    const port = this.config.keepClientPort ? clientPort : 0;
-    try {
-      return this.openFrom(clientAddress, port);
-    } catch (err) {
-      if (port !== 0 && err instanceof SysError && err.code === 'EADDRINUSE') {
+      },
+      masqueraded: () => log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)"),
+      portInUse: () => {
         this.stats.portFallbacks++;
         this.portFallbackLog.write(() => log.fields({ port, portFallbacks: this.stats.portFallbacks }));
-        return this.tryOpenFrom(clientAddress, 0, log);
-      }
-      this.upstreamFailed(err, log);
-      return undefined;
-    }
-  }
-
-  private tryOpenFrom(address: string, port: number, log: ConnectionLog): TcpHandle | undefined {
-    try {
-      return this.openFrom(address, port);
-    } catch (err) {
-      this.upstreamFailed(err, log);
-      return undefined;
-    }
-  }
-
-  private openFrom(address: string, port: number): TcpHandle {
-    return openTransparentTcp({ address, port, mark: this.config.mark });
+      },
+      failed: (err) => this.upstreamFailed(err, log),
+    }, { address: clientAddress, port }, backend);
   }
 
   private upstreamFailed(err: unknown, log: ConnectionLog): void {

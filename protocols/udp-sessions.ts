@@ -5,7 +5,7 @@
 // Generic over the session type so the table is tested without sockets.
 import { LRUCache } from 'lru-cache';
 
-export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown';
+export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown' | 'address-removed';
 
 export interface SessionTableOptions<S extends object> {
   maxSessions: number;
@@ -61,6 +61,14 @@ export class SessionTable<S extends object> {
     } finally {
       this.pendingReason = undefined;
     }
+  }
+
+  /** End every session that matches (those of a listener whose address left the host). Returns how many. */
+  endWhere(matches: (session: S) => boolean, reason: SessionEnd): number {
+    const keys: string[] = [];
+    for (const [key, session] of this.cache.entries()) if (matches(session)) keys.push(key);
+    for (const key of keys) this.end(key, reason);
+    return keys.length;
   }
 
   /** End every session (shutdown) and stop the sweeper. */

@@ -12,6 +12,7 @@ import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError } from '../src/listen';
 import { injectFault } from '../src/faults';
+import { openUpstream, UpstreamSockets } from './upstream';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -77,6 +78,7 @@ export class TcpRelay implements ConnectionOwner {
   private readonly mismatchLog: RateLimitedLog;
   private readonly upstreamFailedLog: RateLimitedLog;
   private readonly portFallbackLog: RateLimitedLog;
+  private upstreamSockets: UpstreamSockets<TcpHandle>;
 
   constructor(
     private config: RelayConfig,
@@ -90,6 +92,7 @@ export class TcpRelay implements ConnectionOwner {
     this.upstreamFailedLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: closing client');
     this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: connecting from an ephemeral port");
     this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog);
+    this.upstreamSockets = upstreamSocketsFor(config);
   }
 
   get openConnections(): number {
@@ -105,6 +108,7 @@ export class TcpRelay implements ConnectionOwner {
     this.config = config;
     this.balancer = balancer;
     this.health = health;
+    this.upstreamSockets = upstreamSocketsFor(config);
   }
 
   /**
@@ -222,40 +226,19 @@ export class TcpRelay implements ConnectionOwner {
    * client must be turned away (already logged).
    */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
-    if (familyOfAddress(clientAddress) !== backend.family) {
-      if (this.config.onFamilyMismatch === 'reject') {
+    const port = this.config.keepClientPort ? clientPort : 0;
+    return openUpstream(this.upstreamSockets, {
+      rejectedMismatch: () => {
         this.stats.rejectedFamilyMismatch++;
         this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
-        return undefined;
-      }
-      log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)");
-      return TcpHandle.unbound();
-    }
-    const port = this.config.keepClientPort ? clientPort : 0;
-    try {
-      return this.openFrom(clientAddress, port);
-    } catch (err) {
-      if (port !== 0 && err instanceof SysError && err.code === 'EADDRINUSE') {
+      },
+      masqueraded: () => log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)"),
+      portInUse: () => {
         this.stats.portFallbacks++;
         this.portFallbackLog.write(() => log.fields({ port, portFallbacks: this.stats.portFallbacks }));
-        return this.tryOpenFrom(clientAddress, 0, log);
-      }
-      this.upstreamFailed(err, log);
-      return undefined;
-    }
-  }
-
-  private tryOpenFrom(address: string, port: number, log: ConnectionLog): TcpHandle | undefined {
-    try {
-      return this.openFrom(address, port);
-    } catch (err) {
-      this.upstreamFailed(err, log);
-      return undefined;
-    }
-  }
-
-  private openFrom(address: string, port: number): TcpHandle {
-    return openTransparentTcp({ address, port, mark: this.config.mark });
+      },
+      failed: (err) => this.upstreamFailed(err, log),
+    }, { address: clientAddress, port }, backend);
   }
 
   private upstreamFailed(err: unknown, log: ConnectionLog): void {
@@ -605,4 +588,13 @@ class ConnectionLog {
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
   }
+}
+
+/** How this relay's upstream sockets are opened, from the config (again at each reload). */
+function upstreamSocketsFor(config: RelayConfig): UpstreamSockets<TcpHandle> {
+  return {
+    onFamilyMismatch: config.onFamilyMismatch,
+    bindFrom: (address, port) => openTransparentTcp({ address, port, mark: config.mark }),
+    unbound: () => TcpHandle.unbound(),
+  };
 }

@@ -5,7 +5,8 @@
 // Generic over the session type so the table is tested without sockets.
 import { LRUCache } from 'lru-cache';
 
-export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown' | 'removed';
+export type SessionEnd = 'idle' | 'evicted' | 'responses' | 'refused' | 'error' | 'shutdown' | 'address-removed'
+  | 'backend-removed';
 
 export interface SessionTableOptions<S extends object> {
   maxSessions: number;
@@ -63,9 +64,13 @@ export class SessionTable<S extends object> {
     }
   }
 
-  /** End every session that matches (without touching the others' recency); returns how many. */
+  /**
+   * End every session that matches (those of a listener whose address left
+   * the host, or of a backend a reload removed). Returns how many.
+   */
   endWhere(matches: (session: S) => boolean, reason: SessionEnd): number {
-    const keys = [...this.cache.entries()].filter(([, session]) => matches(session)).map(([key]) => key);
+    const keys: string[] = [];
+    for (const [key, session] of this.cache.entries()) if (matches(session)) keys.push(key);
     for (const key of keys) this.end(key, reason);
     return keys.length;
   }

@@ -2,26 +2,23 @@
 // (address, port, listener address): an upstream socket bound to the client's
 // address AND port, connected to the backend. Client datagrams go out through
 // it; the backend's replies come back on it and are sent to the client from
-// the listener socket, i.e. from the address the client sent to.
-//
-// Listening on a wildcard address: a wildcard socket would reply from whatever
-// source the kernel picks, which on a host with several addresses is not
-// always the one the client sent to. relay binds one socket per local address
-// instead (found at start), so every reply leaves from the right address.
-import * as os from 'node:os';
+// the listener socket, i.e. from the address the client sent to. The listener
+// sockets (one per address, following the host's addresses for a wildcard
+// --listen) are udp-listeners.ts's; the session table is udp-sessions.ts's.
 import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog, errorWithStack } from '../src/log';
-import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress, normalize } from '../src/addr';
-import { encodeSockaddr, openTransparentUdp, openUdpListener, ReceiveBatch, ReplyBatch, UdpHandle } from '../src/sys';
+import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
+import { encodeSockaddr, openTransparentUdp, ReceiveBatch, UdpHandle } from '../src/sys';
 import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
-import { SysError, describeError } from '../src/errors';
-import { listenError } from '../src/listen';
+import type { SysError } from '../src/errors';
+import { describeError } from '../src/errors';
 import { injectFault } from '../src/faults';
 import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
-import type { Family } from '../src/sys/sockaddr';
+import { ListenerOwner, UdpListener, UdpListeners } from './udp-listeners';
+import { openUpstream, UpstreamOutcomes, UpstreamSockets } from './upstream';
 
 export interface UdpStats {
   sessionsOpened: number;
@@ -35,23 +32,6 @@ export interface UdpStats {
   sendFailed: number;
   /** Sessions ended because relay's own handling of them threw (logged with the stack). */
   internalErrors: number;
-}
-
-/**
- * Room for a burst of new clients: each needs an upstream socket made before
- * its datagram moves on, and meanwhile the rest wait in the kernel.
- * 4 MiB holds about 5,000 small datagrams.
- */
-const LISTENER_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
-
-interface Listener {
-  socket: UdpHandle;
-  /** Replies to clients leave through this, a batch per turn of the loop. */
-  replies: ReplyBatch;
-  address: string;
-  port: number;
-  /** Carries proto and listen address, like the TCP listener's. */
-  log: Logger;
 }
 
 class UdpSession {
@@ -69,7 +49,7 @@ class UdpSession {
   constructor(
     readonly key: string,
     readonly upstream: UdpHandle,
-    readonly listener: Listener,
+    readonly listener: UdpListener,
     readonly clientAddress: string,
     readonly clientPort: number,
     readonly backend: WeightedBackend,
@@ -78,14 +58,15 @@ class UdpSession {
   }
 }
 
-export class UdpRelay {
+export class UdpRelay implements ListenerOwner {
   readonly stats: UdpStats = {
     sessionsOpened: 0,
-    sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0, removed: 0 },
+    sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0, 'address-removed': 0,
+      'backend-removed': 0 },
     droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
     internalErrors: 0,
   };
-  private readonly listeners: Listener[] = [];
+  private readonly listeners: UdpListeners;
   private readonly sessions: SessionTable<UdpSession>;
   private readonly evictionLog: RateLimitedLog;
   private readonly mismatchLog: RateLimitedLog;
@@ -106,6 +87,7 @@ export class UdpRelay {
   private readonly datagramsToBackends: Buffer[] = [];
   /** Shared by every listener: it copies each datagram out before the next read. */
   private receiveBatch: ReceiveBatch | undefined;
+  private upstreamSockets: UpstreamSockets<UdpHandle>;
 
   constructor(
     private config: RelayConfig,
@@ -125,6 +107,8 @@ export class UdpRelay {
       idleTimeoutMs: config.sessionTimeoutMs,
       onEnd: (session, reason) => this.onSessionEnd(session, reason),
     });
+    this.upstreamSockets = upstreamSocketsFor(config);
+    this.listeners = new UdpListeners({ endpoints: config.listeners, log, owner: this });
   }
 
   get openSessions(): number {
@@ -140,6 +124,7 @@ export class UdpRelay {
     this.config = config;
     this.balancer = balancer;
     this.health = health;
+    this.upstreamSockets = upstreamSocketsFor(config);
   }
 
   /**
@@ -149,38 +134,22 @@ export class UdpRelay {
   retireBackends(names: ReadonlySet<string>, graceMs: number): number {
     const onRemoved = (session: UdpSession) => names.has(backendName(session.backend.endpoint));
     const count = this.sessions.count(onRemoved);
-    if (count > 0) setTimeout(() => this.sessions.endWhere(onRemoved, 'removed'), graceMs).unref();
+    if (count > 0) setTimeout(() => this.sessions.endWhere(onRemoved, 'backend-removed'), graceMs).unref();
     return count;
   }
 
   async listen(): Promise<void> {
-    const bound = new Set<string>();
-    for (const endpoint of this.config.listeners) {
-      for (const address of listenAddresses(endpoint)) {
-        // 0.0.0.0 and [::] on one port both expand to the IPv4 addresses: bind each once.
-        const id = formatEndpoint(address, endpoint.port);
-        if (bound.has(id)) continue;
-        bound.add(id);
-        this.listeners.push(this.bindListener(address, endpoint));
-      }
-    }
+    this.listeners.start();
   }
 
-  /** The addresses actually bound, e.g. for the start line. */
+  /** The addresses bound now, e.g. for the start line. */
   get boundAddresses(): string[] {
-    return this.listeners.map((l) => formatEndpoint(l.address, l.port));
+    return this.listeners.boundAddresses;
   }
 
-  private bindListener(address: string, endpoint: Endpoint): Listener {
-    let socket: UdpHandle;
-    try {
-      socket = openUdpListener(address, endpoint.port, LISTENER_RECEIVE_BUFFER_BYTES);
-    } catch (err) {
-      throw err instanceof SysError ? listenError(err, { ...endpoint, address }) : err;
-    }
-    const log = this.log.child({ proto: 'udp', listen: formatEndpoint(address, endpoint.port) });
-    const replies = new ReplyBatch(socket.fd, () => this.stats.sendFailed++);
-    const listener: Listener = { socket, replies, address, port: endpoint.port, log };
+  /** A listener was bound (at start, or for an address the host gained): read it. */
+  serve(listener: UdpListener): void {
+    const socket = listener.socket;
     const fromClient = (datagram: Buffer, clientAddress: string, clientPort: number): void =>
       this.fromClient(listener, datagram, clientAddress, clientPort);
     // Node reads one datagram per callback; what queued behind it is read
@@ -191,12 +160,20 @@ export class UdpRelay {
         (this.receiveBatch ??= new ReceiveBatch()).drain(socket.fd, fromClient);
         this.sendToBackends();
       },
-      error: (err) => log.error({ err: describeError(err) }, 'listener error'),
+      error: (err) => listener.log.error({ err: describeError(err) }, 'listener error'),
     });
-    return listener;
   }
 
-  private fromClient(listener: Listener, datagram: Buffer, fromAddress: string, clientPort: number): void {
+  /** The listener's address left the host: its sessions end now, and their fds with them. */
+  retire(listener: UdpListener): void {
+    this.sessions.endWhere((session) => session.listener === listener, 'address-removed');
+  }
+
+  replyDropped(): void {
+    this.stats.sendFailed++;
+  }
+
+  private fromClient(listener: UdpListener, datagram: Buffer, fromAddress: string, clientPort: number): void {
     const clientAddress = unmapAddress(fromAddress);
     const key = sessionKey(listener.address, listener.port, clientAddress, clientPort);
     const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, clientPort);
@@ -222,7 +199,7 @@ export class UdpRelay {
     datagrams.length = 0;
   }
 
-  private openSession(key: string, listener: Listener, clientAddress: string, clientPort: number): UdpSession | undefined {
+  private openSession(key: string, listener: UdpListener, clientAddress: string, clientPort: number): UdpSession | undefined {
     if (this.draining) return undefined; // a removed service: its sessions finish, no new ones start
     // A session stays on its backend for life; source and maglev bring the
     // client back to the same backend after its session ended.
@@ -266,47 +243,27 @@ export class UdpRelay {
 
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): UdpHandle | undefined {
-    if (familyOfAddress(clientAddress) !== backend.family) {
-      if (this.config.onFamilyMismatch === 'masquerade') return UdpHandle.unbound(backend.family);
-      this.stats.droppedFamilyMismatch++;
-      this.mismatchLog.write({
-        client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
-        dropped: this.stats.droppedFamilyMismatch,
-      });
-      return undefined;
-    }
-    try {
-      return openTransparentUdp({ address: clientAddress, port: clientPort, mark: this.config.mark });
-    } catch (err) {
-      if (err instanceof SysError && err.code === 'EADDRINUSE') {
-        // Something on this host holds the client's address and port (another
-        // listener's session, or a local socket): keep the address, not the port.
-        this.stats.portFallbacks++;
-        this.portFallbackLog.write(() => ({ client: formatEndpoint(clientAddress, clientPort),
-          backend: formatEndpoint(backend.address, backend.port), portFallbacks: this.stats.portFallbacks }));
-        return this.tryBind(clientAddress, 0, backend);
-      }
-      this.upstreamFailed(err, clientAddress, clientPort, backend);
-      return undefined;
-    }
-  }
-
-  private tryBind(address: string, port: number, backend: Endpoint): UdpHandle | undefined {
-    try {
-      return openTransparentUdp({ address, port, mark: this.config.mark });
-    } catch (err) {
-      this.upstreamFailed(err, address, port, backend);
-      return undefined;
-    }
-  }
-
-  private upstreamFailed(err: unknown, clientAddress: string, clientPort: number, backend: Endpoint): void {
-    this.stats.upstreamFailed++;
-    this.failureLog.write({
+    // Built only for a line that is written: most sessions open without one.
+    const ends = () => ({
       client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
-      err: describeError(err), failures: this.stats.upstreamFailed,
     });
+    const outcomes: UpstreamOutcomes = {
+      rejectedMismatch: () => {
+        this.stats.droppedFamilyMismatch++;
+        this.mismatchLog.write(() => ({ ...ends(), dropped: this.stats.droppedFamilyMismatch }));
+      },
+      portInUse: () => {
+        this.stats.portFallbacks++;
+        this.portFallbackLog.write(() => ({ ...ends(), portFallbacks: this.stats.portFallbacks }));
+      },
+      failed: (err) => {
+        this.stats.upstreamFailed++;
+        this.failureLog.write(() => ({ ...ends(), err: describeError(err), failures: this.stats.upstreamFailed }));
+      },
+    };
+    return openUpstream(this.upstreamSockets, outcomes, { address: clientAddress, port: clientPort }, backend);
   }
+
 
   private fromBackend(session: UdpSession, reply: Buffer): void {
     if (session.closed) return;
@@ -399,10 +356,7 @@ export class UdpRelay {
 
   /** Close every session and listener. At shutdown UDP has nothing to drain. */
   close(): void {
-    for (const listener of this.listeners) {
-      listener.replies.flush();
-      listener.socket.close();
-    }
+    this.listeners.close();
     this.sessions.clear('shutdown');
     for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog, this.portFallbackLog]) {
       limited.flush();
@@ -425,18 +379,11 @@ function sessionFields(session: UdpSession, reason: SessionEnd): object {
   };
 }
 
-/**
- * The addresses to bind for a listen endpoint: itself, or for a wildcard
- * every local address of its family ([::] also takes IPv4 addresses, as a
- * dual-stack TCP listener does).
- */
-export function listenAddresses(endpoint: Endpoint, interfaces = os.networkInterfaces()): string[] {
-  if (endpoint.address !== '0.0.0.0' && endpoint.address !== '::') return [endpoint.address];
-  const families: Family[] = endpoint.address === '0.0.0.0' ? [4] : [6, 4];
-  const found = Object.values(interfaces).flat().filter((i) => i !== undefined)
-    .filter((i) => families.includes(i!.family === 'IPv4' ? 4 : 6))
-    // Link-local IPv6 needs a scope id per interface; relay's clients use routable addresses.
-    .filter((i) => !(i!.family === 'IPv6' && i!.address.toLowerCase().startsWith('fe80:')))
-    .map((i) => normalize(i!.address));
-  return [...new Set(found)];
+/** How this relay's upstream sockets are opened, from the config (again at each reload). */
+function upstreamSocketsFor(config: RelayConfig): UpstreamSockets<UdpHandle> {
+  return {
+    onFamilyMismatch: config.onFamilyMismatch,
+    bindFrom: (address, port) => openTransparentUdp({ address, port, mark: config.mark }),
+    unbound: (family) => UdpHandle.unbound(family),
+  };
 }

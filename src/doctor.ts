@@ -7,10 +7,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import { listenError } from './listen';
+import { listenAddresses, listenError } from './listen';
 import type { RelayConfig, RoutesConfig, RunOptions } from './config';
 import type { Endpoint } from './addr';
-import { formatEndpoint } from './addr';
+import { familyOfAddress, formatEndpoint, isWildcard } from './addr';
 import type { Family } from './sys/sockaddr';
 import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
 import { relayHostSteps, backendRecipes } from './routes';
@@ -103,22 +103,35 @@ function checkListenAddress(listener: Endpoint): CheckResult {
 }
 
 /** Try the listen itself (then let go): a port in use or below 1024 without the capability shows here, not at start. */
-function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<CheckResult> {
+async function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<CheckResult> {
   const name = `listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`;
-  const failed = (err: NodeJS.ErrnoException): CheckResult => ({ name, ok: false, detail: describeError(listenError(err, listener)),
-    fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024']
-      : err.code === 'EADDRINUSE' ? ['stop what listens there (ss -lntup), or choose another --listen'] : [] });
+  // UDP binds what relay binds: each address a wildcard stands for, one socket each (docs/udp.md).
+  const addresses = protocol === 'tcp' ? [listener.address] : listenAddresses(listener);
+  for (const address of addresses) {
+    const endpoint = { ...listener, address, family: familyOfAddress(address) };
+    const err = await tryBind(endpoint, protocol);
+    if (err) {
+      return { name, ok: false, detail: describeError(listenError(err, endpoint)),
+        fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024']
+          : err.code === 'EADDRINUSE' ? ['stop what listens there (ss -lntup), or choose another --listen'] : [] };
+    }
+  }
+  const each = protocol === 'udp' && isWildcard(listener.address)
+    ? ` (each of the ${addresses.length} addresses relay binds now: ${addresses.join(', ')})` : '';
+  return { name, ok: true, detail: `free, and relay may bind it${each}` };
+}
+
+/** Bind and let go; the error when the bind fails. */
+function tryBind(endpoint: Endpoint, protocol: 'tcp' | 'udp'): Promise<NodeJS.ErrnoException | undefined> {
   return new Promise((resolve) => {
     if (protocol === 'tcp') {
       const server = net.createServer();
-      server.once('error', (err) => resolve(failed(err as NodeJS.ErrnoException)));
-      server.listen({ host: listener.address, port: listener.port, ipv6Only: false }, () =>
-        server.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+      server.once('error', (err) => resolve(err as NodeJS.ErrnoException));
+      server.listen({ host: endpoint.address, port: endpoint.port, ipv6Only: false }, () => server.close(() => resolve(undefined)));
     } else {
-      const socket = dgram.createSocket({ type: listener.family === 4 ? 'udp4' : 'udp6' });
-      socket.once('error', (err) => { socket.close(); resolve(failed(err as NodeJS.ErrnoException)); });
-      socket.bind({ address: listener.address, port: listener.port, exclusive: true }, () =>
-        socket.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+      const socket = dgram.createSocket({ type: endpoint.family === 4 ? 'udp4' : 'udp6', ipv6Only: endpoint.family === 6 });
+      socket.once('error', (err) => { socket.close(); resolve(err as NodeJS.ErrnoException); });
+      socket.bind({ address: endpoint.address, port: endpoint.port, exclusive: true }, () => socket.close(() => resolve(undefined)));
     }
   });
 }

@@ -1,6 +1,10 @@
-// Turning a failed listen() into one line an operator can act on.
+// Where relay listens: the UDP sockets a --listen stands for, and a failed
+// listen() turned into one line an operator can act on.
+import * as os from 'node:os';
 import { SysError } from './errors';
 import type { Endpoint } from './addr';
+import { formatEndpoint, isWildcard, normalize } from './addr';
+import type { Family } from './sys/sockaddr';
 
 const LISTEN_HINTS: Record<string, string> = {
   EADDRINUSE: 'another process listens there: stop it, or choose another --listen',
@@ -17,4 +21,57 @@ export function listenError(err: NodeJS.ErrnoException, endpoint: Endpoint): Err
     port: endpoint.port,
     hint: LISTEN_HINTS[err.code ?? ''],
   });
+}
+
+/**
+ * The addresses a UDP listener binds for a listen endpoint: itself, or for a
+ * wildcard every local address of its family ([::] also takes IPv4
+ * addresses, as a dual-stack TCP listener does). relay binds each address
+ * rather than the wildcard so that every reply leaves from the address its
+ * client sent to (see docs/udp.md).
+ */
+export function listenAddresses(endpoint: Endpoint, interfaces = os.networkInterfaces()): string[] {
+  if (!isWildcard(endpoint.address)) return [endpoint.address];
+  const families: Family[] = endpoint.address === '0.0.0.0' ? [4] : [6, 4];
+  const found = Object.values(interfaces).flat()
+    .filter((i): i is os.NetworkInterfaceInfo => i !== undefined)
+    .filter((i) => families.includes(i.family === 'IPv4' ? 4 : 6))
+    // Link-local IPv6 needs a scope id per interface; relay's clients use routable addresses.
+    .filter((i) => !(i.family === 'IPv6' && i.address.toLowerCase().startsWith('fe80:')))
+    .map((i) => normalize(i.address));
+  return [...new Set(found)];
+}
+
+/** One UDP socket relay binds: an address, a port, and the --listen it serves. */
+export interface UdpBinding {
+  address: string;
+  port: number;
+  /** The --listen this binding came from (a wildcard, or the address itself). */
+  endpoint: Endpoint;
+  /** Found among the host's addresses for a wildcard --listen: it may come and go. */
+  fromWildcard: boolean;
+}
+
+/**
+ * Every UDP socket relay binds for these --listen endpoints, given the host's
+ * addresses now. 0.0.0.0 and [::] on one port both expand to the IPv4
+ * addresses, and a specific address may also be one a wildcard expands to:
+ * each address and port is bound once, the first endpoint naming it wins.
+ * relay and `relay doctor` both follow this plan.
+ */
+export function udpListenPlan(endpoints: readonly Endpoint[], interfaces = os.networkInterfaces()): UdpBinding[] {
+  const plan = new Map<string, UdpBinding>();
+  // Specific addresses first: they stay bound for relay's life, whatever the host does.
+  const ordered = [...endpoints.filter((e) => !isWildcard(e.address)), ...endpoints.filter((e) => isWildcard(e.address))];
+  for (const endpoint of ordered) {
+    for (const address of listenAddresses(endpoint, interfaces)) {
+      const id = udpBindingId(address, endpoint.port);
+      if (!plan.has(id)) plan.set(id, { address, port: endpoint.port, endpoint, fromWildcard: isWildcard(endpoint.address) });
+    }
+  }
+  return [...plan.values()];
+}
+
+export function udpBindingId(address: string, port: number): string {
+  return formatEndpoint(address, port);
 }

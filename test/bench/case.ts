@@ -60,6 +60,8 @@ export type Goal =
   | { kind: 'ratio-at-least'; min: number; everyRun?: boolean }
   | { kind: 'ratio-at-most'; max: number } // relay <= max x nginx, medians (lower is better: TIME_WAIT, system calls)
   | { kind: 'at-most'; max: number } // relay's own figure, absolute
+  // a variant of relay >= min x relay as it runs in the other cases, medians (a wildcard listener against a specific one)
+  | { kind: 'variant-at-least'; variant: TargetName; min: number }
   | { kind: 'none'; why: string }; // reported beside the targets, judged by none (a tuned client)
 
 /** A case prepared for measuring: its backend runs until close(). */

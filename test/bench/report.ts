@@ -78,8 +78,9 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
   const g = benchCase.goal;
   const goal = g.kind === 'ratio-at-least' ? `relay >= ${g.min}x nginx${g.everyRun ? ' in every run' : ''}`
     : g.kind === 'ratio-at-most' ? `relay <= ${g.max === 1 ? '' : `${g.max}x `}nginx`
-      : g.kind === 'at-most' ? `relay <= ${g.max} ${benchCase.unit}` : 'none (reported, not judged)';
-  if (samples.some((s) => s.target === 'relay' && s.sawClient === false)) {
+      : g.kind === 'at-most' ? `relay <= ${g.max} ${benchCase.unit}`
+        : g.kind === 'variant-at-least' ? `${g.variant} >= ${g.min}x relay` : 'none (reported, not judged)';
+  if (samples.some((s) => s.target.startsWith('relay') && s.sawClient === false)) {
     return { goal, verdict: 'FAIL', why: 'the backend did not see the client address through relay' };
   }
   if (g.kind === 'none') return { goal, verdict: 'INFO', why: g.why };
@@ -92,6 +93,13 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
       why: `relay/nginx = ${ratio.toFixed(2)} (medians), ${lowest.toFixed(2)} in the lowest run ` +
         `(run by run: ${runRatios.map((r) => r.toFixed(2)).join(', ')})` };
   }
+  if (g.kind === 'variant-at-least') {
+    const variant = summarizeVariant(samples, g.variant);
+    if (!variant) return { goal, verdict: 'FAIL', why: `no ${g.variant} measurement` };
+    const r = variant.median / relay.median;
+    return { goal, verdict: r >= g.min ? 'PASS' : 'FAIL', why: `${g.variant}/relay = ${r.toFixed(3)} ` +
+      `(${fmt(variant.median, benchCase.decimals)} against ${fmt(relay.median, benchCase.decimals)} ${benchCase.unit})` };
+  }
   if (g.kind === 'ratio-at-most') {
     if (!nginx) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };
     const d = benchCase.decimals;
@@ -102,12 +110,17 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
   return { goal, verdict: relay.median <= g.max ? 'PASS' : 'FAIL', why: `relay = ${fmt(relay.median, benchCase.decimals)}` };
 }
 
+function summarizeVariant(samples: Sample[], name: TargetName): TargetSummary | undefined {
+  const own = samples.filter((s) => s.target === name);
+  return own.length > 0 ? summarizeTarget(own) : undefined;
+}
+
 function fmt(value: number | undefined, decimals: number): string {
   if (value === undefined || !Number.isFinite(value)) return 'n/a';
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'nginx', 'haproxy', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'nginx', 'haproxy', 'kernel'];
 
 /** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
 function namesIn(summaries: CaseSummary[]): TargetName[] {

@@ -11,7 +11,8 @@ import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, s
 import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
 import { descendants, exePath } from './proc';
 
-export type TargetName = 'relay' | 'nginx' | 'haproxy' | 'kernel';
+/** relay-wildcard: relay listening on 0.0.0.0 rather than on the address the client uses (UDP). */
+export type TargetName = 'relay' | 'relay-wildcard' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -71,25 +72,33 @@ export interface UdpRelayOptions {
   responses?: number;
   /** How this variant differs, for the report. */
   variant?: string;
+  /**
+   * Listen on 0.0.0.0 (target relay-wildcard): relay then binds each of the
+   * host's addresses and follows them as they change; the client still sends
+   * to the same address.
+   */
+  wildcard?: boolean;
 }
 
 /** relay relaying UDP, configured for one case. */
 export function udpRelayTarget(o: UdpRelayOptions): Target {
   const flags = ['--max-sessions', String(o.maxSessions), '--session-timeout', o.sessionTimeout,
     ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : [])];
+  const listen = o.wildcard ? '0.0.0.0' : ADDR.relayClientSide4;
   return {
-    name: 'relay',
+    name: o.wildcard ? 'relay-wildcard' : 'relay',
     variant: o.variant,
-    setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto udp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
+    setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto udp --listen ${listen}:${RELAY_PORT} ` +
       `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace`,
-    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags),
+    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags, listen),
   };
 }
 
-async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tcp' | 'udp', flags: string[]): Promise<ProxyUnderTest> {
+async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tcp' | 'udp', flags: string[],
+  listen: string = ADDR.relayClientSide4): Promise<ProxyUnderTest> {
   const entry = { host: ADDR.relayClientSide4, port: RELAY_PORT };
   const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, [process.execPath, cliPath(),
-    '--proto', proto, '--listen', formatEndpoint(entry.host, entry.port),
+    '--proto', proto, '--listen', formatEndpoint(listen, entry.port),
     '--backend', formatEndpoint(backend.host, backend.port),
     '--log-level', 'warn', ...flags]);
   // At --log-level warn relay prints no start line: wait for its listening socket.

@@ -98,6 +98,18 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.equal(doctor().status, 0, 'free again, it passes');
   });
 
+  t.test('a wildcard UDP listen is checked address by address, as relay binds it', async (t) => {
+    t.match(doctor().out, /OK\s+listen udp 0\.0\.0\.0:5353: .*each of the \d+ addresses relay binds now: .*192\.0\.2\.1/);
+    const holder = topo.lab.spawn(topo.relay, [process.execPath, '-e',
+      `require('dgram').createSocket('udp4').bind(5353, '${ADDR.relayClientSide4}', () => console.log('held'))`]);
+    await holder.waitFor(/held/);
+    const r = doctor();
+    t.equal(r.status, 1);
+    t.ok(r.fails.some((l) => l.includes(`listen udp 0.0.0.0:5353: bind EADDRINUSE ${ADDR.relayClientSide4}:5353`)),
+      'names the one address in use', { output: r.out });
+    await holder.stop();
+  });
+
   t.test('missing capability', async (t) => {
     const nobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
     const r = doctor([...nobody, '--inh-caps=-all', '--bounding-set=-all']);

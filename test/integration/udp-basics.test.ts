@@ -64,7 +64,7 @@ t.test('UDP sessions', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   });
 
   t.test('a wildcard listener on a host with several addresses replies from the one the client used', async (t) => {
-    // relay's namespace gains a second address before this relay starts (addresses are found at start).
+    // relay's namespace gains a second address before this relay starts (udp-wildcard.test.ts adds them after).
     topo.relay.ip('addr', 'add', '192.0.2.9/24', 'dev', 'eth-client');
     await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5303', '--backend', formatEndpoint(ADDR.backend4, 5300)]);
     for (const address of [ADDR.relayClientSide4, '192.0.2.9']) {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type * as os from 'node:os';
-import { listenAddresses } from '../../protocols/udp';
+import { listenAddresses } from '../../src/listen';
 import { parseEndpoint } from '../../src/addr';
 
 const iface = (address: string, family: 'IPv4' | 'IPv6') => ({ address, family }) as os.NetworkInterfaceInfo;

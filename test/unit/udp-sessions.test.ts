@@ -63,3 +63,12 @@ t.test('keys separate listener address and port, client address and port', async
   t.not(sessionKey('192.0.2.1', 53, '192.0.2.2', 53), sessionKey('192.0.2.1', 54, '192.0.2.2', 53));
   t.not(sessionKey('2001:db8::1', 53, '2001:db8::2', 53), sessionKey('2001:db8::1', 53, '2001:db8::2:53', 0));
 });
+
+t.test("endWhere() ends only the matching sessions, each once, with the reason given", async (t) => {
+  const { sessions, ended } = table(10);
+  for (const id of ['a1', 'b1', 'a2']) sessions.add(id, { id });
+  t.equal(sessions.endWhere((s) => s.id.startsWith('a'), 'address-removed'), 2);
+  t.same([...ended].sort(), [['a1', 'address-removed'], ['a2', 'address-removed']]);
+  t.ok(sessions.get('b1'), 'the others stay');
+  sessions.clear();
+});

@@ -142,3 +142,12 @@ t.test('the command line with --config', async (t) => {
   t.equal(routes.status, 0, routes.stderr);
   t.match(routes.stdout, /198\.51\.100\.30/, 'routes print takes the backends from the file');
 });
+
+t.test('the example in docs/configuration.md is a valid configuration', async (t) => {
+  const doc = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'configuration.md'), 'utf8');
+  const example = /```toml\n([\s\S]*?)```/.exec(doc);
+  t.ok(example, 'the doc has a toml block');
+  const file = parseConfigText(example![1], 'docs/configuration.md');
+  t.same(file.services.map((s) => s.name), ['dns', 'smtp', 'game']);
+  t.same(file.services.map((s) => s.run.protocols), [['udp', 'tcp'], ['tcp'], ['udp']]);
+});

@@ -177,11 +177,15 @@ export class TcpRelay implements ConnectionOwner {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed);
+    // Under reject, a backend of the other family would only be refused: no retry beats a wasted one.
+    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed,
+      this.config.onFamilyMismatch === 'reject');
     if (!next) return undefined;
     this.balancer.onOpen(next);
+    log.setBackend(next.endpoint); // what openUpstream logs is about the backend tried now
     const upstream = this.openUpstream(log.clientAddress, log.clientPort, next.endpoint, log);
     if (!upstream) {
+      log.setBackend(failed.endpoint); // the connection's last line is about the connect that failed
       this.balancer.onClose(next);
       return undefined;
     }
@@ -446,7 +450,6 @@ class ProxiedConnection implements FaultOwner {
       this.upstream = next.upstream;
       this.backend = next.backend;
       this.released = false;
-      this.log.setBackend(next.backend.endpoint);
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
       this.connectUpstream();

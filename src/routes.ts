@@ -354,7 +354,7 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
       continue;
     }
     const relay = config.relayAddresses.find((a) => familyOfAddress(a) === family) ??
-      relayAddressFor(address) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
+      usableRelayAddress(relayAddressFor(address)) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
     const v = family === 4 ? '-4' : '-6';
     lines.push(
       `# On backend ${describeBackend(group)}, choose ONE of:`,
@@ -409,6 +409,15 @@ function isOnThisHost(address: string): boolean {
 }
 
 /**
+ * A looked-up address a backend can route via: not loopback or unspecified
+ * (what `ip route get` gives for an address routed over lo), which would
+ * print `route replace default via 127.0.0.1`.
+ */
+function usableRelayAddress(address: string | undefined): string | undefined {
+  return address !== undefined && relayAddressProblem(address) === undefined ? address : undefined;
+}
+
+/**
  * relay's address as the backend sees it, when the backend is on a directly
  * connected network. Behind a gateway the backend must route via that gateway
  * instead, which only the operator knows: then there is no guess.
@@ -416,6 +425,5 @@ function isOnThisHost(address: string): boolean {
 function lookupRelayAddress(backendAddress: string): string | undefined {
   const route = listJson(['ip', '-j', 'route', 'get', backendAddress])[0];
   if (route === undefined || route.gateway !== undefined) return undefined;
-  // A backend reached over lo (an address routed locally) has no gateway to give.
-  return typeof route.prefsrc === 'string' && relayAddressProblem(route.prefsrc) === undefined ? route.prefsrc : undefined;
+  return typeof route.prefsrc === 'string' ? route.prefsrc : undefined;
 }

@@ -7,8 +7,9 @@
 import t from 'tap';
 import { Lab } from '../../src/lab/netns';
 import { buildTopology, cliPath } from '../../src/lab/topology';
+import { startToolServer } from '../../src/lab/peers';
 import {
-  relay, toolServer, clientSession, canRunLab, SKIP_REASON, ADDR, formatEndpoint, accepts, relayLogs,
+  relay, clientSession, canRunLab, SKIP_REASON, ADDR, formatEndpoint, accepts, relayLogs,
 } from './lab-fixture';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
 
@@ -62,7 +63,10 @@ t.test('routes print: pasted twice under set -e, then relaying works', { skip: !
   // preferred_lft 0: the backend's own IPv6 traffic leaves from its own address, not the dedicated one.
   t.match(backend.ip('-6', 'route', 'get', ADDR.relayBackendSide6), `src ${ADDR.backend6}`, 'the backend keeps its own IPv6 source');
 
-  const servers = [await toolServer(topo, 'echo', 7700, [DEDICATED4, DEDICATED6]), await toolServer(topo, 'echo', 7701, [DEDICATED4])];
+  const servers = [
+    await startToolServer(lab, backend, 'echo', [formatEndpoint(DEDICATED4, 7700), formatEndpoint(DEDICATED6, 7700)], 7700),
+    await startToolServer(lab, backend, 'echo', [formatEndpoint(DEDICATED4, 7701)], 7701),
+  ];
   const proc = await relay(topo, ['--listen', '[::]:7710', '--backend', formatEndpoint(DEDICATED4, 7700),
     '--backend', formatEndpoint(DEDICATED4, 7701), '--backend', formatEndpoint(DEDICATED6, 7700)]);
   const pid = relayPid(proc);

@@ -135,7 +135,8 @@ export class TcpRelay implements ConnectionOwner {
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
-      this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), rejected: this.stats.rejectedNoBackend });
+      this.noBackendLog.write(() => ({ ...log.bindings(), client: formatEndpoint(clientAddress, clientPort),
+        rejected: this.stats.rejectedNoBackend }));
       client.reset();
       return;
     }
@@ -529,9 +530,12 @@ class ConnectionLog {
     this.backend = backend;
   }
 
-  /** fields with the connection's client and backend, for a line written elsewhere (a rate-limited one). */
+  /**
+   * fields with the connection's listener (proto, listen), client and backend,
+   * for a line written elsewhere: a rate-limited one, shared by every listener.
+   */
   fields(fields: object): object {
-    return this.context(fields);
+    return { ...this.log.bindings(), ...this.context(fields) };
   }
 
   private context(fields: object): object {

@@ -61,12 +61,12 @@ t.test('balancing and health', { skip: !canRunLab && SKIP_REASON }, async (t) =>
 
   t.test('reject: a retry never goes to a backend of the other family; the lines name the backend tried', async (t) => {
     // 7620 refuses; the only other backend is IPv6, which --on-family-mismatch reject would refuse for this IPv4 client.
-    const six = await toolServer(topo, 'echo', 7630, [ADDR.backend6]);
-    const proc = await relay(topo, ['--listen', '0.0.0.0:7631', '--backend', b(7620),
-      '--backend', formatEndpoint(ADDR.backend6, 7630), '--health-fall', '100']);
+    const six = await toolServer(topo, 'echo', 7640, [ADDR.backend6]);
+    const proc = await relay(topo, ['--listen', '0.0.0.0:7641', '--backend', b(7620),
+      '--backend', formatEndpoint(ADDR.backend6, 7640), '--health-fall', '100']);
     const pid = relayPid(proc);
     const fdsBefore = fdCount(pid);
-    const out = await clientSession(topo, `${ADDR.relayClientSide4}:7631`, ['--send', 'x']);
+    const out = await clientSession(topo, `${ADDR.relayClientSide4}:7641`, ['--send', 'x']);
     t.equal(out.received, '', 'the client is turned away');
     const line = await eventually(() => relayLogs(proc, 'backend connect failed: client closed')[0], 3000, 'the closing line');
     t.equal(line.backend, b(7620), 'the closing line names the backend that refused');
@@ -89,6 +89,7 @@ t.test('balancing and health', { skip: !canRunLab && SKIP_REASON }, async (t) =>
     t.equal(out.error, 'ECONNRESET');
     const line = await eventually(() => relayLogs(proc, 'no backend is up: refusing client')[0]);
     t.equal(line.rejected, 1);
+    t.match(line, { proto: 'tcp', listen: '0.0.0.0:7632' }, 'the line names the listener');
   });
 
   t.test('UDP health probe against a real DNS server', async (t) => {

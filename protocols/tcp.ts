@@ -142,7 +142,8 @@ export class TcpRelay implements ConnectionOwner {
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
-      this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), rejected: this.stats.rejectedNoBackend });
+      this.noBackendLog.write(() => ({ ...log.bindings(), client: formatEndpoint(clientAddress, clientPort),
+        rejected: this.stats.rejectedNoBackend }));
       client.reset();
       return;
     }
@@ -184,11 +185,15 @@ export class TcpRelay implements ConnectionOwner {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed);
+    // Under reject, a backend of the other family would only be refused: no retry beats a wasted one.
+    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed,
+      this.config.onFamilyMismatch === 'reject');
     if (!next) return undefined;
     this.balancer.onOpen(next);
+    log.setBackend(next.endpoint); // what openUpstream logs is about the backend tried now
     const upstream = this.openUpstream(log.clientAddress, log.clientPort, next.endpoint, log);
     if (!upstream) {
+      log.setBackend(failed.endpoint); // the connection's last line is about the connect that failed
       this.balancer.onClose(next);
       return undefined;
     }
@@ -450,7 +455,6 @@ class ProxiedConnection implements FaultOwner {
       this.upstream = next.upstream;
       this.backend = next.backend;
       this.released = false;
-      this.log.setBackend(next.backend.endpoint);
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
       this.connectUpstream();
@@ -530,9 +534,12 @@ class ConnectionLog {
     this.backend = backend;
   }
 
-  /** fields with the connection's client and backend, for a line written elsewhere (a rate-limited one). */
+  /**
+   * fields with the connection's listener (proto, listen), client and backend,
+   * for a line written elsewhere: a rate-limited one, shared by every listener.
+   */
   fields(fields: object): object {
-    return this.context(fields);
+    return { ...this.log.bindings(), ...this.context(fields) };
   }
 
   private context(fields: object): object {

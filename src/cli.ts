@@ -13,6 +13,10 @@ const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend 
   '       relay doctor [the same options as a run]\n' +
   '       relay demo';
 
+/** Where the rest is: the routes flags (--relay-address for the backend recipes) are not a run's. */
+const RUN_HELP_MORE = '\nMore: relay routes --help (the relay host\'s routes, and --relay-address for the backend recipes),\n' +
+  '      relay doctor --help, relay demo --help; docs/quickstart.md for a first deployment.\n';
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   // Before anything loads koffi or runs a command: one line on a platform
@@ -23,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'doctor') return doctorCommand(rest);
   const values = parseFlags(argv, RUN_FLAGS);
   if (values.help) {
-    process.stdout.write(usage(RUN_USAGE, RUN_FLAGS));
+    process.stdout.write(usage(RUN_USAGE, RUN_FLAGS) + RUN_HELP_MORE);
     return 0;
   }
   const options = await runOptionsFrom(values);

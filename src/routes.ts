@@ -16,7 +16,7 @@ import * as os from 'node:os';
 import type { RoutesConfig, HostFacts, IpRule } from './config';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand } from './shell';
-import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
+import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProblem } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
 
 export const NFT_TABLE = 'relay';
@@ -28,6 +28,8 @@ export interface RouteStep {
   readonly applyCommands: readonly (readonly string[])[];
   readonly applyInput?: string;
   readonly removeCommands: readonly (readonly string[])[];
+  /** What `routes print` shows: shell that an operator can paste twice (under set -e too). */
+  readonly pasteText: string;
 }
 
 export function nftRuleset(fwmark: number): string {
@@ -104,6 +106,7 @@ function nftStep(config: RoutesConfig): RouteStep {
     },
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
+    pasteText: `nft -f - <<'EOF'\n${script}EOF`,
     removeCommands: [['nft', 'delete', 'table', 'inet', NFT_TABLE]],
   };
 }
@@ -116,6 +119,7 @@ function ruleStep(config: RoutesConfig, family: Family): RouteStep {
     isPresent: () => listRules(family).some((r) => isRelayRule(r, config)),
     applyCommands: [['ip', `-${family}`, 'rule', 'add', ...spec]],
     removeCommands: [['ip', `-${family}`, 'rule', 'del', ...spec]],
+    pasteText: addRuleOnce(family, spec),
   };
 }
 
@@ -129,6 +133,7 @@ function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
       r.type === 'local' && (r.dst === 'default' || r.dst === everything) && r.dev === 'lo'),
     applyCommands: [['ip', `-${family}`, 'route', 'add', ...spec]],
     removeCommands: [['ip', `-${family}`, 'route', 'del', ...spec]],
+    pasteText: formatCommand(['ip', `-${family}`, 'route', 'replace', ...spec]),
   };
 }
 
@@ -306,17 +311,34 @@ export function removeRoutes(plan: RemovalPlan, out = process.stdout): number {
 
 export function printRoutes(config: RoutesConfig, steps: readonly RouteStep[]): string {
   const lines: string[] = [
-    '# On the relay host (relay routes apply does this; relay routes check verifies it):',
+    '# On the relay host (relay routes apply does this; relay routes check verifies it).',
+    '# Each recipe below can be pasted twice: a rule already there is not added again.',
   ];
-  for (const step of steps) {
-    lines.push(`# ${step.name}`);
-    for (const argv of step.applyCommands) {
-      if (step.applyInput) lines.push(`nft -f - <<'EOF'\n${nftRuleset(config.fwmark)}EOF`);
-      else lines.push(formatCommand(argv));
-    }
-  }
+  for (const step of steps) lines.push(`# ${step.name}`, step.pasteText);
   lines.push('', ...backendRecipes(config));
   return lines.join('\n') + '\n';
+}
+
+/**
+ * `ip rule add` refuses a rule that is already there ("File exists"), which
+ * stops a pasted script under set -e: add it only when `ip rule show` with the
+ * same selectors lists nothing.
+ */
+export function addRuleOnce(family: Family, spec: readonly string[]): string {
+  const v = `-${family}`;
+  return `[ -n "$(${formatCommand(['ip', v, 'rule', 'show', ...spec])})" ] || ${formatCommand(['ip', v, 'rule', 'add', ...spec])}`;
+}
+
+/** The backends by address, in the order given: the recipe is per address, whatever the ports. */
+function backendsByAddress(backends: readonly Endpoint[]): Endpoint[][] {
+  const groups = new Map<string, Endpoint[]>();
+  for (const b of backends) groups.set(b.address, [...groups.get(b.address) ?? [], b]);
+  return [...groups.values()];
+}
+
+function describeBackend(group: readonly Endpoint[]): string {
+  if (group.length === 1) return formatEndpoint(group[0].address, group[0].port);
+  return `${group[0].address} (ports ${group.map((b) => b.port).join(', ')})`;
 }
 
 /** What each backend host needs so its replies to clients come back through relay. */
@@ -325,27 +347,44 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
     return ['# Backend hosts: pass --backend ADDR:PORT to see the recipes filled in.'];
   }
   const lines: string[] = [];
-  for (const backend of config.backends) {
-    if (isOnThisHost(backend.address)) {
-      lines.push(...localBackendRecipe(backend, config));
+  for (const group of backendsByAddress(config.backends)) {
+    const { address, family } = group[0];
+    if (isOnThisHost(address)) {
+      lines.push(...localBackendRecipe(group, config));
       continue;
     }
-    const relay = config.relayAddresses.find((a) => familyOfAddress(a) === backend.family) ??
-      relayAddressFor(backend.address) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
-    const v = backend.family === 4 ? '-4' : '-6';
+    const relay = config.relayAddresses.find((a) => familyOfAddress(a) === family) ??
+      usableRelayAddress(relayAddressFor(address)) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
+    const v = family === 4 ? '-4' : '-6';
     lines.push(
-      `# On backend ${formatEndpoint(backend.address, backend.port)}, choose ONE of:`,
-      `# (a) dedicated address: ${backend.address} is used only for relayed traffic and the service binds it`,
-      `#     (not a wildcard address: a UDP service on a wildcard address replies from another source).`,
-      `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
-      `ip ${v} route add default via ${relay} table ${config.table}`,
+      `# On backend ${describeBackend(group)}, choose ONE of:`,
+      `# (a) dedicated address: ${address} is used only for relayed traffic and the service binds it.`,
+      ...dedicatedAddressNotes(address, family),
+      addRuleOnce(family, ['from', address, 'lookup', String(config.table), 'priority', String(config.rulePriority)]),
+      `ip ${v} route replace default via ${relay} table ${config.table}`,
       `# (b) relay as the backend's gateway (all its traffic to clients goes through relay):`,
       `ip ${v} route replace default via ${relay}`,
-      `# check: ip ${v} route get <client-address> from ${backend.address}   -> must say "via ${relay}"`,
+      `# check: ip ${v} route get <client-address> from ${address}   -> must say "via ${relay}"`,
       '',
     );
   }
   return lines;
+}
+
+/** What (a) asks of the backend's service and address, beyond the two commands. */
+function dedicatedAddressNotes(address: string, family: Family): string[] {
+  const notes = [
+    '#     A UDP service on a wildcard address (0.0.0.0, [::]) replies from whatever source the kernel picks,',
+    '#     which this rule misses, unless it sets each reply\'s source itself (dnsmasq does; a plain socket does not).',
+  ];
+  if (family === 6) {
+    notes.push(
+      `#     Add ${address} with preferred_lft 0 (e.g. ip -6 addr add ${address}/64 dev eth0 preferred_lft 0):`,
+      '#     otherwise it can become the backend\'s preferred IPv6 source, and the backend\'s own IPv6 traffic',
+      '#     then leaves from it, is routed to relay by the rule above, and goes no further.',
+    );
+  }
+  return notes;
 }
 
 /**
@@ -355,11 +394,11 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
  * table; there is no gateway to change (changing the default route would
  * break the host).
  */
-function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
-  const v = backend.family === 4 ? '-4' : '-6';
+function localBackendRecipe(group: readonly Endpoint[], config: RoutesConfig): string[] {
+  const { address, family } = group[0];
   return [
-    `# Backend ${formatEndpoint(backend.address, backend.port)} is on this host: one rule, on this host:`,
-    `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
+    `# Backend ${describeBackend(group)} is on this host: one rule, on this host:`,
+    addRuleOnce(family, ['from', address, 'lookup', String(config.table), 'priority', String(config.rulePriority)]),
     '',
   ];
 }
@@ -367,6 +406,15 @@ function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
 function isOnThisHost(address: string): boolean {
   if (isLoopback(address)) return true;
   return Object.values(os.networkInterfaces()).flat().some((i) => i?.address === address);
+}
+
+/**
+ * A looked-up address a backend can route via: not loopback or unspecified
+ * (what `ip route get` gives for an address routed over lo), which would
+ * print `route replace default via 127.0.0.1`.
+ */
+function usableRelayAddress(address: string | undefined): string | undefined {
+  return address !== undefined && relayAddressProblem(address) === undefined ? address : undefined;
 }
 
 /**

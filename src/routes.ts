@@ -18,6 +18,7 @@ import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
+import { listNft, markRules, NftRule } from './nft';
 
 export const NFT_TABLE = 'relay';
 
@@ -65,19 +66,24 @@ function listRules(family: Family): IpRule[] {
   return listJson(['ip', '-j', `-${family}`, 'rule', 'show']) as IpRule[];
 }
 
-/** `nft list table inet relay`: its text, or undefined when there is no such table. */
-function listNftTable(): string | undefined {
-  const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-  if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
-    throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
-  }
-  return listed.ok ? listed.stdout : undefined;
+/** The rules of nft table inet relay, or undefined when there is no such table. */
+function listNftTable(): NftRule[] | undefined {
+  return listNft(['table', 'inet', NFT_TABLE]);
 }
 
 /** The mark relay's nft table sets, or undefined when there is no such table. */
 function nftTableMark(): number | undefined {
-  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listNftTable() ?? '');
-  return mark ? Number(mark[1]) : undefined;
+  return markRules(listNftTable() ?? [])[0]?.mark;
+}
+
+/**
+ * Whether the table holds every rule of the current ruleset marking fwmark,
+ * so a table left by an older relay counts as missing.
+ */
+export function isRelayNftTable(rules: readonly NftRule[], fwmark: number): boolean {
+  const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
+  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/];
+  return needed.every((rule) => marking.some((text) => rule.test(text)));
 }
 
 /** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */
@@ -95,13 +101,7 @@ function nftStep(config: RoutesConfig): RouteStep {
   const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
-    isPresent: () => {
-      const listed = listNftTable();
-      // Every rule of the current ruleset, so a table left by an older relay counts as missing.
-      const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
-      const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
-      return listed !== undefined && rules.every((rule) => new RegExp(rule).test(listed));
-    },
+    isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark),
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
     removeCommands: [['nft', 'delete', 'table', 'inet', NFT_TABLE]],

@@ -1,66 +1,78 @@
 // `relay doctor`: check, with the same flags as a run, everything a
-// transparent setup needs, one line per check: OK, or FAIL with the command
-// that fixes it. The end-to-end checks send real traffic from a client-like
-// address, so a backend without its return route is named as such instead of
-// surfacing later as clients' timeouts.
+// transparent setup needs, one line per check: OK; WARN for what works but is
+// fragile or partial; FAIL, with the command that fixes it, for what breaks
+// relaying. The relay host is judged by what its kernel does with a backend's
+// reply (src/return-path.ts), whoever's rules do it. The end-to-end checks
+// send real traffic from a client-like address, and where they disagree with
+// the kernel's route lookup, they decide.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import { listenError } from './listen';
+import { listenError, listensV6Only } from './listen';
+import { findListenerOwners, ListenerOwner } from './listen-owner';
+import { judgeReturnPath, hostRouting, ReturnPathVerdict } from './return-path';
+import { listNft, markRules } from './nft';
 import type { RelayConfig, RoutesConfig, RunOptions } from './config';
 import type { Endpoint } from './addr';
 import { formatEndpoint } from './addr';
 import type { Family } from './sys/sockaddr';
 import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
 import { relayHostSteps, backendRecipes } from './routes';
-import { tryCommand } from './shell';
 import { describeError } from './errors';
 import { fdsNeeded } from './limits';
 
+/** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
 export interface CheckResult {
   readonly name: string;
-  readonly ok: boolean;
-  /** What was found, for OK and FAIL alike. */
+  readonly status: CheckStatus;
+  /** What was found, whatever the status. */
   readonly detail?: string;
-  /** Commands or steps that fix a FAIL. */
+  /** Commands or steps that fix a FAIL or WARN; '(a) cmd' and '(b) cmd' are alternatives, '# ...' comments. */
   readonly fix?: readonly string[];
 }
+
+const ok = (name: string, detail?: string): CheckResult => ({ name, status: 'ok', detail });
 
 /** Doctor checks a run's setup: its options are a run's, built by config.buildRunOptions. */
 export type DoctorOptions = RunOptions;
 
 export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
   const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];
+  const privilege = families.map(checkPrivilege);
+  const returnPaths = judgeReturnPaths(options);
   const results: CheckResult[] = [
-    ...families.map(checkPrivilege),
+    ...privilege,
     checkFileLimit(options.run),
-    ...checkRelayRoutes(options.routes, families),
+    ...checkRelayRoutes(options.routes, families, returnPaths),
+    ...returnPaths.map((p) => p.result),
     ...options.run.listeners.map(checkListenAddress),
     ...families.map(checkForwarding),
+    ...await checkListenBinds(options.run),
   ];
-  for (const listener of options.run.listeners) {
-    for (const protocol of options.run.protocols) results.push(await checkListenBind(listener, protocol));
-  }
-  const privileged = results.slice(0, families.length).every((r) => r.ok);
+  const privileged = privilege.every((r) => r.status === 'ok');
+  const probes: ProbeOutcome[] = [];
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
     for (const protocol of options.run.protocols) {
-      results.push(privileged
-        ? await checkEndToEnd(backend, protocol, options)
-        : { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`, ok: false,
-          detail: 'skipped: transparent sockets are not allowed (see above)' });
+      probes.push(privileged ? await checkEndToEnd(backend, protocol, options, returnPaths)
+        : { backend, protocol, result: { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`,
+          status: 'fail', detail: 'skipped: transparent sockets are not allowed (see above)' } });
     }
   }
-  return results;
+  settleWithProbes(returnPaths, probes);
+  return [...results.map((r) => returnPaths.find((p) => p.original === r)?.result ?? r),
+    ...gradePartial(probes).map((p) => p.result)];
 }
 
 function checkPrivilege(family: Family): CheckResult {
   const name = `privilege: IP${family === 6 ? 'V6' : ''}_TRANSPARENT`;
   try {
     assertTransparentAllowed(family);
-    return { name, ok: true, detail: 'allowed (CAP_NET_RAW or CAP_NET_ADMIN held)' };
+    return ok(name, 'allowed (CAP_NET_RAW or CAP_NET_ADMIN held)');
   } catch (err) {
-    return { name, ok: false, detail: describeError(err), fix: [
+    return { name, status: 'fail', detail: describeError(err), fix: [
       'run relay with CAP_NET_RAW: systemd AmbientCapabilities=CAP_NET_RAW (see docs/setup.md),',
       'or: setpriv --inh-caps=+net_raw --ambient-caps=+net_raw ... relay ..., or run as root',
     ] };
@@ -71,26 +83,75 @@ function checkFileLimit(config: RelayConfig): CheckResult {
   const needed = fdsNeeded(config);
   const limit = raiseFileLimit(needed);
   const name = 'open-file limit';
-  if (limit.soft >= needed) return { name, ok: true, detail: `${limit.soft} >= ${needed} needed by the configured limits` };
-  return { name, ok: false, detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
+  if (limit.soft >= needed) return ok(name, `${limit.soft} >= ${needed} needed by the configured limits`);
+  return { name, status: 'fail', detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
     'raise it: LimitNOFILE= in the systemd unit, or ulimit -Hn; or lower --max-conns / --max-sessions',
   ] };
 }
 
-function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[]): CheckResult[] {
+/** One backend's return path on the relay host: the kernel's verdict, and the line it prints. */
+interface ReturnPath {
+  readonly backend: Endpoint;
+  readonly verdict: ReturnPathVerdict;
+  /** As judged statically; replaced by `result` where a probe decides otherwise. */
+  readonly original: CheckResult;
+  result: CheckResult;
+}
+
+/** Per backend address (ports share the answer), graded: a backend left out while others of its family pass is a WARN. */
+function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
+  const host = hostRouting(readMarkRules);
+  const byAddress = new Map<string, { backend: Endpoint; verdict: ReturnPathVerdict }>();
+  for (const { endpoint } of options.run.backends) {
+    if (byAddress.has(endpoint.address)) continue;
+    const verdict = judgeReturnPath(endpoint, options.probeSources[endpoint.family], options.routes.fwmark, host);
+    byAddress.set(endpoint.address, { backend: endpoint, verdict });
+  }
+  const judged = [...byAddress.values()];
+  return judged.map(({ backend, verdict }) => {
+    const name = `relay host: return path from ${backend.address}`;
+    const othersPass = judged.some((j) => j.backend.family === backend.family && j.verdict.delivered);
+    const rpWarning = verdict.delivered ? rpFilterWarning(backend, verdict.iif) : undefined;
+    const result: CheckResult = verdict.delivered
+      ? rpWarning ? { name, status: 'warn', detail: `${verdict.detail}; ${rpWarning.detail}`, fix: [rpWarning.fix] } : ok(name, verdict.detail)
+      : { name, status: othersPass ? 'warn' : 'fail',
+        detail: othersPass ? `${verdict.detail} (other backends' are: only some backends are covered)` : verdict.detail,
+        fix: verdict.fix ? [verdict.fix] : [] };
+    return { backend, verdict, original: result, result };
+  });
+}
+
+/** Rules that set a packet mark, from nftables; undefined when this process cannot read them. */
+function readMarkRules(): ReturnType<typeof markRules> | undefined {
+  try {
+    return markRules(listNft(['ruleset']) ?? []);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * relay's own routes. Missing is a FAIL only where replies are not delivered
+ * by other means: an operator's working set of rules needs no second one.
+ */
+function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[], returnPaths: readonly ReturnPath[]): CheckResult[] {
+  const deliveredOtherwise = (family?: Family) => returnPaths.length > 0 && returnPaths
+    .filter((p) => family === undefined || p.backend.family === family).every((p) => p.verdict.delivered);
   return relayHostSteps(routes, families).map((step) => {
+    const name = `relay host: ${step.name}`;
     let present: boolean;
     try {
       present = step.isPresent();
     } catch (err) {
       // Reading nftables needs CAP_NET_ADMIN, which a least-privilege relay
       // does not hold; the end-to-end checks below test what the table does.
-      return { name: `relay host: ${step.name}`, ok: true,
-        detail: `not readable here (${describeError(err)}): the end-to-end checks test it` };
+      return ok(name, `not readable here (${describeError(err)}): the end-to-end checks test it`);
     }
-    return present ? { name: `relay host: ${step.name}`, ok: true }
-      : { name: `relay host: ${step.name}`, ok: false, detail: 'missing: backends\' replies to clients will not reach relay',
-        fix: ['relay routes apply'] };
+    if (present) return ok(name);
+    if (deliveredOtherwise(step.family)) {
+      return ok(name, 'not present, and not needed: other rules deliver the replies (see the return path lines)');
+    }
+    return { name, status: 'fail', detail: 'missing: backends\' replies to clients will not reach relay', fix: ['relay routes apply'] };
   });
 }
 
@@ -98,27 +159,76 @@ function checkListenAddress(listener: Endpoint): CheckResult {
   const name = `listen address ${formatEndpoint(listener.address, listener.port)}`;
   const wildcard = listener.address === '0.0.0.0' || listener.address === '::';
   const local = wildcard || Object.values(os.networkInterfaces()).flat().some((i) => i?.address === listener.address);
-  return local ? { name, ok: true, detail: wildcard ? 'wildcard' : 'on this host' }
-    : { name, ok: false, detail: 'not an address of this host', fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
+  return local ? ok(name, wildcard ? 'wildcard' : 'on this host')
+    : { name, status: 'fail', detail: 'not an address of this host',
+      fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
 }
 
-/** Try the listen itself (then let go): a port in use or below 1024 without the capability shows here, not at start. */
-function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<CheckResult> {
+/**
+ * Bind every listener as relay would, in relay's order and with relay's
+ * IPV6_V6ONLY choice, holding each until all are bound: a clash between two
+ * of relay's own listeners shows here as it would at start. Then let go.
+ */
+async function checkListenBinds(config: RelayConfig): Promise<CheckResult[]> {
+  const held: { close(): void }[] = [];
+  const results: CheckResult[] = [];
+  try {
+    for (const protocol of config.protocols) {
+      for (const listener of config.listeners) {
+        const v6Only = listensV6Only(listener, protocol, config.listeners);
+        const outcome = await tryListen(listener, protocol, v6Only);
+        if ('close' in outcome) held.push(outcome);
+        results.push(listenResult(listener, protocol, v6Only, outcome, config.listeners));
+      }
+    }
+  } finally {
+    for (const socket of held) socket.close();
+  }
+  return results;
+}
+
+function listenResult(listener: Endpoint, protocol: 'tcp' | 'udp', v6Only: boolean,
+  outcome: { close(): void } | NodeJS.ErrnoException, listeners: readonly Endpoint[]): CheckResult {
   const name = `listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`;
-  const failed = (err: NodeJS.ErrnoException): CheckResult => ({ name, ok: false, detail: describeError(listenError(err, listener)),
-    fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024']
-      : err.code === 'EADDRINUSE' ? ['stop what listens there (ss -lntup), or choose another --listen'] : [] });
+  const mode = listener.family === 6 && listener.address === '::' && protocol === 'tcp'
+    ? v6Only ? ' (IPv6 only: relay also listens on IPv4 there)' : ' (IPv4 and IPv6)' : '';
+  if ('close' in outcome) return ok(name, `free, and relay may bind it${mode}`);
+  const err = outcome;
+  if (err.code === 'EADDRINUSE') {
+    const owners = findListenerOwners(protocol, listener.port);
+    const relays = owners.filter((o) => o.isRelay);
+    if (relays.length > 0 && relays.length === owners.length) {
+      return ok(name, `in use by relay itself (${describeOwner(relays[0])}): the service is up`);
+    }
+    const mine = listeners.filter((l) => l !== listener && l.port === listener.port);
+    return { name, status: 'fail', detail: `${describeError(listenError(err, listener))}` +
+      `${owners.length > 0 ? `; held by ${owners.map(describeOwner).join(', ')}` : ''}`,
+    fix: mine.length > 0 && owners.length === 0
+      ? [`it clashes with relay's own --listen ${mine.map((l) => formatEndpoint(l.address, l.port)).join(', ')}: drop one`]
+      : ['stop what listens there (ss -lntup), or choose another --listen'] };
+  }
+  return { name, status: 'fail', detail: describeError(listenError(err, listener)),
+    fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024'] : [] };
+}
+
+function describeOwner(owner: ListenerOwner): string {
+  const command = owner.command.length > 100 ? `${owner.command.slice(0, 100)}...` : owner.command;
+  return `pid ${owner.pid}${command ? ` '${command}'` : ''}`;
+}
+
+/** Bind (and listen, for TCP) as relay would; the caller closes what is returned. */
+function tryListen(listener: Endpoint, protocol: 'tcp' | 'udp', v6Only: boolean): Promise<{ close(): void } | NodeJS.ErrnoException> {
   return new Promise((resolve) => {
     if (protocol === 'tcp') {
       const server = net.createServer();
-      server.once('error', (err) => resolve(failed(err as NodeJS.ErrnoException)));
-      server.listen({ host: listener.address, port: listener.port, ipv6Only: false }, () =>
-        server.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+      server.once('error', (err) => resolve(err as NodeJS.ErrnoException));
+      server.listen({ host: listener.address, port: listener.port, ipv6Only: v6Only, exclusive: true }, () =>
+        resolve({ close: () => server.close() }));
     } else {
-      const socket = dgram.createSocket({ type: listener.family === 4 ? 'udp4' : 'udp6' });
-      socket.once('error', (err) => { socket.close(); resolve(failed(err as NodeJS.ErrnoException)); });
+      const socket = dgram.createSocket({ type: listener.family === 4 ? 'udp4' : 'udp6', ipv6Only: v6Only });
+      socket.once('error', (err) => { socket.close(); resolve(err as NodeJS.ErrnoException); });
       socket.bind({ address: listener.address, port: listener.port, exclusive: true }, () =>
-        socket.close(() => resolve({ name, ok: true, detail: 'free, and relay may bind it' })));
+        resolve({ close: () => socket.close() }));
     }
   });
 }
@@ -131,8 +241,8 @@ function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<C
 function checkForwarding(family: Family): CheckResult {
   const file = family === 4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding';
   const on = readSysctl(file) === 1;
-  return { name: `forwarding (IPv${family})`, ok: true, detail: `${on ? 'on' : 'off'}: relay does not need it; ` +
-    'a relay host that is also the backends\' gateway needs it on for their other traffic' };
+  return ok(`forwarding (IPv${family})`, `${on ? 'on' : 'off'}: relay does not need it; ` +
+    'a relay host that is also the backends\' gateway needs it on for their other traffic');
 }
 
 function readSysctl(file: string): number | undefined {
@@ -144,40 +254,80 @@ function readSysctl(file: string): number | undefined {
 }
 
 /**
- * Where rp_filter matters: strict reverse-path filtering on the interface the
- * backend's replies arrive on drops them when the route back to the backend
- * uses another interface (asymmetric paths). Said only when a probe failed.
+ * Strict reverse-path filtering on the interface a backend's replies arrive
+ * on passes them only while the route back to the backend leaves by that same
+ * interface: it works, by luck of a symmetric path. Loose (2) keeps the check
+ * without that dependence. IPv6 has no rp_filter sysctl.
  */
-function rpFilterNote(backend: Endpoint): string | undefined {
-  if (backend.family !== 4) return undefined;
-  const dev = tryCommand(['ip', '-j', 'route', 'get', backend.address]);
-  let iface: string | undefined;
-  try {
-    iface = JSON.parse(dev.stdout)[0]?.dev;
-  } catch {
-    return undefined;
-  }
-  if (!iface) return undefined;
+function rpFilterWarning(backend: Endpoint, iif: string | undefined): { detail: string; fix: string } | undefined {
+  if (backend.family !== 4 || iif === undefined) return undefined;
   const strict = Math.max(readSysctl('/proc/sys/net/ipv4/conf/all/rp_filter') ?? 0,
-    readSysctl(`/proc/sys/net/ipv4/conf/${iface}/rp_filter`) ?? 0) === 1;
-  return strict ? `rp_filter is strict on ${iface}: if the backend's replies arrive on another interface they are dropped: ` +
-    `sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.${iface}.rp_filter=2` : undefined;
+    readSysctl(`/proc/sys/net/ipv4/conf/${iif}/rp_filter`) ?? 0) === 1;
+  return strict ? { detail: `rp_filter is strict on ${iif}: it passes while the route back to ${backend.address} leaves by ` +
+    `${iif}; replies arriving on another interface would be dropped`,
+  fix: `rp_filter is strict on ${iif}, loose is enough: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.${iif}.rp_filter=2` }
+    : undefined;
 }
 
-async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<CheckResult> {
+interface ProbeOutcome {
+  readonly backend: Endpoint;
+  readonly protocol: 'tcp' | 'udp';
+  result: CheckResult;
+  /** Set when the reply did not come back: the symptom of a broken return path. */
+  readonly returnPath?: boolean;
+}
+
+async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions,
+  returnPaths: readonly ReturnPath[]): Promise<ProbeOutcome> {
   const source = options.probeSources[backend.family];
   const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
   if (protocol === 'udp' && !options.run.health.udpProbe) {
     // Not a failure: relay cannot guess a datagram the service answers, and
     // `relay --check` must not refuse to start for want of one.
-    return { name, ok: true, detail: 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end' };
+    return { backend, protocol, result: ok(name, 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end') };
   }
   const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
     : await probeUdp(backend, source, options);
-  if (failure === undefined) return { name, ok: true, detail: 'the backend\'s reply came back through relay' };
-  const fix = failure.returnPath ? recipeFor(backend, options.routes) : failure.fix ?? [];
-  const rpFilter = failure.returnPath ? rpFilterNote(backend) : undefined;
-  return { name, ok: false, detail: failure.detail, fix: rpFilter ? [...fix, rpFilter] : fix };
+  if (failure === undefined) return { backend, protocol, result: ok(name, 'the backend\'s reply came back through relay') };
+  if (!failure.returnPath) return { backend, protocol, result: { name, status: 'fail', detail: failure.detail, fix: failure.fix ?? [] } };
+  const hostSide = returnPaths.find((p) => p.backend.address === backend.address)?.verdict;
+  if (hostSide && !hostSide.delivered) {
+    return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; ` +
+      'the relay host does not deliver such replies locally', fix: ['fix the relay host\'s return path first (its line above)'] } };
+  }
+  return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; the relay host ` +
+    'would deliver such replies locally, so the backend did not send them back through it', fix: recipeFor(backend, options.routes) } };
+}
+
+/**
+ * Where the kernel's route lookup and a probe disagree, both are printed and
+ * the probe decides: a reply that came back was delivered, whatever the
+ * lookup said (iptables marks, say, which doctor does not read).
+ */
+function settleWithProbes(returnPaths: ReturnPath[], probes: readonly ProbeOutcome[]): void {
+  for (const path of returnPaths) {
+    if (path.verdict.delivered) continue;
+    const answered = probes.find((p) => p.backend.address === path.backend.address && p.result.status === 'ok' &&
+      p.result.detail?.includes('came back'));
+    if (answered) {
+      path.result = ok(path.result.name, `the route lookup says: ${path.verdict.detail}; but the end-to-end ${answered.protocol} ` +
+        'probe\'s reply came back through relay, and the probe decides: something the lookup does not see delivers them');
+    }
+  }
+}
+
+/** A backend that fails while others of its family and protocol pass leaves relaying working: WARN, not FAIL. */
+function gradePartial(probes: ProbeOutcome[]): ProbeOutcome[] {
+  for (const probe of probes) {
+    if (probe.result.status !== 'fail') continue;
+    const othersPass = probes.some((p) => p !== probe && p.protocol === probe.protocol &&
+      p.backend.family === probe.backend.family && p.result.status === 'ok' && p.result.detail?.includes('came back'));
+    if (othersPass) {
+      probe.result = { ...probe.result, status: 'warn',
+        detail: `${probe.result.detail} (other backends answer: relaying works, without this one)` };
+    }
+  }
+  return probes;
 }
 
 interface ProbeFailure {
@@ -187,10 +337,19 @@ interface ProbeFailure {
   fix?: string[];
 }
 
+/**
+ * The backend's recipe, its alternatives labelled: '(a) cmd' and '(b) cmd'
+ * are one or the other, never both (pasting (b) after (a) sends all of the
+ * backend's traffic to a relay host that may not forward).
+ */
 function recipeFor(backend: Endpoint, routes: RoutesConfig): string[] {
-  return ['first, relay\'s own routes must be in place (a FAIL above, or `relay routes check` as root);',
-    'then the backend routes replies to clients elsewhere, or is down: on the backend host, apply one recipe:',
-    ...backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '')];
+  const recipe = backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '');
+  let label = '';
+  return recipe.map((line) => {
+    const alternative = /^# \((\w)\)/.exec(line);
+    if (alternative) label = alternative[1];
+    return line.startsWith('#') || label === '' ? line : `(${label}) ${line}`;
+  });
 }
 
 function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise<ProbeFailure | undefined> {
@@ -255,14 +414,31 @@ function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Pr
   });
 }
 
+const STATUS_WORD: Record<CheckStatus, string> = { ok: 'OK  ', warn: 'WARN', fail: 'FAIL' };
+
 export function formatResults(results: readonly CheckResult[]): string {
   const lines: string[] = [];
   for (const r of results) {
-    lines.push(`${r.ok ? 'OK  ' : 'FAIL'}  ${r.name}${r.detail ? `: ${r.detail}` : ''}`);
-    // Commands get a "fix:" each; the recipe's comment lines are indented under them.
-    if (!r.ok) for (const fix of r.fix ?? []) lines.push(fix.startsWith('#') ? `           ${fix}` : `      fix: ${fix}`);
+    lines.push(`${STATUS_WORD[r.status]}  ${r.name}${r.detail ? `: ${r.detail}` : ''}`);
+    // Commands get a "fix:" each, alternatives "fix (a):"; the recipe's comment lines are indented under them.
+    if (r.status === 'ok') continue;
+    for (const fix of r.fix ?? []) {
+      const alternative = /^\((\w)\) (.*)$/.exec(fix);
+      lines.push(fix.startsWith('#') ? `           ${fix}` : alternative ? `  fix (${alternative[1]}): ${alternative[2]}` : `      fix: ${fix}`);
+    }
   }
-  const failed = results.filter((r) => !r.ok).length;
-  lines.push(failed === 0 ? `all ${results.length} checks passed` : `${failed} of ${results.length} checks failed`);
+  lines.push(summary(results));
   return lines.join('\n') + '\n';
+}
+
+function summary(results: readonly CheckResult[]): string {
+  const failed = results.filter((r) => r.status === 'fail').length;
+  const warned = results.filter((r) => r.status === 'warn').length;
+  const warnings = warned === 0 ? '' : `, ${warned} with a warning`;
+  return failed === 0 ? `all ${results.length} checks passed${warnings}` : `${failed} of ${results.length} checks failed${warnings}`;
+}
+
+/** relay doctor's exit status, and --check's verdict: only a FAIL stops. */
+export function anyFailed(results: readonly CheckResult[]): boolean {
+  return results.some((r) => r.status === 'fail');
 }

@@ -58,9 +58,9 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.ok(r.fails.some((l) => /end to end tcp 198\.51\.100\.20:7700 .*did not come back through relay/.test(l)),
       'names the missing return path', { output: r.out });
     t.notOk(r.fails.some((l) => l.includes('[2001:db8:51::20]')), 'IPv6 still passes');
-    const recipe = r.out.split('\n').find((l) => l.includes('fix: ip -4 route replace default via'));
+    const recipe = r.out.split('\n').find((l) => l.includes('fix (b): ip -4 route replace default via'));
     t.ok(recipe, 'prints the backend recipe filled in');
-    const command = recipe!.replace(/^\s*fix: /, '').split(' ').slice(1);
+    const command = recipe!.replace(/^\s*fix \(b\): /, '').split(' ').slice(1);
     topo.backend.ip(...command);
     t.equal(doctor().status, 0, `the printed fix (ip ${command.join(' ')}) works`);
   });

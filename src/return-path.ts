@@ -117,6 +117,8 @@ export interface ReturnPathVerdict {
   readonly fix?: string;
   /** The interface replies arrive on (undefined: the backend is on this host). */
   readonly iif?: string;
+  /** When not delivered: the table of a rule that matches the replies but lacks its local route. */
+  readonly incompleteTable?: string;
 }
 
 /**
@@ -170,7 +172,7 @@ function notDelivered(backend: Endpoint, base: RouteQuery, unmarked: RouteAnswer
       .find((r) => r.table !== undefined && !special.has(r.table) && ruleMatches(r, q));
     if (rule && !host.hasLocalRoute(base.family, rule.table!)) {
       const everything = base.family === 4 ? '0.0.0.0/0' : '::/0';
-      return { delivered: false, iif: base.iif,
+      return { delivered: false, iif: base.iif, incompleteTable: rule.table,
         detail: `${detail}; ${describeIpRule(rule)} matches them, but table ${rule.table} has no local route`,
         fix: `ip -${base.family} route add local ${everything} dev lo table ${rule.table}` };
     }

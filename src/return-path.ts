@@ -180,6 +180,17 @@ function notDelivered(backend: Endpoint, base: RouteQuery, unmarked: RouteAnswer
   return { delivered: false, iif: base.iif, detail, fix: 'relay routes apply' };
 }
 
+/**
+ * Rules, other than relay's, that send packets to a table holding a local
+ * route: another working set for transparent replies (by source, interface,
+ * the operator's mark, TPROXY). Which backends it covers is doctor's to say.
+ */
+export function otherLocalDeliveryRules(rules: readonly IpRule[], hasLocalRoute: (table: string) => boolean,
+  relayTable: number): IpRule[] {
+  const special = new Set(['local', 'main', 'default', String(relayTable)]);
+  return rules.filter((r) => r.table !== undefined && !special.has(r.table) && r.not === undefined && hasLocalRoute(r.table));
+}
+
 // ---- reading this host -----------------------------------------------------
 
 function listJson(argv: string[]): Record<string, unknown>[] {

@@ -19,6 +19,7 @@ import { tryCommand, runCommand, formatCommand } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
 import { listNft, markRules, NftRule } from './nft';
+import { hostRouting, otherLocalDeliveryRules, describeIpRule } from './return-path';
 
 export const NFT_TABLE = 'relay';
 
@@ -162,8 +163,11 @@ export function routesCommand(action: string, config: RoutesConfig): number {
       return 0;
     case 'apply':
       return applyRoutes(steps);
-    case 'check':
-      return checkRoutes(steps);
+    case 'check': {
+      const status = checkRoutes(steps);
+      if (status !== 0) process.stdout.write(otherWorkingSet(config));
+      return status;
+    }
     case 'remove':
       return removeRoutes(planRemoval(config, readRouting(steps)));
     default:
@@ -200,6 +204,16 @@ export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): 
   }
   if (missing > 0) out.write(`${missing} missing: run 'relay routes apply' (as root, or with CAP_NET_ADMIN)\n`);
   return missing === 0 ? 0 : 1;
+}
+
+/** When relay's own routes are missing: name another set of rules that delivers replies locally, if there is one. */
+function otherWorkingSet(config: RoutesConfig): string {
+  const host = hostRouting(() => undefined);
+  const found = hostFamilies().flatMap((family) => otherLocalDeliveryRules(host.rules(family),
+    (table) => host.hasLocalRoute(family, table), config.table).map((r) => `IPv${family} ${describeIpRule(r)}`));
+  if (found.length === 0) return '';
+  return `other rules deliver replies locally on this host (${found.join('; ')}): relay works with them without its own; ` +
+    "'relay doctor' with relay's flags tells, per backend, whether they cover it\n";
 }
 
 /** What `routes remove` decides on, read from the host (or given, in a test). */

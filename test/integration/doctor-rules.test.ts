@@ -129,6 +129,11 @@ t.test('doctor passes the common transparent-proxy recipes', { skip: !canRunLab 
         'relay\'s own missing rule is not a FAIL');
       t.match(r.out, /OK\s+end to end tcp 198\.51\.100\.20:7700 .*came back through relay/);
 
+      const check = topo.relay.tryRun(process.execPath, cliPath(), 'routes', 'check');
+      t.notOk(check.ok, 'routes check still checks relay\'s own rules');
+      t.match(check.stdout, /other rules deliver replies locally on this host \(IPv4 rule 10\d: .* lookup 6\d/,
+        'and says another working set is present');
+
       topo.relay.ip('-4', 'route', 'flush', 'table', recipe.table);
       const broken = doctor(topo, doctorFlags(port));
       t.equal(broken.status, 1, 'without the IPv4 local route doctor exits 1', { output: broken.out });

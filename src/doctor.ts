@@ -116,9 +116,20 @@ function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
       ? rpWarning ? { name, status: 'warn', detail: `${verdict.detail}; ${rpWarning.detail}`, fix: [rpWarning.fix] } : ok(name, verdict.detail)
       : { name, status: othersPass ? 'warn' : 'fail',
         detail: othersPass ? `${verdict.detail} (other backends' are: only some backends are covered)` : verdict.detail,
-        fix: verdict.fix ? [verdict.fix] : [] };
+        fix: returnPathFix(backend, verdict, options.routes) };
     return { backend, verdict, original: result, result };
   });
+}
+
+/**
+ * A backend on this host sends its replies from the host itself: relay's
+ * routes (the nft mark) never see them, its own rule by source does.
+ */
+function returnPathFix(backend: Endpoint, verdict: ReturnPathVerdict, routes: RoutesConfig): string[] {
+  if (!verdict.fix) return [];
+  if (verdict.iif !== undefined || verdict.incompleteTable !== undefined) return [verdict.fix];
+  // relay's own local route, if missing too, is its own line's fix.
+  return recipeFor(backend, routes);
 }
 
 /** Rules that set a packet mark, from nftables; undefined when this process cannot read them. */

@@ -124,8 +124,8 @@ export interface ReturnPathVerdict {
 /**
  * Would a reply from backend to client be delivered locally? Unmarked first
  * (rules by source or interface), then with each mark nftables sets (relay's
- * table, the operator's marks, TPROXY), then relayMark when nftables cannot
- * be read here.
+ * table, the operator's marks, TPROXY), or relayMark when nftables cannot be
+ * read here. Marks are tried only for replies that arrive from outside.
  */
 export function judgeReturnPath(backend: Endpoint, client: string, relayMark: number, host: HostRouting): ReturnPathVerdict {
   const family = backend.family;
@@ -141,7 +141,9 @@ export function judgeReturnPath(backend: Endpoint, client: string, relayMark: nu
   };
   const unmarked = host.routeGet(base);
   if (unmarked.type === 'local') return found(base, unmarked, '');
-  const markRules = host.markRules();
+  // A backend on this host: its replies are routed on output, before any
+  // prerouting mark; only a rule by source (or an unmarked one) can catch them.
+  const markRules = iif === undefined ? [] : host.markRules();
   const candidates = markRules === undefined
     ? [{ mark: relayMark, said: ` when marked ${hex(relayMark)} (nftables is not readable here: the probes test the mark)` }]
     : dedupeByMark(markRules.filter((r) => markRuleApplies(r, backend.address, iif))).map((r) => ({ mark: r.mark,

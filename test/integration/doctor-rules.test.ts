@@ -12,6 +12,7 @@ import { canRunLab, SKIP_REASON, ADDR, formatEndpoint, clientSession, accepts, r
 import type { Topology, SpawnedProcess } from './lab-fixture';
 import { Lab, IN_NAMESPACE_ENV, waitForListener } from '../../src/lab/netns';
 import { buildTopology, cliPath } from '../../src/lab/topology';
+import { toolsPath } from '../../src/lab/peers';
 import { fdCount, relayPid, settleFds } from '../torture/harness';
 
 const PORT = 7700;
@@ -197,6 +198,25 @@ t.test('relay listens on [::]:P and 0.0.0.0:P; doctor beside a serving relay', {
     }
     await proc.stop();
   }
+
+  t.test('a backend on the relay host: its fix is one rule on this host', async (t) => {
+    const local = topo.lab.spawn(topo.relay, [process.execPath, toolsPath(), 'echo', '--listen', `${ADDR.relayBackendSide4}:7741`]);
+    await waitForListener(topo.relay, 'tcp', 7741);
+    const flags = ['--listen', '0.0.0.0:7740', '--backend', `${ADDR.relayBackendSide4}:7741`, '--probe-timeout', '1s'];
+    const r = doctor(topo, flags);
+    t.equal(r.status, 1, 'its replies are not delivered to relay', { output: r.out });
+    t.match(r.out, /FAIL\s+relay host: return path from 198\.51\.100\.1: replies from 198\.51\.100\.1 to a client are not delivered locally/);
+    t.notMatch(r.out, /elsewhere/, 'no word of clients elsewhere');
+    t.comment(r.out);
+    const rule = r.lines.find((l) => /fix: ip -4 rule add from 198\.51\.100\.1 lookup 2017/.test(l));
+    t.ok(rule, 'the fix is a rule by source on this host', { output: r.out });
+    t.teardown(() => topo.relay.tryRun('ip', '-4', 'rule', 'del', 'from', ADDR.relayBackendSide4));
+    topo.relay.ip(...rule!.replace(/^\s*fix: ip /, '').split(' '));
+    const fixed = doctor(topo, flags);
+    t.equal(fixed.status, 0, 'with it, doctor passes', { output: fixed.out });
+    t.match(fixed.out, /OK\s+end to end tcp 198\.51\.100\.1:7741 .*came back through relay/);
+    await local.stop();
+  });
 
   t.test('a listen held by another process is still a FAIL naming it', async (t) => {
     const holder = topo.lab.spawn(topo.relay, [process.execPath, '-e',

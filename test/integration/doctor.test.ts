@@ -35,6 +35,17 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.match(r.out, /OK\s+end to end udp \[2001:db8:51::20\]:7700 from 2001:db8:ffff::fe/);
   });
 
+  t.test('strict rp_filter passes while the path is symmetric: a WARN, and exit 0', async (t) => {
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=1');
+    const r = doctor();
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0');
+    t.equal(r.status, 0, 'a WARN alone exits 0', { output: r.out });
+    t.match(r.out, /WARN\s+relay host: return path from 198\.51\.100\.20: .*rp_filter is strict on eth-backend/);
+    t.match(r.out, /fix: rp_filter is strict on eth-backend, loose is enough: sysctl -w net\.ipv4\.conf\.all\.rp_filter=2/);
+    t.match(r.out, /OK\s+end to end tcp 198\.51\.100\.20:7700/, 'and relaying works');
+    t.match(r.out, /all \d+ checks passed, 1 with a warning/);
+  });
+
   for (const family of [4, 6] as const) {
     t.test(`no relay-host rule for IPv${family} only`, async (t) => {
       topo.relay.ip(`-${family}`, 'rule', 'del', 'fwmark', '0x5e1a', 'lookup', '2017');

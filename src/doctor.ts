@@ -116,9 +116,23 @@ function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
       ? rpWarning ? { name, status: 'warn', detail: `${verdict.detail}; ${rpWarning.detail}`, fix: [rpWarning.fix] } : ok(name, verdict.detail)
       : { name, status: othersPass ? 'warn' : 'fail',
         detail: othersPass ? `${verdict.detail} (other backends' are: only some backends are covered)` : verdict.detail,
-        fix: returnPathFix(backend, verdict, options.routes) };
+        fix: othersPass ? coverLikeOthers(backend, verdict, judged.map((j) => j.verdict))
+          : returnPathFix(backend, verdict, options.routes) };
     return { backend, verdict, original: result, result };
   });
+}
+
+/**
+ * A backend the operator's rules by source leave out: the same rule for its
+ * address, or relay's own routes, which cover every backend.
+ */
+function coverLikeOthers(backend: Endpoint, verdict: ReturnPathVerdict, all: readonly ReturnPathVerdict[]): string[] {
+  if (verdict.fix !== 'relay routes apply') return verdict.fix ? [verdict.fix] : [];
+  const bySource = all.find((v) => v.delivered && v.rule?.src !== undefined && v.rule.src !== 'all')?.rule;
+  if (!bySource) return [verdict.fix];
+  return [`# one of: (a) a rule for it like the others', (b) relay's own routes, which cover every backend`,
+    `(a) ip -${backend.family} rule add from ${backend.address} lookup ${bySource.table} priority ${bySource.priority}`,
+    '(b) relay routes apply'];
 }
 
 /**
@@ -312,7 +326,7 @@ async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options
   const hostSide = returnPaths.find((p) => p.backend.address === backend.address)?.verdict;
   if (hostSide && !hostSide.delivered) {
     return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; ` +
-      'the relay host does not deliver such replies locally', fix: ['fix the relay host\'s return path first (its line above)'] } };
+      'the relay host does not deliver such replies locally', fix: ['first the relay host\'s return path (its line above), then run doctor again'] } };
   }
   return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; the relay host ` +
     'would deliver such replies locally, so the backend did not send them back through it', fix: recipeFor(backend, options.routes) } };

@@ -117,6 +117,8 @@ export interface ReturnPathVerdict {
   readonly fix?: string;
   /** The interface replies arrive on (undefined: the backend is on this host). */
   readonly iif?: string;
+  /** When delivered: the rule that decided, where doctor found it. */
+  readonly rule?: IpRule;
   /** When not delivered: the table of a rule that matches the replies but lacks its local route. */
   readonly incompleteTable?: string;
 }
@@ -136,7 +138,7 @@ export function judgeReturnPath(backend: Endpoint, client: string, relayMark: nu
   const rules = host.rules(family);
   const found = (q: RouteQuery, answer: RouteAnswer, how: string): ReturnPathVerdict => {
     const rule = decidingRule(rules, q, answer.table ?? '');
-    return { delivered: true, iif, detail: `replies from ${backend.address} are delivered locally${how} by ` +
+    return { delivered: true, iif, rule, detail: `replies from ${backend.address} are delivered locally${how} by ` +
       `${rule ? describeIpRule(rule) : `table ${answer.table}`}` };
   };
   const unmarked = host.routeGet(base);

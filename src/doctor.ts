@@ -42,16 +42,9 @@ export type DoctorOptions = RunOptions;
 export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
   const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];
   const privilege = families.map(checkPrivilege);
+  const fileLimit = checkFileLimit(options.run);
   const returnPaths = judgeReturnPaths(options);
-  const results: CheckResult[] = [
-    ...privilege,
-    checkFileLimit(options.run),
-    ...checkRelayRoutes(options.routes, families, returnPaths),
-    ...returnPaths.map((p) => p.result),
-    ...options.run.listeners.map(checkListenAddress),
-    ...families.map(checkForwarding),
-    ...await checkListenBinds(options.run),
-  ];
+  const listens = await checkListenBinds(options.run);
   const privileged = privilege.every((r) => r.status === 'ok');
   const probes: ProbeOutcome[] = [];
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
@@ -61,9 +54,18 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
           status: 'fail', detail: 'skipped: transparent sockets are not allowed (see above)' } });
     }
   }
+  // Relay's own pieces are judged last: a probe may have shown replies delivered by rules doctor cannot read.
   settleWithProbes(returnPaths, probes);
-  return [...results.map((r) => returnPaths.find((p) => p.original === r)?.result ?? r),
-    ...gradePartial(probes).map((p) => p.result)];
+  return [
+    ...privilege,
+    fileLimit,
+    ...checkRelayRoutes(options.routes, families, returnPaths),
+    ...returnPaths.map((p) => p.result),
+    ...options.run.listeners.map(checkListenAddress),
+    ...families.map(checkForwarding),
+    ...listens,
+    ...gradePartial(probes).map((p) => p.result),
+  ];
 }
 
 function checkPrivilege(family: Family): CheckResult {
@@ -93,8 +95,8 @@ function checkFileLimit(config: RelayConfig): CheckResult {
 interface ReturnPath {
   readonly backend: Endpoint;
   readonly verdict: ReturnPathVerdict;
-  /** As judged statically; replaced by `result` where a probe decides otherwise. */
-  readonly original: CheckResult;
+  /** The kernel's verdict, or a probe's answer where they disagree. */
+  delivered: boolean;
   result: CheckResult;
 }
 
@@ -118,7 +120,7 @@ function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
         detail: othersPass ? `${verdict.detail} (other backends' are: only some backends are covered)` : verdict.detail,
         fix: othersPass ? coverLikeOthers(backend, verdict, judged.map((j) => j.verdict))
           : returnPathFix(backend, verdict, options.routes) };
-    return { backend, verdict, original: result, result };
+    return { backend, verdict, delivered: verdict.delivered, result };
   });
 }
 
@@ -162,10 +164,10 @@ function readMarkRules(): ReturnType<typeof markRules> | undefined {
 function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[], returnPaths: readonly ReturnPath[]): CheckResult[] {
   // Delivered, or the operator's own rules are there with one piece missing (named on their line). Rules
   // that cover only some backends are a WARN on those backends' lines, not a FAIL here.
-  const othersInUse = (v: ReturnPathVerdict) => v.delivered ||
-    (v.incompleteTable !== undefined && v.incompleteTable !== String(routes.table));
+  const othersInUse = (p: ReturnPath) => p.delivered ||
+    (p.verdict.incompleteTable !== undefined && p.verdict.incompleteTable !== String(routes.table));
   const deliveredOtherwise = (family?: Family) => returnPaths
-    .filter((p) => family === undefined || p.backend.family === family).some((p) => othersInUse(p.verdict));
+    .filter((p) => family === undefined || p.backend.family === family).some(othersInUse);
   return relayHostSteps(routes, families).map((step) => {
     const name = `relay host: ${step.name}`;
     let present: boolean;
@@ -343,6 +345,7 @@ function settleWithProbes(returnPaths: ReturnPath[], probes: readonly ProbeOutco
     const answered = probes.find((p) => p.backend.address === path.backend.address && p.result.status === 'ok' &&
       p.result.detail?.includes('came back'));
     if (answered) {
+      path.delivered = true;
       path.result = ok(path.result.name, `the route lookup says: ${path.verdict.detail}; but the end-to-end ${answered.protocol} ` +
         'probe\'s reply came back through relay, and the probe decides: something the lookup does not see delivers them');
     }

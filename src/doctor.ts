@@ -64,7 +64,7 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     ...options.run.listeners.map(checkListenAddress),
     ...families.map(checkForwarding),
     ...listens,
-    ...gradePartial(probes).map((p) => p.result),
+    ...gradePartial(probes, returnPaths).map((p) => p.result),
   ];
 }
 
@@ -117,7 +117,8 @@ function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
     const result: CheckResult = verdict.delivered
       ? rpWarning ? { name, status: 'warn', detail: `${verdict.detail}; ${rpWarning.detail}`, fix: [rpWarning.fix] } : ok(name, verdict.detail)
       : { name, status: othersPass ? 'warn' : 'fail',
-        detail: othersPass ? `${verdict.detail} (other backends' are: only some backends are covered)` : verdict.detail,
+        detail: othersPass ? `${verdict.detail}; other backends' are, so relaying works, but clients balanced to this ` +
+          'one wait --connect-timeout before relay tries another' : verdict.detail,
         fix: othersPass ? coverLikeOthers(backend, verdict, judged.map((j) => j.verdict))
           : returnPathFix(backend, verdict, options.routes) };
     return { backend, verdict, delivered: verdict.delivered, result };
@@ -352,16 +353,17 @@ function settleWithProbes(returnPaths: ReturnPath[], probes: readonly ProbeOutco
   }
 }
 
-/** A backend that fails while others of its family and protocol pass leaves relaying working: WARN, not FAIL. */
-function gradePartial(probes: ProbeOutcome[]): ProbeOutcome[] {
+/**
+ * A probe that failed because the relay host's rules leave its backend out
+ * (a WARN on its return path line, as other backends pass) is the same
+ * finding: a WARN too, not a FAIL. A backend whose own return path or
+ * service fails stays a FAIL: its clients wait --connect-timeout each.
+ */
+function gradePartial(probes: ProbeOutcome[], returnPaths: readonly ReturnPath[]): ProbeOutcome[] {
   for (const probe of probes) {
-    if (probe.result.status !== 'fail') continue;
-    const othersPass = probes.some((p) => p !== probe && p.protocol === probe.protocol &&
-      p.backend.family === probe.backend.family && p.result.status === 'ok' && p.result.detail?.includes('came back'));
-    if (othersPass) {
-      probe.result = { ...probe.result, status: 'warn',
-        detail: `${probe.result.detail} (other backends answer: relaying works, without this one)` };
-    }
+    const hostSide = returnPaths.find((p) => p.backend.address === probe.backend.address);
+    if (probe.result.status !== 'fail' || !probe.returnPath || hostSide?.result.status !== 'warn' || hostSide.delivered) continue;
+    probe.result = { ...probe.result, status: 'warn', detail: `${probe.result.detail} (as its return path line says)` };
   }
   return probes;
 }

@@ -8,7 +8,7 @@ import * as ipaddr from 'ipaddr.js';
 import type { IpRule } from './config';
 import type { Endpoint } from './addr';
 import type { Family } from './sys/sockaddr';
-import { tryCommand } from './shell';
+import { tryCommand, listJson } from './shell';
 import { hex, NftMarkRule } from './nft';
 
 /** What `ip -j route get` answered: the route, or the kernel's refusal. */
@@ -197,15 +197,6 @@ export function otherLocalDeliveryRules(rules: readonly IpRule[], hasLocalRoute:
 
 // ---- reading this host -----------------------------------------------------
 
-function listJson(argv: string[]): Record<string, unknown>[] {
-  const result = tryCommand(argv);
-  try {
-    const parsed = JSON.parse(result.stdout || '[]');
-    return Array.isArray(parsed) ? parsed : [];
-  } catch {
-    return [];
-  }
-}
 
 export function hostRouting(readMarkRules: () => NftMarkRule[] | undefined): HostRouting {
   let marks: { rules: NftMarkRule[] | undefined } | undefined;

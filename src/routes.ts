@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { RoutesConfig, HostFacts, IpRule } from './config';
 import type { Family } from './sys/sockaddr';
-import { tryCommand, runCommand, formatCommand } from './shell';
+import { runCommand, formatCommand, listJson } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
 import { listNft, markRules, NftRule } from './nft';
@@ -133,16 +133,6 @@ function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
   };
 }
 
-function listJson(argv: string[]): Record<string, unknown>[] {
-  const result = tryCommand(argv);
-  if (!result.ok) return [];
-  try {
-    const parsed = JSON.parse(result.stdout || '[]');
-    return Array.isArray(parsed) ? parsed : [];
-  } catch {
-    return [];
-  }
-}
 
 /** The families this host can route: IPv6 may be disabled on the kernel command line. */
 export function hostFamilies(): Family[] {

@@ -49,6 +49,13 @@ async function servesTransparently(t: Test, topo: Topology, port: number, echo: 
   await proc.stop();
 }
 
+/** Run relay expecting it to exit at start: its stderr. */
+async function startRelayExpectingFailure(topo: Topology, args: string[]): Promise<string> {
+  const proc = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), ...args, '--health-interval', '0']);
+  await proc.exited(10_000);
+  return proc.stderr();
+}
+
 interface Recipe {
   name: string;
   /** Set up the operator's rules; the returned rule text is what doctor must name. */
@@ -214,6 +221,15 @@ t.test('relay listens on [::]:P and 0.0.0.0:P; doctor beside a serving relay', {
     }
     await proc.stop();
   }
+
+  t.test('a clash between relay\'s own listens that remains is named', async (t) => {
+    const r = doctor(topo, ['--listen', '0.0.0.0:7735', '--listen', `${ADDR.relayClientSide4}:7735`, ...backendFlags, '--probe-timeout', '1s']);
+    t.equal(r.status, 1, { output: r.out });
+    t.match(r.out, /FAIL\s+listen tcp 192\.0\.2\.1:7735: listen EADDRINUSE: it clashes with relay's own listen on 0\.0\.0\.0:7735/);
+    t.match(r.out, /fix: drop one of --listen 192\.0\.2\.1:7735 and --listen 0\.0\.0\.0:7735/);
+    const started = await startRelayExpectingFailure(topo, ['--listen', '0.0.0.0:7735', '--listen', `${ADDR.relayClientSide4}:7735`, ...backendFlags]);
+    t.match(started, /EADDRINUSE 192\.0\.2\.1:7735/, 'as relay itself fails');
+  });
 
   t.test('a backend on the relay host: its fix is one rule on this host', async (t) => {
     const local = topo.lab.spawn(topo.relay, [process.execPath, toolsPath(), 'echo', '--listen', `${ADDR.relayBackendSide4}:7741`]);

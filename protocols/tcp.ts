@@ -9,7 +9,7 @@ import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers, FaultOwner } 
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
-import { listenError } from '../src/listen';
+import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
 import { openUpstream, UpstreamSockets } from './upstream';
 
@@ -114,8 +114,9 @@ export class TcpRelay implements ConnectionOwner {
     const acceptLog = new RateLimitedLog(log, 'error', 'accept failed');
     this.rateLimitedLogs.push(maxConnsLog, acceptLog);
     try {
-      // An IPv6 listener takes IPv4 clients too (as ::ffff:a.b.c.d): [::] covers both.
-      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, LISTEN_BACKLOG,
+      // A lone [::] takes IPv4 clients too (as ::ffff:a.b.c.d); beside an IPv4 listen on its port it is IPv6-only.
+      const v6Only = listensV6Only(endpoint, 'tcp', this.config.listeners);
+      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, v6Only, LISTEN_BACKLOG,
         (client) => this.accept(client, log, maxConnsLog),
         (err) => acceptLog.write({ code: err.code }));
     } catch (err) {

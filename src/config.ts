@@ -67,6 +67,12 @@ export interface IpRule {
   readonly fwmark?: string;
   readonly fwmask?: string;
   readonly table?: string;
+  /** Source selector: 'all', or an address with srclen. */
+  readonly src?: string;
+  readonly srclen?: number;
+  readonly iif?: string;
+  /** Present (null) on a negated rule ('not from ...'). */
+  readonly not?: null;
 }
 
 export const DEFAULTS = {

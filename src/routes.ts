@@ -15,9 +15,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { RoutesConfig, HostFacts, IpRule } from './config';
 import type { Family } from './sys/sockaddr';
-import { tryCommand, runCommand, formatCommand } from './shell';
+import { tryCommand, runCommand, formatCommand, listJson } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProblem } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
+import { listNft, markRules, NftRule } from './nft';
+import { hostRouting, otherLocalDeliveryRules, describeIpRule } from './return-path';
 
 export const NFT_TABLE = 'relay';
 
@@ -67,19 +69,24 @@ function listRules(family: Family): IpRule[] {
   return listJson(['ip', '-j', `-${family}`, 'rule', 'show']) as IpRule[];
 }
 
-/** `nft list table inet relay`: its text, or undefined when there is no such table. */
-function listNftTable(): string | undefined {
-  const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-  if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
-    throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
-  }
-  return listed.ok ? listed.stdout : undefined;
+/** The rules of nft table inet relay, or undefined when there is no such table. */
+function listNftTable(): NftRule[] | undefined {
+  return listNft(['table', 'inet', NFT_TABLE]);
 }
 
 /** The mark relay's nft table sets, or undefined when there is no such table. */
 function nftTableMark(): number | undefined {
-  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listNftTable() ?? '');
-  return mark ? Number(mark[1]) : undefined;
+  return markRules(listNftTable() ?? [])[0]?.mark;
+}
+
+/**
+ * Whether the table holds every rule of the current ruleset marking fwmark,
+ * so a table left by an older relay counts as missing.
+ */
+export function isRelayNftTable(rules: readonly NftRule[], fwmark: number): boolean {
+  const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
+  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/];
+  return needed.every((rule) => marking.some((text) => rule.test(text)));
 }
 
 /** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */
@@ -97,13 +104,7 @@ function nftStep(config: RoutesConfig): RouteStep {
   const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
-    isPresent: () => {
-      const listed = listNftTable();
-      // Every rule of the current ruleset, so a table left by an older relay counts as missing.
-      const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
-      const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
-      return listed !== undefined && rules.every((rule) => new RegExp(rule).test(listed));
-    },
+    isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark),
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
     pasteText: `nft -f - <<'EOF'\n${script}EOF`,
@@ -137,16 +138,6 @@ function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
   };
 }
 
-function listJson(argv: string[]): Record<string, unknown>[] {
-  const result = tryCommand(argv);
-  if (!result.ok) return [];
-  try {
-    const parsed = JSON.parse(result.stdout || '[]');
-    return Array.isArray(parsed) ? parsed : [];
-  } catch {
-    return [];
-  }
-}
 
 /** The families this host can route: IPv6 may be disabled on the kernel command line. */
 export function hostFamilies(): Family[] {
@@ -167,8 +158,11 @@ export function routesCommand(action: string, config: RoutesConfig): number {
       return 0;
     case 'apply':
       return applyRoutes(steps);
-    case 'check':
-      return checkRoutes(steps);
+    case 'check': {
+      const status = checkRoutes(steps);
+      if (status !== 0) process.stdout.write(otherWorkingSet(config));
+      return status;
+    }
     case 'remove':
       return removeRoutes(planRemoval(config, readRouting(steps)));
     default:
@@ -205,6 +199,16 @@ export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): 
   }
   if (missing > 0) out.write(`${missing} missing: run 'relay routes apply' (as root, or with CAP_NET_ADMIN)\n`);
   return missing === 0 ? 0 : 1;
+}
+
+/** When relay's own routes are missing: name another set of rules that delivers replies locally, if there is one. */
+function otherWorkingSet(config: RoutesConfig): string {
+  const host = hostRouting(() => undefined);
+  const found = hostFamilies().flatMap((family) => otherLocalDeliveryRules(host.rules(family),
+    (table) => host.hasLocalRoute(family, table), config.table).map((r) => `IPv${family} ${describeIpRule(r)}`));
+  if (found.length === 0) return '';
+  return `other rules deliver replies locally on this host (${found.join('; ')}): relay works with them without its own; ` +
+    "'relay doctor' with relay's flags tells, per backend, whether they cover it\n";
 }
 
 /** What `routes remove` decides on, read from the host (or given, in a test). */

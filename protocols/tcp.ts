@@ -10,7 +10,7 @@ import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
-import { listenError } from '../src/listen';
+import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
 import { openUpstream, UpstreamSockets } from './upstream';
 
@@ -139,8 +139,9 @@ export class TcpRelay implements ConnectionOwner {
     const acceptLog = new RateLimitedLog(log, 'error', 'accept failed');
     this.rateLimitedLogs.push(maxConnsLog, acceptLog);
     try {
-      // An IPv6 listener takes IPv4 clients too (as ::ffff:a.b.c.d): [::] covers both.
-      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, LISTEN_BACKLOG,
+      // A lone [::] takes IPv4 clients too (as ::ffff:a.b.c.d); beside an IPv4 listen on its port it is IPv6-only.
+      const v6Only = listensV6Only(endpoint, 'tcp', this.config.listeners);
+      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, v6Only, LISTEN_BACKLOG,
         (client) => this.accept(client, log, maxConnsLog),
         (err) => acceptLog.write({ code: err.code }));
     } catch (err) {
@@ -167,7 +168,8 @@ export class TcpRelay implements ConnectionOwner {
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
-      this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), rejected: this.stats.rejectedNoBackend });
+      this.noBackendLog.write(() => ({ ...log.bindings(), client: formatEndpoint(clientAddress, clientPort),
+        rejected: this.stats.rejectedNoBackend }));
       client.reset();
       return;
     }
@@ -209,11 +211,15 @@ export class TcpRelay implements ConnectionOwner {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed);
+    // Under reject, a backend of the other family would only be refused: no retry beats a wasted one.
+    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed,
+      this.config.onFamilyMismatch === 'reject');
     if (!next) return undefined;
     this.balancer.onOpen(next);
+    log.setBackend(next.endpoint); // what openUpstream logs is about the backend tried now
     const upstream = this.openUpstream(log.clientAddress, log.clientPort, next.endpoint, log);
     if (!upstream) {
+      log.setBackend(failed.endpoint); // the connection's last line is about the connect that failed
       this.balancer.onClose(next);
       return undefined;
     }
@@ -480,7 +486,6 @@ class ProxiedConnection implements FaultOwner {
       this.upstream = next.upstream;
       this.backend = next.backend;
       this.released = false;
-      this.log.setBackend(next.backend.endpoint);
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');
       this.connectUpstream();
@@ -560,9 +565,12 @@ class ConnectionLog {
     this.backend = backend;
   }
 
-  /** fields with the connection's client and backend, for a line written elsewhere (a rate-limited one). */
+  /**
+   * fields with the connection's listener (proto, listen), client and backend,
+   * for a line written elsewhere: a rate-limited one, shared by every listener.
+   */
   fields(fields: object): object {
-    return this.context(fields);
+    return { ...this.log.bindings(), ...this.context(fields) };
   }
 
   private context(fields: object): object {

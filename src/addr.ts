@@ -24,6 +24,11 @@ export function parseEndpoint(text: string, what = 'address'): Endpoint {
     );
   }
   const [, host, portText] = match;
+  // net.isIP takes 'fe80::1%eth0'; relay's sockaddrs, rules and recipes carry no zone.
+  if (host.includes('%')) {
+    throw new ConfigError(`${what} '${echo(text)}': '${echo(host.slice(host.indexOf('%')))}' is a zone ID, which relay does not take: ` +
+      'use a global or ULA address');
+  }
   const family = net.isIP(host);
   if (family === 0) throw new ConfigError(`${what} '${echo(text)}': '${echo(host)}' is not an IP address`);
   const port = Number(portText);
@@ -55,6 +60,25 @@ export function backendAddressProblem(address: string): string | undefined {
 export function listenAddressProblem(address: string): string | undefined {
   const range = ipaddr.parse(address).range();
   if (range === 'broadcast' || range === 'multicast') return `is a ${range} address: listen on a unicast or wildcard address`;
+  if (range === 'linkLocal' && familyOfAddress(address) === 6) {
+    return 'is IPv6 link-local: binding it needs a zone (bind EINVAL without one), which relay does not take: ' +
+      'listen on a global or ULA address, or on [::]';
+  }
+  return undefined;
+}
+
+/** Why an address cannot be relay's own address as the backends see it (their gateway), or undefined. */
+export function relayAddressProblem(address: string): string | undefined {
+  if (address.includes('%')) return 'has a zone ID, which relay does not take: use a global or ULA address';
+  const range = ipaddr.parse(address).range();
+  if (range === 'unspecified' || range === 'loopback' || range === 'broadcast' || range === 'multicast') {
+    return `is ${range === 'unspecified' || range === 'broadcast' ? 'the' : 'a'} ${range} address: ` +
+      "give relay's own address on the backends' network (the backends route via it)";
+  }
+  if (range === 'linkLocal' && familyOfAddress(address) === 6) {
+    return 'is IPv6 link-local: a route via it needs the backend\'s interface (ip -6 route replace default via ' +
+      `${address} dev IFACE), which relay cannot know: give a global or ULA address, or write that route by hand`;
+  }
   return undefined;
 }
 

@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { ConfigError, echo } from './errors';
 import * as net from 'node:net';
 import {
-  Endpoint, parseEndpoint, normalize, formatEndpoint, backendAddressProblem, listenAddressProblem, isWildcard, isLoopback,
+  Endpoint, parseEndpoint, normalize, formatEndpoint, backendAddressProblem, listenAddressProblem, relayAddressProblem,
+  isWildcard, isLoopback,
 } from './addr';
 import { parseDuration, formatDuration } from './duration';
 import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
@@ -66,6 +67,12 @@ export interface IpRule {
   readonly fwmark?: string;
   readonly fwmask?: string;
   readonly table?: string;
+  /** Source selector: 'all', or an address with srclen. */
+  readonly src?: string;
+  readonly srclen?: number;
+  readonly iif?: string;
+  /** Present (null) on a negated rule ('not from ...'). */
+  readonly not?: null;
 }
 
 export const DEFAULTS = {
@@ -283,6 +290,8 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
 export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
   const relayAddresses = (values['relay-address'] as string[] | undefined ?? []).map((a) => {
     if (net.isIP(a) === 0) throw new ConfigError(`--relay-address: '${echo(a)}' is not an IP address`);
+    const problem = relayAddressProblem(a);
+    if (problem) throw new ConfigError(`--relay-address ${echo(a)} ${problem}`);
     return normalize(a);
   });
   return Object.freeze({

@@ -1,66 +1,80 @@
 // `relay doctor`: check, with the same flags as a run, everything a
-// transparent setup needs, one line per check: OK, or FAIL with the command
-// that fixes it. The end-to-end checks send real traffic from a client-like
-// address, so a backend without its return route is named as such instead of
-// surfacing later as clients' timeouts.
+// transparent setup needs, one line per check: OK; WARN for what works but is
+// fragile or partial; FAIL, with the command that fixes it, for what breaks
+// relaying. The relay host is judged by what its kernel does with a backend's
+// reply (src/return-path.ts), whoever's rules do it. The end-to-end checks
+// send real traffic from a client-like address, and where they disagree with
+// the kernel's route lookup, they decide.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
-import { listenAddresses, listenError } from './listen';
+import { listenError, listensV6Only, udpListenPlan } from './listen';
+import { findListenerOwners, ListenerOwner } from './listen-owner';
+import { judgeReturnPath, hostRouting, ReturnPathVerdict } from './return-path';
+import { listNft, markRules } from './nft';
 import type { RelayConfig, RoutesConfig, RunOptions } from './config';
 import type { Endpoint } from './addr';
 import { familyOfAddress, formatEndpoint, isWildcard } from './addr';
 import type { Family } from './sys/sockaddr';
 import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
 import { relayHostSteps, backendRecipes } from './routes';
-import { tryCommand } from './shell';
 import { describeError } from './errors';
 import { fdsNeeded } from './limits';
 
+/** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
+export type CheckStatus = 'ok' | 'warn' | 'fail';
+
 export interface CheckResult {
   readonly name: string;
-  readonly ok: boolean;
-  /** What was found, for OK and FAIL alike. */
+  readonly status: CheckStatus;
+  /** What was found, whatever the status. */
   readonly detail?: string;
-  /** Commands or steps that fix a FAIL. */
+  /** Commands or steps that fix a FAIL or WARN; '(a) cmd' and '(b) cmd' are alternatives, '# ...' comments. */
   readonly fix?: readonly string[];
 }
+
+const ok = (name: string, detail?: string): CheckResult => ({ name, status: 'ok', detail });
 
 /** Doctor checks a run's setup: its options are a run's, built by config.buildRunOptions. */
 export type DoctorOptions = RunOptions;
 
 export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
   const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];
-  const results: CheckResult[] = [
-    ...families.map(checkPrivilege),
-    checkFileLimit(options.run),
-    ...checkRelayRoutes(options.routes, families),
-    ...options.run.listeners.map(checkListenAddress),
-    ...families.map(checkForwarding),
-  ];
-  for (const listener of options.run.listeners) {
-    for (const protocol of options.run.protocols) results.push(await checkListenBind(listener, protocol));
-  }
-  const privileged = results.slice(0, families.length).every((r) => r.ok);
+  const privilege = families.map(checkPrivilege);
+  const fileLimit = checkFileLimit(options.run);
+  const returnPaths = judgeReturnPaths(options);
+  const listens = await checkListenBinds(options.run);
+  const privileged = privilege.every((r) => r.status === 'ok');
+  const probes: ProbeOutcome[] = [];
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
     for (const protocol of options.run.protocols) {
-      results.push(privileged
-        ? await checkEndToEnd(backend, protocol, options)
-        : { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`, ok: false,
-          detail: 'skipped: transparent sockets are not allowed (see above)' });
+      probes.push(privileged ? await checkEndToEnd(backend, protocol, options, returnPaths)
+        : { backend, protocol, result: { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`,
+          status: 'fail', detail: 'skipped: transparent sockets are not allowed (see above)' } });
     }
   }
-  return results;
+  // Relay's own pieces are judged last: a probe may have shown replies delivered by rules doctor cannot read.
+  settleWithProbes(returnPaths, probes);
+  return [
+    ...privilege,
+    fileLimit,
+    ...checkRelayRoutes(options.routes, families, returnPaths),
+    ...returnPaths.map((p) => p.result),
+    ...options.run.listeners.map(checkListenAddress),
+    ...families.map(checkForwarding),
+    ...listens,
+    ...gradePartial(probes, returnPaths).map((p) => p.result),
+  ];
 }
 
 function checkPrivilege(family: Family): CheckResult {
   const name = `privilege: IP${family === 6 ? 'V6' : ''}_TRANSPARENT`;
   try {
     assertTransparentAllowed(family);
-    return { name, ok: true, detail: 'allowed (CAP_NET_RAW or CAP_NET_ADMIN held)' };
+    return ok(name, 'allowed (CAP_NET_RAW or CAP_NET_ADMIN held)');
   } catch (err) {
-    return { name, ok: false, detail: describeError(err), fix: [
+    return { name, status: 'fail', detail: describeError(err), fix: [
       'run relay with CAP_NET_RAW: systemd AmbientCapabilities=CAP_NET_RAW (see docs/setup.md),',
       'or: setpriv --inh-caps=+net_raw --ambient-caps=+net_raw ... relay ..., or run as root',
     ] };
@@ -71,26 +85,106 @@ function checkFileLimit(config: RelayConfig): CheckResult {
   const needed = fdsNeeded(config);
   const limit = raiseFileLimit(needed);
   const name = 'open-file limit';
-  if (limit.soft >= needed) return { name, ok: true, detail: `${limit.soft} >= ${needed} needed by the configured limits` };
-  return { name, ok: false, detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
+  if (limit.soft >= needed) return ok(name, `${limit.soft} >= ${needed} needed by the configured limits`);
+  return { name, status: 'fail', detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
     'raise it: LimitNOFILE= in the systemd unit, or ulimit -Hn; or lower --max-conns / --max-sessions',
   ] };
 }
 
-function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[]): CheckResult[] {
+/** One backend's return path on the relay host: the kernel's verdict, and the line it prints. */
+interface ReturnPath {
+  readonly backend: Endpoint;
+  readonly verdict: ReturnPathVerdict;
+  /** The kernel's verdict, or a probe's answer where they disagree. */
+  delivered: boolean;
+  result: CheckResult;
+}
+
+/** Per backend address (ports share the answer), graded: a backend left out while others of its family pass is a WARN. */
+function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
+  const host = hostRouting(readMarkRules);
+  const byAddress = new Map<string, { backend: Endpoint; verdict: ReturnPathVerdict }>();
+  for (const { endpoint } of options.run.backends) {
+    if (byAddress.has(endpoint.address)) continue;
+    const verdict = judgeReturnPath(endpoint, options.probeSources[endpoint.family], options.routes.fwmark, host);
+    byAddress.set(endpoint.address, { backend: endpoint, verdict });
+  }
+  const judged = [...byAddress.values()];
+  return judged.map(({ backend, verdict }) => {
+    const name = `relay host: return path from ${backend.address}`;
+    const othersPass = judged.some((j) => j.backend.family === backend.family && j.verdict.delivered);
+    const rpWarning = verdict.delivered ? rpFilterWarning(backend, verdict.iif) : undefined;
+    const result: CheckResult = verdict.delivered
+      ? rpWarning ? { name, status: 'warn', detail: `${verdict.detail}; ${rpWarning.detail}`, fix: [rpWarning.fix] } : ok(name, verdict.detail)
+      : { name, status: othersPass ? 'warn' : 'fail',
+        detail: othersPass ? `${verdict.detail}; other backends' are, so relaying works, but clients balanced to this ` +
+          'one wait --connect-timeout before relay tries another' : verdict.detail,
+        fix: othersPass ? coverLikeOthers(backend, verdict, judged.map((j) => j.verdict))
+          : returnPathFix(backend, verdict, options.routes) };
+    return { backend, verdict, delivered: verdict.delivered, result };
+  });
+}
+
+/**
+ * A backend the operator's rules by source leave out: the same rule for its
+ * address, or relay's own routes, which cover every backend.
+ */
+function coverLikeOthers(backend: Endpoint, verdict: ReturnPathVerdict, all: readonly ReturnPathVerdict[]): string[] {
+  if (verdict.fix !== 'relay routes apply') return verdict.fix ? [verdict.fix] : [];
+  const bySource = all.find((v) => v.delivered && v.rule?.src !== undefined && v.rule.src !== 'all')?.rule;
+  if (!bySource) return [verdict.fix];
+  return [`# one of: (a) a rule for it like the others', (b) relay's own routes, which cover every backend`,
+    `(a) ip -${backend.family} rule add from ${backend.address} lookup ${bySource.table} priority ${bySource.priority}`,
+    '(b) relay routes apply'];
+}
+
+/**
+ * A backend on this host sends its replies from the host itself: relay's
+ * routes (the nft mark) never see them, its own rule by source does.
+ */
+function returnPathFix(backend: Endpoint, verdict: ReturnPathVerdict, routes: RoutesConfig): string[] {
+  if (!verdict.fix) return [];
+  if (verdict.iif !== undefined || verdict.incompleteTable !== undefined) return [verdict.fix];
+  // relay's own local route, if missing too, is its own line's fix.
+  return recipeFor(backend, routes);
+}
+
+/** Rules that set a packet mark, from nftables; undefined when this process cannot read them. */
+function readMarkRules(): ReturnType<typeof markRules> | undefined {
+  try {
+    return markRules(listNft(['ruleset']) ?? []);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * relay's own routes. Missing is a FAIL only where replies are not delivered
+ * by other means: an operator's working set of rules needs no second one.
+ */
+function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[], returnPaths: readonly ReturnPath[]): CheckResult[] {
+  // Delivered, or the operator's own rules are there with one piece missing (named on their line). Rules
+  // that cover only some backends are a WARN on those backends' lines, not a FAIL here.
+  const othersInUse = (p: ReturnPath) => p.delivered ||
+    (p.verdict.incompleteTable !== undefined && p.verdict.incompleteTable !== String(routes.table));
+  const deliveredOtherwise = (family?: Family) => returnPaths
+    .filter((p) => family === undefined || p.backend.family === family).some(othersInUse);
   return relayHostSteps(routes, families).map((step) => {
+    const name = `relay host: ${step.name}`;
     let present: boolean;
     try {
       present = step.isPresent();
     } catch (err) {
       // Reading nftables needs CAP_NET_ADMIN, which a least-privilege relay
       // does not hold; the end-to-end checks below test what the table does.
-      return { name: `relay host: ${step.name}`, ok: true,
-        detail: `not readable here (${describeError(err)}): the end-to-end checks test it` };
+      return ok(name, `not readable here (${describeError(err)}): the end-to-end checks test it`);
     }
-    return present ? { name: `relay host: ${step.name}`, ok: true }
-      : { name: `relay host: ${step.name}`, ok: false, detail: 'missing: backends\' replies to clients will not reach relay',
-        fix: ['relay routes apply'] };
+    if (present) return ok(name);
+    if (deliveredOtherwise(step.family)) {
+      return ok(name, 'not present, and not needed: other rules deliver replies (see the return path lines)' +
+        '; `relay routes check` checks relay\'s own');
+    }
+    return { name, status: 'fail', detail: 'missing: backends\' replies to clients will not reach relay', fix: ['relay routes apply'] };
   });
 }
 
@@ -98,40 +192,97 @@ function checkListenAddress(listener: Endpoint): CheckResult {
   const name = `listen address ${formatEndpoint(listener.address, listener.port)}`;
   const wildcard = listener.address === '0.0.0.0' || listener.address === '::';
   const local = wildcard || Object.values(os.networkInterfaces()).flat().some((i) => i?.address === listener.address);
-  return local ? { name, ok: true, detail: wildcard ? 'wildcard' : 'on this host' }
-    : { name, ok: false, detail: 'not an address of this host', fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
+  return local ? ok(name, wildcard ? 'wildcard' : 'on this host')
+    : { name, status: 'fail', detail: 'not an address of this host',
+      fix: [`ip addr add ${listener.address}/${listener.family === 4 ? 32 : 128} dev lo`] };
 }
 
-/** Try the listen itself (then let go): a port in use or below 1024 without the capability shows here, not at start. */
-async function checkListenBind(listener: Endpoint, protocol: 'tcp' | 'udp'): Promise<CheckResult> {
-  const name = `listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`;
-  // UDP binds what relay binds: each address a wildcard stands for, one socket each (docs/udp.md).
-  const addresses = protocol === 'tcp' ? [listener.address] : listenAddresses(listener);
+/**
+ * Bind every listener as relay would, in relay's order and with relay's
+ * IPV6_V6ONLY choice, holding each until all are bound: a clash between two
+ * of relay's own listeners shows here as it would at start. Then let go.
+ * For UDP a listener stands for each address of relay's listen plan (a
+ * wildcard: every address of the host now, one socket each, docs/udp.md):
+ * one line per listener, naming the address that failed.
+ */
+async function checkListenBinds(config: RelayConfig): Promise<CheckResult[]> {
+  const held: { close(): void }[] = [];
+  const results: CheckResult[] = [];
+  const plan = config.protocols.includes('udp') ? udpListenPlan(config.listeners) : [];
+  try {
+    for (const protocol of config.protocols) {
+      for (const listener of config.listeners) {
+        const addresses = protocol === 'tcp' ? [listener.address]
+          : plan.filter((b) => b.endpoint === listener).map((b) => b.address);
+        results.push(await bindAll(listener, addresses, protocol, config.listeners, held));
+      }
+    }
+  } finally {
+    for (const socket of held) socket.close();
+  }
+  return results;
+}
+
+/** Bind each address a listener stands for, keeping what bound in held; one result for the listener. */
+async function bindAll(listener: Endpoint, addresses: readonly string[], protocol: 'tcp' | 'udp',
+  listeners: readonly Endpoint[], held: { close(): void }[]): Promise<CheckResult> {
   for (const address of addresses) {
     const endpoint = { ...listener, address, family: familyOfAddress(address) };
-    const err = await tryBind(endpoint, protocol);
-    if (err) {
-      return { name, ok: false, detail: describeError(listenError(err, endpoint)),
-        fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024']
-          : err.code === 'EADDRINUSE' ? ['stop what listens there (ss -lntup), or choose another --listen'] : [] };
-    }
+    const v6Only = listensV6Only(endpoint, protocol, listeners);
+    const outcome = await tryListen(endpoint, protocol, v6Only);
+    if (!('close' in outcome)) return listenResult(listener, endpoint, protocol, outcome, listeners);
+    held.push(outcome);
   }
   const each = protocol === 'udp' && isWildcard(listener.address)
     ? ` (each of the ${addresses.length} addresses relay binds now: ${addresses.join(', ')})` : '';
-  return { name, ok: true, detail: `free, and relay may bind it${each}` };
+  const v6Only = listensV6Only(listener, protocol, listeners);
+  const mode = listener.address === '::' && protocol === 'tcp'
+    ? v6Only ? ' (IPv6 only: relay also listens on IPv4 there)' : ' (IPv4 and IPv6)' : '';
+  return ok(`listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`, `free, and relay may bind it${mode}${each}`);
 }
 
-/** Bind and let go; the error when the bind fails. */
-function tryBind(endpoint: Endpoint, protocol: 'tcp' | 'udp'): Promise<NodeJS.ErrnoException | undefined> {
+/** A listener that failed to bind at endpoint (the listener itself, or one address a UDP wildcard stands for). */
+function listenResult(listener: Endpoint, endpoint: Endpoint, protocol: 'tcp' | 'udp',
+  err: NodeJS.ErrnoException, listeners: readonly Endpoint[]): CheckResult {
+  const name = `listen ${protocol} ${formatEndpoint(listener.address, listener.port)}`;
+  if (err.code === 'EADDRINUSE') {
+    const owners = findListenerOwners(protocol, listener.port);
+    const relays = owners.filter((o) => o.isRelay);
+    if (relays.length > 0 && relays.length === owners.length) {
+      return ok(name, `in use by relay itself (${describeOwner(relays[0])}): the service is up`);
+    }
+    const mine = listeners.filter((l) => l !== listener && l.port === listener.port);
+    if (owners.length === 0 && mine.length > 0) {
+      const others = mine.map((l) => formatEndpoint(l.address, l.port)).join(', ');
+      return { name, status: 'fail', detail: `${err.syscall ?? 'listen'} EADDRINUSE: it clashes with relay's own listen on ${others}`,
+        fix: [`drop one of --listen ${formatEndpoint(listener.address, listener.port)} and --listen ${others}`] };
+    }
+    return { name, status: 'fail', detail: `${describeError(listenError(err, endpoint))}` +
+      `${owners.length > 0 ? `; held by ${owners.map(describeOwner).join(', ')}` : ''}`,
+    fix: ['stop what listens there (ss -lntup), or choose another --listen'] };
+  }
+  return { name, status: 'fail', detail: describeError(listenError(err, endpoint)),
+    fix: err.code === 'EACCES' ? ['grant CAP_NET_BIND_SERVICE (AmbientCapabilities= in the unit), or listen on a port >= 1024'] : [] };
+}
+
+function describeOwner(owner: ListenerOwner): string {
+  const command = owner.command.length > 100 ? `${owner.command.slice(0, 100)}...` : owner.command;
+  return `pid ${owner.pid}${command ? ` '${command}'` : ''}`;
+}
+
+/** Bind (and listen, for TCP) as relay would; the caller closes what is returned. */
+function tryListen(listener: Endpoint, protocol: 'tcp' | 'udp', v6Only: boolean): Promise<{ close(): void } | NodeJS.ErrnoException> {
   return new Promise((resolve) => {
     if (protocol === 'tcp') {
       const server = net.createServer();
       server.once('error', (err) => resolve(err as NodeJS.ErrnoException));
-      server.listen({ host: endpoint.address, port: endpoint.port, ipv6Only: false }, () => server.close(() => resolve(undefined)));
+      server.listen({ host: listener.address, port: listener.port, ipv6Only: v6Only, exclusive: true }, () =>
+        resolve({ close: () => server.close() }));
     } else {
-      const socket = dgram.createSocket({ type: endpoint.family === 4 ? 'udp4' : 'udp6', ipv6Only: endpoint.family === 6 });
+      const socket = dgram.createSocket({ type: listener.family === 4 ? 'udp4' : 'udp6', ipv6Only: v6Only });
       socket.once('error', (err) => { socket.close(); resolve(err as NodeJS.ErrnoException); });
-      socket.bind({ address: endpoint.address, port: endpoint.port, exclusive: true }, () => socket.close(() => resolve(undefined)));
+      socket.bind({ address: listener.address, port: listener.port, exclusive: true }, () =>
+        resolve({ close: () => socket.close() }));
     }
   });
 }
@@ -144,8 +295,8 @@ function tryBind(endpoint: Endpoint, protocol: 'tcp' | 'udp'): Promise<NodeJS.Er
 function checkForwarding(family: Family): CheckResult {
   const file = family === 4 ? '/proc/sys/net/ipv4/ip_forward' : '/proc/sys/net/ipv6/conf/all/forwarding';
   const on = readSysctl(file) === 1;
-  return { name: `forwarding (IPv${family})`, ok: true, detail: `${on ? 'on' : 'off'}: relay does not need it; ` +
-    'a relay host that is also the backends\' gateway needs it on for their other traffic' };
+  return ok(`forwarding (IPv${family})`, `${on ? 'on' : 'off'}: relay does not need it; ` +
+    'a relay host that is also the backends\' gateway needs it on for their other traffic');
 }
 
 function readSysctl(file: string): number | undefined {
@@ -157,40 +308,82 @@ function readSysctl(file: string): number | undefined {
 }
 
 /**
- * Where rp_filter matters: strict reverse-path filtering on the interface the
- * backend's replies arrive on drops them when the route back to the backend
- * uses another interface (asymmetric paths). Said only when a probe failed.
+ * Strict reverse-path filtering on the interface a backend's replies arrive
+ * on passes them only while the route back to the backend leaves by that same
+ * interface: it works, by luck of a symmetric path. Loose (2) keeps the check
+ * without that dependence. IPv6 has no rp_filter sysctl.
  */
-function rpFilterNote(backend: Endpoint): string | undefined {
-  if (backend.family !== 4) return undefined;
-  const dev = tryCommand(['ip', '-j', 'route', 'get', backend.address]);
-  let iface: string | undefined;
-  try {
-    iface = JSON.parse(dev.stdout)[0]?.dev;
-  } catch {
-    return undefined;
-  }
-  if (!iface) return undefined;
+function rpFilterWarning(backend: Endpoint, iif: string | undefined): { detail: string; fix: string } | undefined {
+  if (backend.family !== 4 || iif === undefined) return undefined;
   const strict = Math.max(readSysctl('/proc/sys/net/ipv4/conf/all/rp_filter') ?? 0,
-    readSysctl(`/proc/sys/net/ipv4/conf/${iface}/rp_filter`) ?? 0) === 1;
-  return strict ? `rp_filter is strict on ${iface}: if the backend's replies arrive on another interface they are dropped: ` +
-    `sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.${iface}.rp_filter=2` : undefined;
+    readSysctl(`/proc/sys/net/ipv4/conf/${iif}/rp_filter`) ?? 0) === 1;
+  return strict ? { detail: `rp_filter is strict on ${iif}: it passes while the route back to ${backend.address} leaves by ` +
+    `${iif}; replies arriving on another interface would be dropped`,
+  fix: `rp_filter is strict on ${iif}, loose is enough: sysctl -w net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.${iif}.rp_filter=2` }
+    : undefined;
 }
 
-async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<CheckResult> {
+interface ProbeOutcome {
+  readonly backend: Endpoint;
+  readonly protocol: 'tcp' | 'udp';
+  result: CheckResult;
+  /** Set when the reply did not come back: the symptom of a broken return path. */
+  readonly returnPath?: boolean;
+}
+
+async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions,
+  returnPaths: readonly ReturnPath[]): Promise<ProbeOutcome> {
   const source = options.probeSources[backend.family];
   const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
   if (protocol === 'udp' && !options.run.health.udpProbe) {
     // Not a failure: relay cannot guess a datagram the service answers, and
     // `relay --check` must not refuse to start for want of one.
-    return { name, ok: true, detail: 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end' };
+    return { backend, protocol, result: ok(name, 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end') };
   }
   const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
     : await probeUdp(backend, source, options);
-  if (failure === undefined) return { name, ok: true, detail: 'the backend\'s reply came back through relay' };
-  const fix = failure.returnPath ? recipeFor(backend, options.routes) : failure.fix ?? [];
-  const rpFilter = failure.returnPath ? rpFilterNote(backend) : undefined;
-  return { name, ok: false, detail: failure.detail, fix: rpFilter ? [...fix, rpFilter] : fix };
+  if (failure === undefined) return { backend, protocol, result: ok(name, 'the backend\'s reply came back through relay') };
+  if (!failure.returnPath) return { backend, protocol, result: { name, status: 'fail', detail: failure.detail, fix: failure.fix ?? [] } };
+  const hostSide = returnPaths.find((p) => p.backend.address === backend.address)?.verdict;
+  if (hostSide && !hostSide.delivered) {
+    return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; ` +
+      'the relay host does not deliver such replies locally', fix: ['first the relay host\'s return path (its line above), then run doctor again'] } };
+  }
+  return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; the relay host ` +
+    'would deliver such replies locally, so the backend did not send them back through it', fix: recipeFor(backend, options.routes) } };
+}
+
+/**
+ * Where the kernel's route lookup and a probe disagree, both are printed and
+ * the probe decides: a reply that came back was delivered, whatever the
+ * lookup said (iptables marks, say, which doctor does not read).
+ */
+function settleWithProbes(returnPaths: ReturnPath[], probes: readonly ProbeOutcome[]): void {
+  for (const path of returnPaths) {
+    if (path.verdict.delivered) continue;
+    const answered = probes.find((p) => p.backend.address === path.backend.address && p.result.status === 'ok' &&
+      p.result.detail?.includes('came back'));
+    if (answered) {
+      path.delivered = true;
+      path.result = ok(path.result.name, `the route lookup says: ${path.verdict.detail}; but the end-to-end ${answered.protocol} ` +
+        'probe\'s reply came back through relay, and the probe decides: something the lookup does not see delivers them');
+    }
+  }
+}
+
+/**
+ * A probe that failed because the relay host's rules leave its backend out
+ * (a WARN on its return path line, as other backends pass) is the same
+ * finding: a WARN too, not a FAIL. A backend whose own return path or
+ * service fails stays a FAIL: its clients wait --connect-timeout each.
+ */
+function gradePartial(probes: ProbeOutcome[], returnPaths: readonly ReturnPath[]): ProbeOutcome[] {
+  for (const probe of probes) {
+    const hostSide = returnPaths.find((p) => p.backend.address === probe.backend.address);
+    if (probe.result.status !== 'fail' || !probe.returnPath || hostSide?.result.status !== 'warn' || hostSide.delivered) continue;
+    probe.result = { ...probe.result, status: 'warn', detail: `${probe.result.detail} (as its return path line says)` };
+  }
+  return probes;
 }
 
 interface ProbeFailure {
@@ -200,10 +393,19 @@ interface ProbeFailure {
   fix?: string[];
 }
 
+/**
+ * The backend's recipe, its alternatives labelled: '(a) cmd' and '(b) cmd'
+ * are one or the other, never both (pasting (b) after (a) sends all of the
+ * backend's traffic to a relay host that may not forward).
+ */
 function recipeFor(backend: Endpoint, routes: RoutesConfig): string[] {
-  return ['first, relay\'s own routes must be in place (a FAIL above, or `relay routes check` as root);',
-    'then the backend routes replies to clients elsewhere, or is down: on the backend host, apply one recipe:',
-    ...backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '')];
+  const recipe = backendRecipes({ ...routes, backends: [backend] }).filter((l) => l !== '');
+  let label = '';
+  return recipe.map((line) => {
+    const alternative = /^# \((\w)\)/.exec(line);
+    if (alternative) label = alternative[1];
+    return line.startsWith('#') || label === '' ? line : `(${label}) ${line}`;
+  });
 }
 
 function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise<ProbeFailure | undefined> {
@@ -268,14 +470,31 @@ function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Pr
   });
 }
 
+const STATUS_WORD: Record<CheckStatus, string> = { ok: 'OK  ', warn: 'WARN', fail: 'FAIL' };
+
 export function formatResults(results: readonly CheckResult[]): string {
   const lines: string[] = [];
   for (const r of results) {
-    lines.push(`${r.ok ? 'OK  ' : 'FAIL'}  ${r.name}${r.detail ? `: ${r.detail}` : ''}`);
-    // Commands get a "fix:" each; the recipe's comment lines are indented under them.
-    if (!r.ok) for (const fix of r.fix ?? []) lines.push(fix.startsWith('#') ? `           ${fix}` : `      fix: ${fix}`);
+    lines.push(`${STATUS_WORD[r.status]}  ${r.name}${r.detail ? `: ${r.detail}` : ''}`);
+    // Commands get a "fix:" each, alternatives "fix (a):"; the recipe's comment lines are indented under them.
+    if (r.status === 'ok') continue;
+    for (const fix of r.fix ?? []) {
+      const alternative = /^\((\w)\) (.*)$/.exec(fix);
+      lines.push(fix.startsWith('#') ? `           ${fix}` : alternative ? `  fix (${alternative[1]}): ${alternative[2]}` : `      fix: ${fix}`);
+    }
   }
-  const failed = results.filter((r) => !r.ok).length;
-  lines.push(failed === 0 ? `all ${results.length} checks passed` : `${failed} of ${results.length} checks failed`);
+  lines.push(summary(results));
   return lines.join('\n') + '\n';
+}
+
+function summary(results: readonly CheckResult[]): string {
+  const failed = results.filter((r) => r.status === 'fail').length;
+  const warned = results.filter((r) => r.status === 'warn').length;
+  const warnings = warned === 0 ? '' : `, ${warned} with a warning`;
+  return failed === 0 ? `all ${results.length} checks passed${warnings}` : `${failed} of ${results.length} checks failed${warnings}`;
+}
+
+/** relay doctor's exit status, and --check's verdict: only a FAIL stops. */
+export function anyFailed(results: readonly CheckResult[]): boolean {
+  return results.some((r) => r.status === 'fail');
 }

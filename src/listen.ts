@@ -1,10 +1,25 @@
-// Where relay listens: the UDP sockets a --listen stands for, and a failed
-// listen() turned into one line an operator can act on.
+// Where relay listens: the UDP sockets a --listen stands for, which
+// listeners are IPv6-only, and a failed listen() turned into one line an
+// operator can act on.
 import * as os from 'node:os';
 import { SysError } from './errors';
 import type { Endpoint } from './addr';
 import { formatEndpoint, isWildcard, normalize } from './addr';
 import type { Family } from './sys/sockaddr';
+
+/**
+ * Whether relay's listener on endpoint sets IPV6_V6ONLY; relay's listeners
+ * and doctor's prediction of them both ask here. A lone TCP [::]:P stays
+ * dual-stack (IPv4 clients arrive as ::ffff:a.b.c.d), but beside an IPv4
+ * listen on the same port and protocol it must be IPv6-only, or it clashes
+ * with relay's own IPv4 socket (EADDRINUSE), as nginx's ipv6only=on. UDP
+ * listeners are always IPv6-only: relay binds each address itself.
+ */
+export function listensV6Only(endpoint: Endpoint, protocol: 'tcp' | 'udp', listeners: readonly Endpoint[]): boolean {
+  if (endpoint.family !== 6) return false;
+  if (protocol === 'udp') return true;
+  return listeners.some((l) => l.family === 4 && l.port === endpoint.port);
+}
 
 const LISTEN_HINTS: Record<string, string> = {
   EADDRINUSE: 'another process listens there: stop it, or choose another --listen',

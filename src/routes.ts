@@ -15,9 +15,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { RoutesConfig, HostFacts, IpRule } from './config';
 import type { Family } from './sys/sockaddr';
-import { tryCommand, runCommand, formatCommand } from './shell';
-import { Endpoint, formatEndpoint, familyOfAddress, isLoopback } from './addr';
+import { tryCommand, runCommand, formatCommand, listJson } from './shell';
+import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProblem } from './addr';
 import { ConfigError, RelayError, echo } from './errors';
+import { listNft, markRules, NftRule } from './nft';
+import { hostRouting, otherLocalDeliveryRules, describeIpRule } from './return-path';
 
 export const NFT_TABLE = 'relay';
 
@@ -28,6 +30,8 @@ export interface RouteStep {
   readonly applyCommands: readonly (readonly string[])[];
   readonly applyInput?: string;
   readonly removeCommands: readonly (readonly string[])[];
+  /** What `routes print` shows: shell that an operator can paste twice (under set -e too). */
+  readonly pasteText: string;
 }
 
 export function nftRuleset(fwmark: number): string {
@@ -65,19 +69,24 @@ function listRules(family: Family): IpRule[] {
   return listJson(['ip', '-j', `-${family}`, 'rule', 'show']) as IpRule[];
 }
 
-/** `nft list table inet relay`: its text, or undefined when there is no such table. */
-function listNftTable(): string | undefined {
-  const listed = tryCommand(['nft', 'list', 'table', 'inet', NFT_TABLE]);
-  if (!listed.ok && /Operation not permitted|Permission denied/i.test(listed.stderr)) {
-    throw new RelayError('ERR_PRIVILEGE', 'cannot read nftables', 'reading and changing relay\'s routes needs CAP_NET_ADMIN');
-  }
-  return listed.ok ? listed.stdout : undefined;
+/** The rules of nft table inet relay, or undefined when there is no such table. */
+function listNftTable(): NftRule[] | undefined {
+  return listNft(['table', 'inet', NFT_TABLE]);
 }
 
 /** The mark relay's nft table sets, or undefined when there is no such table. */
 function nftTableMark(): number | undefined {
-  const mark = /meta mark set (0x[0-9a-f]+)/.exec(listNftTable() ?? '');
-  return mark ? Number(mark[1]) : undefined;
+  return markRules(listNftTable() ?? [])[0]?.mark;
+}
+
+/**
+ * Whether the table holds every rule of the current ruleset marking fwmark,
+ * so a table left by an older relay counts as missing.
+ */
+export function isRelayNftTable(rules: readonly NftRule[], fwmark: number): boolean {
+  const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
+  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/];
+  return needed.every((rule) => marking.some((text) => rule.test(text)));
 }
 
 /** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */
@@ -95,15 +104,10 @@ function nftStep(config: RoutesConfig): RouteStep {
   const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
-    isPresent: () => {
-      const listed = listNftTable();
-      // Every rule of the current ruleset, so a table left by an older relay counts as missing.
-      const mark = `meta mark set 0x0*${config.fwmark.toString(16)}\\b`;
-      const rules = [`icmp.* socket transparent 1 ${mark}`, `ip frag-off .* ${mark}`, `frag frag-off .* ${mark}`];
-      return listed !== undefined && rules.every((rule) => new RegExp(rule).test(listed));
-    },
+    isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark),
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
+    pasteText: `nft -f - <<'EOF'\n${script}EOF`,
     removeCommands: [['nft', 'delete', 'table', 'inet', NFT_TABLE]],
   };
 }
@@ -116,6 +120,7 @@ function ruleStep(config: RoutesConfig, family: Family): RouteStep {
     isPresent: () => listRules(family).some((r) => isRelayRule(r, config)),
     applyCommands: [['ip', `-${family}`, 'rule', 'add', ...spec]],
     removeCommands: [['ip', `-${family}`, 'rule', 'del', ...spec]],
+    pasteText: addRuleOnce(family, spec),
   };
 }
 
@@ -129,19 +134,10 @@ function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
       r.type === 'local' && (r.dst === 'default' || r.dst === everything) && r.dev === 'lo'),
     applyCommands: [['ip', `-${family}`, 'route', 'add', ...spec]],
     removeCommands: [['ip', `-${family}`, 'route', 'del', ...spec]],
+    pasteText: formatCommand(['ip', `-${family}`, 'route', 'replace', ...spec]),
   };
 }
 
-function listJson(argv: string[]): Record<string, unknown>[] {
-  const result = tryCommand(argv);
-  if (!result.ok) return [];
-  try {
-    const parsed = JSON.parse(result.stdout || '[]');
-    return Array.isArray(parsed) ? parsed : [];
-  } catch {
-    return [];
-  }
-}
 
 /** The families this host can route: IPv6 may be disabled on the kernel command line. */
 export function hostFamilies(): Family[] {
@@ -162,8 +158,11 @@ export function routesCommand(action: string, config: RoutesConfig): number {
       return 0;
     case 'apply':
       return applyRoutes(steps);
-    case 'check':
-      return checkRoutes(steps);
+    case 'check': {
+      const status = checkRoutes(steps);
+      if (status !== 0) process.stdout.write(otherWorkingSet(config));
+      return status;
+    }
     case 'remove':
       return removeRoutes(planRemoval(config, readRouting(steps)));
     default:
@@ -200,6 +199,16 @@ export function checkRoutes(steps: readonly RouteStep[], out = process.stdout): 
   }
   if (missing > 0) out.write(`${missing} missing: run 'relay routes apply' (as root, or with CAP_NET_ADMIN)\n`);
   return missing === 0 ? 0 : 1;
+}
+
+/** When relay's own routes are missing: name another set of rules that delivers replies locally, if there is one. */
+function otherWorkingSet(config: RoutesConfig): string {
+  const host = hostRouting(() => undefined);
+  const found = hostFamilies().flatMap((family) => otherLocalDeliveryRules(host.rules(family),
+    (table) => host.hasLocalRoute(family, table), config.table).map((r) => `IPv${family} ${describeIpRule(r)}`));
+  if (found.length === 0) return '';
+  return `other rules deliver replies locally on this host (${found.join('; ')}): relay works with them without its own; ` +
+    "'relay doctor' with relay's flags tells, per backend, whether they cover it\n";
 }
 
 /** What `routes remove` decides on, read from the host (or given, in a test). */
@@ -306,17 +315,34 @@ export function removeRoutes(plan: RemovalPlan, out = process.stdout): number {
 
 export function printRoutes(config: RoutesConfig, steps: readonly RouteStep[]): string {
   const lines: string[] = [
-    '# On the relay host (relay routes apply does this; relay routes check verifies it):',
+    '# On the relay host (relay routes apply does this; relay routes check verifies it).',
+    '# Each recipe below can be pasted twice: a rule already there is not added again.',
   ];
-  for (const step of steps) {
-    lines.push(`# ${step.name}`);
-    for (const argv of step.applyCommands) {
-      if (step.applyInput) lines.push(`nft -f - <<'EOF'\n${nftRuleset(config.fwmark)}EOF`);
-      else lines.push(formatCommand(argv));
-    }
-  }
+  for (const step of steps) lines.push(`# ${step.name}`, step.pasteText);
   lines.push('', ...backendRecipes(config));
   return lines.join('\n') + '\n';
+}
+
+/**
+ * `ip rule add` refuses a rule that is already there ("File exists"), which
+ * stops a pasted script under set -e: add it only when `ip rule show` with the
+ * same selectors lists nothing.
+ */
+export function addRuleOnce(family: Family, spec: readonly string[]): string {
+  const v = `-${family}`;
+  return `[ -n "$(${formatCommand(['ip', v, 'rule', 'show', ...spec])})" ] || ${formatCommand(['ip', v, 'rule', 'add', ...spec])}`;
+}
+
+/** The backends by address, in the order given: the recipe is per address, whatever the ports. */
+function backendsByAddress(backends: readonly Endpoint[]): Endpoint[][] {
+  const groups = new Map<string, Endpoint[]>();
+  for (const b of backends) groups.set(b.address, [...groups.get(b.address) ?? [], b]);
+  return [...groups.values()];
+}
+
+function describeBackend(group: readonly Endpoint[]): string {
+  if (group.length === 1) return formatEndpoint(group[0].address, group[0].port);
+  return `${group[0].address} (ports ${group.map((b) => b.port).join(', ')})`;
 }
 
 /** What each backend host needs so its replies to clients come back through relay. */
@@ -325,27 +351,44 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
     return ['# Backend hosts: pass --backend ADDR:PORT to see the recipes filled in.'];
   }
   const lines: string[] = [];
-  for (const backend of config.backends) {
-    if (isOnThisHost(backend.address)) {
-      lines.push(...localBackendRecipe(backend, config));
+  for (const group of backendsByAddress(config.backends)) {
+    const { address, family } = group[0];
+    if (isOnThisHost(address)) {
+      lines.push(...localBackendRecipe(group, config));
       continue;
     }
-    const relay = config.relayAddresses.find((a) => familyOfAddress(a) === backend.family) ??
-      relayAddressFor(backend.address) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
-    const v = backend.family === 4 ? '-4' : '-6';
+    const relay = config.relayAddresses.find((a) => familyOfAddress(a) === family) ??
+      usableRelayAddress(relayAddressFor(address)) ?? 'RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK';
+    const v = family === 4 ? '-4' : '-6';
     lines.push(
-      `# On backend ${formatEndpoint(backend.address, backend.port)}, choose ONE of:`,
-      `# (a) dedicated address: ${backend.address} is used only for relayed traffic and the service binds it`,
-      `#     (not a wildcard address: a UDP service on a wildcard address replies from another source).`,
-      `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
-      `ip ${v} route add default via ${relay} table ${config.table}`,
+      `# On backend ${describeBackend(group)}, choose ONE of:`,
+      `# (a) dedicated address: ${address} is used only for relayed traffic and the service binds it.`,
+      ...dedicatedAddressNotes(address, family),
+      addRuleOnce(family, ['from', address, 'lookup', String(config.table), 'priority', String(config.rulePriority)]),
+      `ip ${v} route replace default via ${relay} table ${config.table}`,
       `# (b) relay as the backend's gateway (all its traffic to clients goes through relay):`,
       `ip ${v} route replace default via ${relay}`,
-      `# check: ip ${v} route get <client-address> from ${backend.address}   -> must say "via ${relay}"`,
+      `# check: ip ${v} route get <client-address> from ${address}   -> must say "via ${relay}"`,
       '',
     );
   }
   return lines;
+}
+
+/** What (a) asks of the backend's service and address, beyond the two commands. */
+function dedicatedAddressNotes(address: string, family: Family): string[] {
+  const notes = [
+    '#     A UDP service on a wildcard address (0.0.0.0, [::]) replies from whatever source the kernel picks,',
+    '#     which this rule misses, unless it sets each reply\'s source itself (dnsmasq does; a plain socket does not).',
+  ];
+  if (family === 6) {
+    notes.push(
+      `#     Add ${address} with preferred_lft 0 (e.g. ip -6 addr add ${address}/64 dev eth0 preferred_lft 0):`,
+      '#     otherwise it can become the backend\'s preferred IPv6 source, and the backend\'s own IPv6 traffic',
+      '#     then leaves from it, is routed to relay by the rule above, and goes no further.',
+    );
+  }
+  return notes;
 }
 
 /**
@@ -355,11 +398,11 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
  * table; there is no gateway to change (changing the default route would
  * break the host).
  */
-function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
-  const v = backend.family === 4 ? '-4' : '-6';
+function localBackendRecipe(group: readonly Endpoint[], config: RoutesConfig): string[] {
+  const { address, family } = group[0];
   return [
-    `# Backend ${formatEndpoint(backend.address, backend.port)} is on this host: one rule, on this host:`,
-    `ip ${v} rule add from ${backend.address} lookup ${config.table} priority ${config.rulePriority}`,
+    `# Backend ${describeBackend(group)} is on this host: one rule, on this host:`,
+    addRuleOnce(family, ['from', address, 'lookup', String(config.table), 'priority', String(config.rulePriority)]),
     '',
   ];
 }
@@ -367,6 +410,15 @@ function localBackendRecipe(backend: Endpoint, config: RoutesConfig): string[] {
 function isOnThisHost(address: string): boolean {
   if (isLoopback(address)) return true;
   return Object.values(os.networkInterfaces()).flat().some((i) => i?.address === address);
+}
+
+/**
+ * A looked-up address a backend can route via: not loopback or unspecified
+ * (what `ip route get` gives for an address routed over lo), which would
+ * print `route replace default via 127.0.0.1`.
+ */
+function usableRelayAddress(address: string | undefined): string | undefined {
+  return address !== undefined && relayAddressProblem(address) === undefined ? address : undefined;
 }
 
 /**

@@ -24,6 +24,18 @@ export function tryCommand(argv: readonly string[], input?: string): CommandResu
   }
 }
 
+/** A command's JSON array output (`ip -j ...`); [] when it fails or prints something else. */
+export function listJson(argv: readonly string[]): Record<string, unknown>[] {
+  const result = tryCommand(argv);
+  if (!result.ok) return [];
+  try {
+    const parsed = JSON.parse(result.stdout || '[]');
+    return Array.isArray(parsed) ? parsed : [];
+  } catch {
+    return [];
+  }
+}
+
 /** Run a command; on failure throw an error quoting it and what it printed. */
 export function runCommand(argv: readonly string[], input?: string, code = 'ERR_ROUTES'): string {
   const result = tryCommand(argv, input);

@@ -57,9 +57,11 @@ export interface Balancer {
   /**
    * For a retry after `failed` refused or timed out: an up backend other than
    * it (the client's family first), the least loaded, whatever the algorithm,
-   * since source and maglev would answer `failed` again.
+   * since source and maglev would answer `failed` again. With ownFamilyOnly
+   * (--on-family-mismatch reject, which would refuse the other family), only
+   * the client's family: undefined when none of it is up.
    */
-  pickOther(client: Client, failed: BackendRef): WeightedBackend | undefined;
+  pickOther(client: Client, failed: BackendRef, ownFamilyOnly?: boolean): WeightedBackend | undefined;
   /** Health checker: mark a backend up or down. Every backend starts up. */
   setUp(backend: BackendRef, up: boolean): void;
   /** Data path: a connection (or UDP session) to backend opened. Call right after pick(). */
@@ -112,11 +114,11 @@ export function createBalancer(
       const member = strategies.get(client.family)?.pick(client) ?? strategies.get(other)?.pick(client);
       return member?.backend;
     },
-    pickOther(client, failed) {
+    pickOther(client, failed, ownFamilyOnly = false) {
       const excluded = find(failed);
       const candidates = (family: Family) => members.filter((m) => m.up && m !== excluded && m.backend.endpoint.family === family);
       const own = candidates(client.family);
-      const pool = own.length > 0 ? own : candidates(client.family === 4 ? 6 : 4);
+      const pool = own.length > 0 || ownFamilyOnly ? own : candidates(client.family === 4 ? 6 : 4);
       let best: Member | undefined;
       for (const m of pool) if (!best || m.active / m.weight < best.active / best.weight) best = m;
       return best?.backend;

@@ -198,7 +198,7 @@ async function testFamily(probe: Probe, family: Family): Promise<boolean> {
   probe.at(`TCP${family} listen on ${LOOPBACK[family]}`);
   let listener: TcpListener;
   try {
-    listener = TcpListener.listen(LOOPBACK[family], 0, family, 16, (client) => {
+    listener = TcpListener.listen(LOOPBACK[family], 0, family, false, 16, (client) => {
       accepted.push(probe.own(client));
       probe.poke();
     }, (error) => {

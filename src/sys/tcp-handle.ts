@@ -21,6 +21,8 @@ import * as C from './constants';
 const UV_EOF = -4095;
 /** libuv's "not connected" (UV_ENOTCONN): a shutdown of a socket the peer already reset. */
 const UV_ENOTCONN = -107;
+/** libuv's uv_tcp_flags: bind6 sets IPV6_V6ONLY (uv.h). */
+const UV_TCP_IPV6ONLY = 1;
 
 interface RawStatusRequest {
   handle?: RawTcp;
@@ -400,11 +402,11 @@ export class TcpListener {
    * Bind and listen. An IPv6 listener also takes IPv4 clients (as
    * ::ffff:a.b.c.d), as net.Server does, so [::] covers both families.
    */
-  static listen(address: string, port: number, family: Family, backlog: number,
+  static listen(address: string, port: number, family: Family, v6Only: boolean, backlog: number,
     onClient: (client: TcpHandle) => void, onError: (error: SysError) => void): TcpListener {
     const b = bindings();
     const raw = new b.TCP(b.serverType);
-    const bound = family === 4 ? raw.bind(address, port) : raw.bind6(address, port, 0);
+    const bound = family === 4 ? raw.bind(address, port) : raw.bind6(address, port, v6Only ? UV_TCP_IPV6ONLY : 0);
     // libuv may report a bind's EADDRINUSE only at listen().
     const status = bound < 0 ? bound : raw.listen(backlog);
     if (status < 0) {

@@ -7,6 +7,7 @@ import {
   tcpLab, relay, toolServer, clientSession, canRunLab, SKIP_REASON, ADDR, formatEndpoint, accepts, eventually, relayLogs,
 } from './lab-fixture';
 import { waitForListener } from '../../src/lab/netns';
+import { relayPid, fdCount, settleFds } from '../torture/harness';
 
 const b = (port: number) => formatEndpoint(ADDR.backend4, port);
 
@@ -58,6 +59,27 @@ t.test('balancing and health', { skip: !canRunLab && SKIP_REASON }, async (t) =>
     });
   }
 
+  t.test('reject: a retry never goes to a backend of the other family; the lines name the backend tried', async (t) => {
+    // 7620 refuses; the only other backend is IPv6, which --on-family-mismatch reject would refuse for this IPv4 client.
+    const six = await toolServer(topo, 'echo', 7640, [ADDR.backend6]);
+    const proc = await relay(topo, ['--listen', '0.0.0.0:7641', '--backend', b(7620),
+      '--backend', formatEndpoint(ADDR.backend6, 7640), '--health-fall', '100']);
+    const pid = relayPid(proc);
+    const fdsBefore = fdCount(pid);
+    const out = await clientSession(topo, `${ADDR.relayClientSide4}:7641`, ['--send', 'x']);
+    t.equal(out.received, '', 'the client is turned away');
+    const line = await eventually(() => relayLogs(proc, 'backend connect failed: client closed')[0], 3000, 'the closing line');
+    t.equal(line.backend, b(7620), 'the closing line names the backend that refused');
+    t.equal(line.reason, 'backend refused');
+    t.same(relayLogs(proc, 'backend connect failed: trying another backend'), [], 'no retry across families');
+    t.notOk(relayLogs(proc).some((l) => String(l.msg).includes('families differ')), 'no family-mismatch line');
+    t.same(accepts(six), [], 'the IPv6 backend saw nothing');
+    t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, 'relay\'s fds are back where they were');
+    await proc.stop('SIGTERM');
+    const stopped = relayLogs(proc, 'relay stopped')[0];
+    t.match(stopped, { tcp: { rejectedFamilyMismatch: 0, retried: 0 } }, 'counted as neither a mismatch nor a retry');
+  });
+
   t.test('every backend down: clients refused at once, logged and counted', async (t) => {
     const proc = await relay(topo, ['--listen', '0.0.0.0:7632', '--backend', b(7630), '--backend', b(7631),
       '--health-interval', '200ms', '--health-fall', '1']);
@@ -67,6 +89,7 @@ t.test('balancing and health', { skip: !canRunLab && SKIP_REASON }, async (t) =>
     t.equal(out.error, 'ECONNRESET');
     const line = await eventually(() => relayLogs(proc, 'no backend is up: refusing client')[0]);
     t.equal(line.rejected, 1);
+    t.match(line, { proto: 'tcp', listen: '0.0.0.0:7632' }, 'the line names the listener');
   });
 
   t.test('UDP health probe against a real DNS server', async (t) => {

@@ -35,6 +35,17 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.match(r.out, /OK\s+end to end udp \[2001:db8:51::20\]:7700 from 2001:db8:ffff::fe/);
   });
 
+  t.test('strict rp_filter passes while the path is symmetric: a WARN, and exit 0', async (t) => {
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=1');
+    const r = doctor();
+    topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=0');
+    t.equal(r.status, 0, 'a WARN alone exits 0', { output: r.out });
+    t.match(r.out, /WARN\s+relay host: return path from 198\.51\.100\.20: .*rp_filter is strict on eth-backend/);
+    t.match(r.out, /fix: rp_filter is strict on eth-backend, loose is enough: sysctl -w net\.ipv4\.conf\.all\.rp_filter=2/);
+    t.match(r.out, /OK\s+end to end tcp 198\.51\.100\.20:7700/, 'and relaying works');
+    t.match(r.out, /all \d+ checks passed, 1 with a warning/);
+  });
+
   for (const family of [4, 6] as const) {
     t.test(`no relay-host rule for IPv${family} only`, async (t) => {
       topo.relay.ip(`-${family}`, 'rule', 'del', 'fwmark', '0x5e1a', 'lookup', '2017');
@@ -58,9 +69,10 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     t.ok(r.fails.some((l) => /end to end tcp 198\.51\.100\.20:7700 .*did not come back through relay/.test(l)),
       'names the missing return path', { output: r.out });
     t.notOk(r.fails.some((l) => l.includes('[2001:db8:51::20]')), 'IPv6 still passes');
-    const recipe = r.out.split('\n').find((l) => l.includes('fix: ip -4 route replace default via'));
+    // Recipe (b), the gateway: (a) also has a `route replace default`, into table 2017, with its rule.
+    const recipe = r.out.split('\n').find((l) => /fix \(b\): ip -4 route replace default via \S+$/.test(l));
     t.ok(recipe, 'prints the backend recipe filled in');
-    const command = recipe!.replace(/^\s*fix: /, '').split(' ').slice(1);
+    const command = recipe!.replace(/^\s*fix \(b\): /, '').split(' ').slice(1);
     topo.backend.ip(...command);
     t.equal(doctor().status, 0, `the printed fix (ip ${command.join(' ')}) works`);
   });

@@ -31,7 +31,7 @@ export function relay(topo: Topology, args: string[]): Promise<SpawnedProcess> {
   return startRelay(topo.lab, topo.relay, [...args, ...health]);
 }
 
-export function toolServer(topo: Topology, mode: string, port: number, addresses = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
+export function toolServer(topo: Topology, mode: string, port: number, addresses: readonly string[] = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
   return startToolServer(topo.lab, topo.backend, mode, addresses.map((a) => formatEndpoint(a, port)), port);
 }
 

@@ -54,6 +54,7 @@ t.test('backend failures and family mismatch', { skip: !canRunLab && SKIP_REASON
     const lines = mismatchLines();
     t.equal(lines.length, 5, `8 rejected clients, 5 lines (rate-limited): ${lines.length}`);
     t.equal(lines.at(-1)?.rejected, 5, 'each line says how many so far');
+    t.match(lines[0], { proto: 'tcp', listen: '[::]:7103' }, 'and names the listener');
   });
 
   t.test('family mismatch, masquerade: the backend sees relay\'s own address', async (t) => {

@@ -89,3 +89,14 @@ t.test('backends keeps the order given', async (t) => {
   t.same(balancer.backends, [b4, a6, a4]);
   t.equal(balancer.algorithm, 'maglev');
 });
+
+t.test('pickOther: another backend of the client\'s family, else of the other family unless told not to', async (t) => {
+  const balancer = createBalancer('roundrobin', [a4, b4, a6]);
+  t.equal(balancer.pickOther(v4, a4), b4, 'the other IPv4 backend');
+  t.equal(balancer.pickOther(v4, a4, true), b4, 'the same with ownFamilyOnly');
+  balancer.setUp(b4, false);
+  t.equal(balancer.pickOther(v4, a4), a6, 'across families when none of its own is left');
+  t.equal(balancer.pickOther(v4, a4, true), undefined, 'never across families with ownFamilyOnly (--on-family-mismatch reject)');
+  t.equal(balancer.pickOther(v6, a6), a4, 'an IPv6 client may go to IPv4');
+  t.equal(balancer.pickOther(v6, a6, true), undefined, 'but not with ownFamilyOnly');
+});

@@ -1,7 +1,8 @@
 // `relay routes remove` decides from the host's listings, injected here: it
 // removes relay's rule as given and what belongs to it, or nothing. No root.
 import t from 'tap';
-import { planRemoval, RoutingListing } from '../../src/routes';
+import { planRemoval, RoutingListing, backendRecipes, addRuleOnce } from '../../src/routes';
+import { parseEndpoint } from '../../src/addr';
 import { buildRoutesConfig, parseFlags, ROUTES_FLAGS, IpRule } from '../../src/config';
 
 const config = (...args: string[]) => buildRoutesConfig(parseFlags(args, ROUTES_FLAGS));
@@ -50,4 +51,25 @@ t.test('per family, and the nft table only with its own mark', async (t) => {
 t.test('nothing of relay\'s on the host: nothing to do, and no error', async (t) => {
   const plan = planRemoval(config(), { rules: { 4: [...main, rule('0x7', '100', 3000)], 6: main }, localRoute: {}, nftMark: undefined });
   t.same(plan, { remove: [], kept: [] });
+});
+
+t.test('backend recipes: a looked-up loopback or unspecified address is no gateway', async (t) => {
+  const config = { fwmark: 0x5e1a, table: 2017, rulePriority: 2017, relayAddresses: [],
+    backends: [parseEndpoint('198.51.100.20:80'), parseEndpoint('198.51.100.20:81'), parseEndpoint('[2001:db8:51::20]:80')] };
+  for (const looked of ['127.0.0.1', '0.0.0.0', '::1', '::']) {
+    const text = backendRecipes(config, () => looked).join('\n');
+    t.notMatch(text, `via ${looked} `, `never 'via ${looked}'`);
+    t.match(text, 'via RELAY_ADDRESS_ON_THE_BACKENDS_NETWORK table 2017', 'the placeholder instead');
+  }
+  const text = backendRecipes(config, (a) => (a.includes(':') ? '2001:db8:51::1' : '198.51.100.1')).join('\n');
+  t.equal(text.split('# On backend').length - 1, 2, 'one recipe per address');
+  t.match(text, '# On backend 198.51.100.20 (ports 80, 81), choose ONE of:');
+  t.match(text, 'ip -4 route replace default via 198.51.100.1 table 2017');
+  t.match(text, 'ip -6 addr add 2001:db8:51::20/64 dev eth0 preferred_lft 0', 'IPv6 only');
+  t.notMatch(text, 'ip -4 addr add', 'IPv4 needs no preferred_lft');
+});
+
+t.test('a rule line safe to paste twice', async (t) => {
+  t.equal(addRuleOnce(4, ['from', '198.51.100.20', 'lookup', '2017', 'priority', '2017']),
+    '[ -n "$(ip -4 rule show from 198.51.100.20 lookup 2017 priority 2017)" ] || ip -4 rule add from 198.51.100.20 lookup 2017 priority 2017');
 });

@@ -256,6 +256,17 @@ t.test('a configuration file with two services, reloaded live', { skip: !canRunL
     await held.waitFor(/"event":"closed"/, 5000);
   });
 
+  await t.test('doctor checks every service of the file', async (t) => {
+    const run = spawnSync('ip', ['netns', 'exec', topo.relay.name, process.execPath, cliPath(), 'doctor', '--config', file],
+      { encoding: 'utf8', timeout: 30_000 });
+    t.match(run.stdout, /^service "web":\n/m, 'a heading per service');
+    t.match(run.stdout, /^service "dns":\n/m);
+    t.match(run.stdout, new RegExp(`OK\\s+listen tcp ${ADDR.relayClientSide4}:${WEB_PORT}: in use by relay itself`),
+      "web's listener is recognised as the running relay's");
+    t.match(run.stdout, new RegExp(`OK\\s+end to end tcp ${B}:${TCP_B} .*came back through relay`), "web's backend passes end to end");
+    t.equal(run.status, 0, run.stdout);
+  });
+
   await long.stop('SIGTERM');
   // The long connection and the UDP sessions were open at fdsBefore: once they
   // are gone relay holds fewer, never more.

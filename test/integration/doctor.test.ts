@@ -59,6 +59,33 @@ t.test('relay doctor', { skip: !canRunLab && SKIP_REASON }, async (t) => {
     });
   }
 
+  t.test('a UDP-only service, with and without a probe payload', async (t) => {
+    const udpOnly = (extra: string[]) => {
+      const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+        '--proto', 'udp', '--listen', '0.0.0.0:5354', '--backend', formatEndpoint(ADDR.backend4, 7700),
+        '--backend', formatEndpoint(ADDR.backend6, 7700), '--probe-timeout', '1s', ...extra], { encoding: 'utf8', timeout: 30_000 });
+      return { status: r.status, out: r.stdout };
+    };
+    const plain = udpOnly([]);
+    t.equal(plain.status, 0, 'without a payload doctor cannot probe UDP, and says so without failing', { output: plain.out });
+    t.match(plain.out, /OK\s+end to end udp 198\.51\.100\.20:7700 from 192\.0\.2\.254: not checked: give --health-udp-probe HEX/);
+    t.notMatch(plain.out, /end to end tcp/, 'no TCP probe for a UDP-only service');
+    t.match(plain.out, /OK\s+relay host: return path from 198\.51\.100\.20/, 'the relay host is still judged by its routes');
+    const probed = udpOnly(['--health-udp-probe', UDP_PROBE]);
+    t.equal(probed.status, 0, { output: probed.out });
+    t.match(probed.out, /OK\s+end to end udp 198\.51\.100\.20:7700 from 192\.0\.2\.254: the backend's reply came back through relay/);
+    t.match(probed.out, /OK\s+end to end udp \[2001:db8:51::20\]:7700 .*came back through relay/);
+    // The backend's IPv4 return path broken: only the probe can see it.
+    topo.backend.ip('route', 'del', 'default');
+    t.teardown(() => topo.backend.tryRun('ip', 'route', 'replace', 'default', 'via', ADDR.relayBackendSide4));
+    const broken = udpOnly(['--health-udp-probe', UDP_PROBE]);
+    const unprobed = udpOnly([]);
+    topo.backend.ip('route', 'replace', 'default', 'via', ADDR.relayBackendSide4);
+    t.equal(broken.status, 1, 'with a payload, a broken return path fails', { output: broken.out });
+    t.match(broken.out, /FAIL\s+end to end udp 198\.51\.100\.20:7700 .*did not come back through relay/);
+    t.equal(unprobed.status, 0, 'without one it cannot be seen: the payload is what makes UDP checkable');
+  });
+
   t.test('no return route on the backend', async (t) => {
     topo.backend.ip('route', 'del', 'default');
     topo.relay.run('sysctl', '-qw', 'net.ipv4.conf.all.rp_filter=1');

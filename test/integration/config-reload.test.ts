@@ -273,3 +273,18 @@ t.test('a configuration file with two services, reloaded live', { skip: !canRunL
   const settled = await settleFds(pid, fdsBefore - 3, 0);
   t.ok(settled <= fdsBefore, `relay's fds are back (${settled}, before ${fdsBefore} with a connection and a session open)`);
 });
+
+t.test('relay --config runs the example of docs/configuration.md as written', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'cfx');
+  const doc = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'configuration.md'), 'utf8');
+  const example = /```toml\n([\s\S]*?)```/.exec(doc)![1];
+  const file = path.join(topo.lab.dir, 'relay.toml');
+  // Only the pid file moves into the lab: /run/relay is the host's.
+  fs.writeFileSync(file, example.replace('pid-file = "/run/relay/relay.pid"', `pid-file = "${path.join(topo.lab.dir, 'relay.pid')}"`));
+  const relay = await startFromFile(topo, file);
+  t.same(relayLogs(relay, 'relay started')[0].services, ['dns', 'smtp', 'game']);
+  for (const [flags, port] of [['-Hlun', 53], ['-Hltn', 53], ['-Hltn', 25], ['-Hlun', 27015]] as const) {
+    t.not(topo.relay.tryRun('ss', flags, `sport = :${port}`).stdout.trim(), '', `listening: ${flags === '-Hltn' ? 'tcp' : 'udp'} ${port}`);
+  }
+  t.equal(await relay.stop('SIGTERM'), 0, 'and stops cleanly');
+});

@@ -5,7 +5,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
-import { openTransparentTcp, TcpHandle, TcpListener, ReadHandlers, FaultOwner } from '../src/sys';
+import { openTransparentTcp, listenTcpReusePort, TcpHandle, TcpListener, ReadHandlers, FaultOwner } from '../src/sys';
 import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
@@ -141,9 +141,11 @@ export class TcpRelay implements ConnectionOwner {
     try {
       // A lone [::] takes IPv4 clients too (as ::ffff:a.b.c.d); beside an IPv4 listen on its port it is IPv6-only.
       const v6Only = listensV6Only(endpoint, 'tcp', this.config.listeners);
-      return TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, v6Only, LISTEN_BACKLOG,
-        (client) => this.accept(client, log, maxConnsLog),
-        (err) => acceptLog.write({ code: err.code }));
+      const onClient = (client: TcpHandle) => this.accept(client, log, maxConnsLog);
+      const onError = (err: SysError) => acceptLog.write({ code: err.code });
+      return this.config.reusePort
+        ? listenTcpReusePort(endpoint.address, endpoint.port, v6Only, LISTEN_BACKLOG, onClient, onError)
+        : TcpListener.listen(endpoint.address, endpoint.port, endpoint.family, v6Only, LISTEN_BACKLOG, onClient, onError);
     } catch (err) {
       throw err instanceof SysError ? listenError(err, endpoint) : err;
     }

@@ -47,6 +47,8 @@ export interface ListenerOwner {
 
 export interface UdpListenersOptions {
   endpoints: readonly Endpoint[];
+  /** Worker processes: each socket joins a SO_REUSEPORT group. */
+  reusePort?: boolean;
   log: Logger;
   owner: ListenerOwner;
   /** The host's interfaces; tests pass their own. */
@@ -141,7 +143,7 @@ export class UdpListeners {
   }
 
   private bind(binding: UdpBinding): void {
-    const socket = openUdpListener(binding.address, binding.port, LISTENER_RECEIVE_BUFFER_BYTES);
+    const socket = openUdpListener(binding.address, binding.port, LISTENER_RECEIVE_BUFFER_BYTES, this.options.reusePort);
     const id = udpBindingId(binding.address, binding.port);
     const listener: UdpListener = {
       socket, address: binding.address, port: binding.port,

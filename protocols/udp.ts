@@ -108,7 +108,7 @@ export class UdpRelay implements ListenerOwner {
       onEnd: (session, reason) => this.onSessionEnd(session, reason),
     });
     this.upstreamSockets = upstreamSocketsFor(config);
-    this.listeners = new UdpListeners({ endpoints: config.listeners, log, owner: this });
+    this.listeners = new UdpListeners({ endpoints: config.listeners, reusePort: config.reusePort, log, owner: this });
   }
 
   get openSessions(): number {

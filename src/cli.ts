@@ -7,6 +7,8 @@ import {
   buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel,
 } from './config';
 import type { FileConfig } from './config-file';
+import type { LogLevel } from './config';
+import { parseWorkers, workerRole } from './workers';
 import { assertSupportedPlatform } from './sys/platform';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
@@ -37,14 +39,26 @@ async function main(argv: string[]): Promise<number> {
   if (values.config !== undefined) return configRun(values);
   if (values['check-config']) throw new ConfigError('--check-config checks a configuration file: give --config FILE');
   const options = await runOptionsFrom(values);
-  if (values.check && !(await checksAllowStart([options], values))) return 1;
+  const workers = parseWorkers(values.workers);
+  const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined;
+  const role = workerRole();
+  if (values.check && !role && !(await checksAllowStart([options], values))) return 1;
+  if (workers > 1 && !role) return startPrimary(workers, options.run.logLevel, pidFile);
   const { runRelay } = await import('./run');
   await runRelay({
     services: [{ name: 'default', run: options.run }],
     logLevel: options.run.logLevel,
-    pidFile: typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined,
+    pidFile: role ? undefined : pidFile,
+    worker: role,
   });
   return -1; // keep running until a signal
+}
+
+/** --workers N: this process supervises N copies of itself (src/workers.ts) and serves nothing. */
+async function startPrimary(count: number, logLevel: LogLevel, pidFile?: string, configPath?: string): Promise<number> {
+  const { runPrimary } = await import('./workers');
+  await runPrimary({ count, logLevel, argv: process.argv.slice(2), entry: __filename, pidFile, configPath });
+  return -1;
 }
 
 /** --check: doctor's checks first; false (after saying why) when relay must not start. */
@@ -72,15 +86,19 @@ async function configRun(values: ParsedValues): Promise<number> {
     process.stdout.write(formatEffective(file));
     return 0;
   }
-  if (values.check && !(await checksAllowStart(serviceOptions(file), values))) return 1;
+  const role = workerRole();
+  if (values.check && !role && !(await checksAllowStart(serviceOptions(file), values))) return 1;
   const flagLevel = values['log-level'] !== undefined ? parseLogLevel(values['log-level']) : undefined;
+  const logLevel = flagLevel ?? file.global.logLevel;
+  if (file.global.workers > 1 && !role) return startPrimary(file.global.workers, logLevel, file.global.pidFile, path);
   const { runRelay } = await import('./run');
   await runRelay({
     services: file.services,
-    logLevel: flagLevel ?? file.global.logLevel,
+    logLevel,
     logLevelFixed: flagLevel !== undefined,
     configPath: path,
-    pidFile: file.global.pidFile,
+    pidFile: role ? undefined : file.global.pidFile,
+    worker: role,
     reread: () => loadCheckedFile(path),
   });
   return -1;

@@ -14,10 +14,11 @@ import {
 import { Endpoint, formatEndpoint, isWildcard, listenAddressProblem, parseEndpoint, backendAddressProblem } from './addr';
 import { parseBackend } from './balance';
 import { formatDuration } from './duration';
+import { parseWorkers } from './workers';
 
 
 /** Keys of the top level: the process's, not any one service's. */
-export const GLOBAL_KEYS = ['log-level', 'fwmark', 'table', 'priority', 'pid-file', 'probe-source', 'probe-timeout'] as const;
+export const GLOBAL_KEYS = ['log-level', 'fwmark', 'table', 'priority', 'pid-file', 'probe-source', 'probe-timeout', 'workers'] as const;
 
 /** A service's keys: the data-path flags, less log-level (global), plus its name. */
 const SERVICE_KEYS = ['name', ...Object.keys(DATA_PATH_FLAGS).filter((k) => k !== 'log-level')];
@@ -30,6 +31,8 @@ export interface ServiceConfig {
 export interface GlobalConfig {
   readonly logLevel: LogLevel;
   readonly pidFile: string;
+  /** Worker processes (workers = N or "auto"; default 1). */
+  readonly workers: number;
   /** The routing keys, for doctor and `relay routes --config`. */
   readonly routes: RoutesConfig;
   /** The end-to-end probes' options (probe-source, probe-timeout). */
@@ -92,6 +95,7 @@ function globalConfig(doc: Record<string, unknown>, where: Locator): GlobalConfi
   return Object.freeze({
     logLevel: where.wrap(-1, 'log-level', () => parseLogLevel(values['log-level'])),
     pidFile: typeof values['pid-file'] === 'string' && values['pid-file'] !== '' ? values['pid-file'] : DEFAULT_PID_FILE,
+    workers: where.wrap(-1, 'workers', () => parseWorkers(values.workers, 'workers')),
     routes: where.wrap(-1, undefined, () => buildRoutesConfig(values)),
     probes: where.wrap(-1, undefined, () => buildProbeOptions(values)),
     values,
@@ -274,6 +278,7 @@ export function formatEffective(file: FileConfig): string {
   const lines = [
     `# ${file.path}: valid; ${file.services.length} service${file.services.length === 1 ? '' : 's'}, defaults filled in`,
     `log-level = "${g.logLevel}"`,
+    `workers = ${g.workers}`,
     `pid-file = "${g.pidFile}"`,
     `fwmark = 0x${g.routes.fwmark.toString(16)}`,
     `table = ${g.routes.table}`,

@@ -34,6 +34,11 @@ export interface RelayConfig {
   readonly udpResponses: number;
   readonly mark: number;
   readonly logLevel: LogLevel;
+  /**
+   * Set in worker processes (--workers): every listener joins a SO_REUSEPORT
+   * group with the other workers' (not a flag of its own).
+   */
+  readonly reusePort?: boolean;
 }
 
 export interface RoutesConfig {
@@ -189,6 +194,8 @@ export const RUN_FLAGS: Record<string, FlagSpec> = {
   config: CONFIG_FLAG,
   'check-config': { type: 'boolean', help: 'with --config: validate the file, print the effective configuration and exit' },
   'pid-file': PID_FILE_FLAG,
+  workers: { type: 'string', value: 'N|auto',
+    help: 'N worker processes sharing every listener (SO_REUSEPORT), supervised by a primary; auto: one per CPU (default 1)' },
   ...DATA_PATH_FLAGS,
   check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
   'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },

@@ -14,6 +14,8 @@ import { runSelfTest } from './sys/self-test';
 import { Service, ServiceChange } from './service';
 import { describeError } from './errors';
 import { fdsNeeded } from './limits';
+import { writePidFile, removePidFile } from './pid-file';
+import { reportReady, WorkerRole, workerShare } from './workers';
 
 /** What a run serves: from flags, one service named `default`; from a file, its services. */
 export interface RunPlan {
@@ -25,22 +27,27 @@ export interface RunPlan {
   readonly configPath?: string;
   /** Where to write relay's pid (for `relay reload`); undefined writes none. */
   readonly pidFile?: string;
+  /** Set in a worker process of --workers: its index and how many there are. */
+  readonly worker?: WorkerRole;
   /** Read and check the file again, as at start (throws ConfigError). */
   readonly reread?: () => Promise<FileConfig>;
 }
 
 export async function runRelay(plan: RunPlan): Promise<void> {
-  const log = createLogger(plan.logLevel);
+  const worker = plan.worker;
+  const log = worker ? createLogger(plan.logLevel).child({ worker: worker.index }) : createLogger(plan.logLevel);
   exitOnUncaught(log);
   const selfTest = await runSelfTest(); // relay's handles on this Node.js, over loopback: refuses the start if they differ
-  const configs = plan.services.map((s) => s.run);
+  // A worker runs its share: listeners in the SO_REUSEPORT group, limits split.
+  const planned = worker ? plan.services.map((s) => ({ ...s, run: workerShare(s.run, worker.count) })) : plan.services;
+  const configs = planned.map((s) => s.run);
   for (const family of new Set(configs.flatMap((c) => c.backends.map((b) => b.endpoint.family)))) {
     assertTransparentAllowed(family);
   }
   const fileLimit = checkFileLimit(configs, log);
   const fromFile = plan.configPath !== undefined;
   const services = new Map<string, Service>();
-  for (const { name, run } of plan.services) {
+  for (const { name, run } of planned) {
     const service = new Service(name, run, fromFile ? log.child({ service: name }) : log);
     try {
       await service.start();
@@ -51,16 +58,22 @@ export async function runRelay(plan: RunPlan): Promise<void> {
     }
     services.set(name, service);
   }
-  if (plan.pidFile) writePidFile(plan.pidFile, log, fromFile);
+  if (plan.pidFile) writePidFile(plan.pidFile, log);
   const process_ = { node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10, openFileLimit: fileLimit };
   if (fromFile) {
     for (const [name, service] of services) log.info({ service: name, ...service.startFields() }, 'service started');
-    log.info({ config: plan.configPath, services: [...services.keys()], ...process_ }, 'relay started');
+    log.info({ config: plan.configPath, services: [...services.keys()], ...process_ }, worker ? 'worker started' : 'relay started');
   } else {
-    log.info({ ...[...services.values()][0].startFields(), ...process_ }, 'relay started');
+    log.info({ ...[...services.values()][0].startFields(), ...process_ }, worker ? 'worker started' : 'relay started');
   }
   installShutdown(services, log, plan.pidFile);
   installOperatorSignals(services, log, plan);
+  if (worker) {
+    // The primary is gone (killed outright): nobody would restart or stop
+    // this worker, so it drains and exits as on SIGTERM.
+    process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+    reportReady();
+  }
 }
 
 /**
@@ -79,7 +92,8 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
     return;
   }
   if (!plan.logLevelFixed && next.global.logLevel !== log.level) log.level = next.global.logLevel;
-  const wanted = new Map(next.services.map((s) => [s.name, s.run]));
+  const share = (run: RelayConfig) => (plan.worker ? workerShare(run, plan.worker.count) : run);
+  const wanted = new Map(next.services.map((s) => [s.name, share(s.run)]));
   const removed = [...services.keys()].filter((name) => !wanted.has(name));
   const added: string[] = [];
   const changed: Record<string, ServiceChange> = {};
@@ -248,26 +262,3 @@ function installShutdown(services: Map<string, Service>, log: Logger, pidFile: s
   process.on('SIGINT', stop);
 }
 
-/**
- * `relay reload` finds relay by this file. One written by the operator's
- * request (pid-file) must work; the default one is a convenience, so failing
- * to write it only warns.
- */
-function writePidFile(path: string, log: Logger, required: boolean): void {
-  try {
-    fs.writeFileSync(path, `${process.pid}\n`);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    log.warn({ pidFile: path, code, ...(required ? {} : {}) },
-      'cannot write the pid file: relay reload will not find this relay (send SIGHUP to its pid instead)');
-  }
-}
-
-function removePidFile(path: string | undefined): void {
-  if (!path) return;
-  try {
-    if (fs.readFileSync(path, 'utf8').trim() === String(process.pid)) fs.unlinkSync(path);
-  } catch {
-    // Gone already, or never written.
-  }
-}

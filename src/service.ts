@@ -28,7 +28,7 @@ const KEY_OF: Record<keyof RelayConfig, string> = {
   keepClientPort: 'keep-client-port', connectTimeoutMs: 'connect-timeout', idleTimeoutMs: 'idle-timeout',
   drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch', maxConns: 'max-conns',
   maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
-  logLevel: 'log-level',
+  logLevel: 'log-level', reusePort: 'workers',
 };
 
 /** What a reload did to one service. */

@@ -16,6 +16,8 @@ export const SHUT_WR = 1;
 
 // <asm-generic/socket.h>
 export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_REUSEPORT = 15;
 export const SO_SNDBUF = 7;
 export const SO_RCVBUF = 8;
 export const SO_LINGER = 13;

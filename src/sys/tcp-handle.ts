@@ -407,6 +407,22 @@ export class TcpListener {
     const b = bindings();
     const raw = new b.TCP(b.serverType);
     const bound = family === 4 ? raw.bind(address, port) : raw.bind6(address, port, v6Only ? UV_TCP_IPV6ONLY : 0);
+    return TcpListener.start(raw, bound, address, port, backlog, onClient, onError);
+  }
+
+  /**
+   * Listen on a socket already bound (by transparent.ts, with options libuv
+   * does not set, such as SO_REUSEPORT). The fd is the listener's from here on.
+   */
+  static adopt(fd: number, address: string, port: number, backlog: number,
+    onClient: (client: TcpHandle) => void, onError: (error: SysError) => void): TcpListener {
+    const b = bindings();
+    const raw = new b.TCP(b.serverType);
+    return TcpListener.start(raw, raw.open(fd), address, port, backlog, onClient, onError);
+  }
+
+  private static start(raw: RawTcp, bound: number, address: string, port: number, backlog: number,
+    onClient: (client: TcpHandle) => void, onError: (error: SysError) => void): TcpListener {
     // libuv may report a bind's EADDRINUSE only at listen().
     const status = bound < 0 ? bound : raw.listen(backlog);
     if (status < 0) {

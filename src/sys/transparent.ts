@@ -8,7 +8,7 @@ import { libc } from './libc';
 import * as C from './constants';
 import { encodeSockaddr, familyOf, Family } from './sockaddr';
 import { SysError } from '../errors';
-import { TcpHandle } from './tcp-handle';
+import { TcpHandle, TcpListener } from './tcp-handle';
 import { UdpHandle } from './udp-handle';
 
 export type Transport = 'tcp' | 'udp';
@@ -179,10 +179,35 @@ export function openTransparentUdp(source: Omit<TransparentSocketOptions, 'trans
  * where relay holds CAP_NET_ADMIN; otherwise SO_RCVBUF gets what rmem_max
  * allows. IPv6 sockets are v6-only: relay binds each address itself.
  */
-export function openUdpListener(address: string, port: number, receiveBufferBytes: number): UdpHandle {
+/**
+ * A TCP listener in a SO_REUSEPORT group: each worker process binds its own
+ * socket to the same address and port, and the kernel spreads new clients
+ * over them by a hash of the four-tuple. libuv's bind sets no SO_REUSEPORT,
+ * so the socket is made here and handed to the listener.
+ */
+export function listenTcpReusePort(address: string, port: number, v6Only: boolean, backlog: number,
+  onClient: (client: TcpHandle) => void, onError: (error: SysError) => void): TcpListener {
+  const family = familyOf(address);
+  const fd = createSocket(family, 'tcp');
+  try {
+    setIntOption(fd, C.SOL_SOCKET, C.SO_REUSEADDR, 1, 'SO_REUSEADDR', { address, port });
+    setIntOption(fd, C.SOL_SOCKET, C.SO_REUSEPORT, 1, 'SO_REUSEPORT', { address, port });
+    if (family === 6) setIntOption(fd, C.SOL_IPV6, C.IPV6_V6ONLY, v6Only ? 1 : 0, 'IPV6_V6ONLY', { address, port });
+    bindTo(fd, address, port);
+  } catch (err) {
+    libc().close(fd);
+    throw err;
+  }
+  return TcpListener.adopt(fd, address, port, backlog, onClient, onError);
+}
+
+export function openUdpListener(address: string, port: number, receiveBufferBytes: number, reusePort = false): UdpHandle {
   const family = familyOf(address);
   const fd = createSocket(family, 'udp');
   try {
+    // Workers: one socket each in the group; the kernel keeps a client's
+    // four-tuple on one of them while the group does not change.
+    if (reusePort) setIntOption(fd, C.SOL_SOCKET, C.SO_REUSEPORT, 1, 'SO_REUSEPORT', { address, port });
     if (!trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUFFORCE, receiveBufferBytes)) {
       trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUF, receiveBufferBytes); // tolerated: the default still works
     }

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
 import {
-  tcpLab, toolServer, udpEcho, udpSend, udpSeen, accepts, canRunLab, SKIP_REASON, ADDR, eventually, relayLogs,
+  tcpLab, toolServer, heldConnection, udpEcho, udpSend, udpSeen, accepts, canRunLab, SKIP_REASON, ADDR, eventually, relayLogs,
   type Topology, type SpawnedProcess,
 } from './lab-fixture';
 import { cliPath } from '../../src/lab/topology';
@@ -61,26 +61,6 @@ async function startFromFile(topo: Topology, file: string): Promise<SpawnedProce
     throw new Error(`relay did not start: ${proc.stderr().trim() || proc.stdout().trim() || err.message}`);
   });
   return proc;
-}
-
-/** A client in the client namespace holding one TCP connection: it sends 100,000 bytes at start and on each SIGUSR2. */
-function longClient(topo: Topology): SpawnedProcess {
-  const script = `
-const net = require('net');
-const s = net.connect(${WEB_PORT}, '${ADDR.relayClientSide4}');
-let got = Buffer.alloc(0), sent = Buffer.alloc(0);
-const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
-s.on('data', (d) => { got = Buffer.concat([got, d]); if (got.length === sent.length) say({ event: 'echoed', bytes: got.length, exact: got.equals(sent) }); });
-s.on('error', (e) => say({ event: 'error', code: e.code }));
-s.on('close', () => say({ event: 'closed' }));
-const send = (n) => { const b = Buffer.alloc(n, 0); for (let i = 0; i < n; i++) b[i] = (i * 7 + sent.length) & 255; sent = Buffer.concat([sent, b]); s.write(b); };
-s.on('connect', () => { say({ event: 'connected', port: s.localPort }); send(100000); });
-process.on('SIGUSR2', () => send(100000));
-setTimeout(() => process.exit(0), 20000);
-process.on('exit', (c) => say({ event: 'exit', c }));
-for (const sig of ['SIGHUP', 'SIGTERM', 'SIGINT']) process.on(sig, () => { say({ event: 'signal', sig }); process.exit(1); });
-`;
-  return topo.lab.spawn(topo.client, [process.execPath, '-e', script]);
 }
 
 /** One connection through the web service: send text, end, return what came back. */
@@ -141,7 +121,7 @@ t.test('a configuration file with two services, reloaded live', { skip: !canRunL
   t.equal(udp1.replies.length, 1, 'dns: the client got its reply');
   t.same(udpSeen(udpA).map((s) => [s.remote, s.port]), [[ADDR.client4, 40001]], "dns: backend A saw the client's address and port");
 
-  const long = longClient(topo);
+  const long = heldConnection(topo, `${ADDR.relayClientSide4}:${WEB_PORT}`);
   await long.waitFor(/"event":"echoed"/, 5000);
   t.same(accepts(tcpA).map((a) => a.remote), [ADDR.client4], "web: backend A saw the client's address");
   const fdsBefore = fdCount(pid);
@@ -244,7 +224,7 @@ t.test('a configuration file with two services, reloaded live', { skip: !canRunL
     reloadWith(relay, file, configText({ webBackends: [TCP_A], dnsBackends: [UDP_B], extra: 'drain-timeout = "1s"' }, pidFile)
       .replace('drain-timeout = "20s"\ndrain', 'drain'));
     await reloaded(relay, 9);
-    const held = longClient(topo);
+    const held = heldConnection(topo, `${ADDR.relayClientSide4}:${WEB_PORT}`);
     await held.waitFor(/"event":"echoed"/, 5000);
     reloadWith(relay, file, configText({ webBackends: [TCP_B], dnsBackends: [UDP_B], extra: 'drain-timeout = "1s"' }, pidFile)
       .replace('drain-timeout = "20s"\ndrain', 'drain'));

@@ -76,6 +76,30 @@ export function accepts(server: SpawnedProcess): { remote: string; port: number 
 
 export type { Namespace, Topology, SpawnedProcess };
 
+/**
+ * A client in the client namespace holding one TCP connection to target
+ * (ADDR:PORT, IPv4) through an echo backend: it sends 100,000 bytes at
+ * connect and 100,000 more on each SIGUSR2, and prints
+ * {"event":"echoed","bytes":N,"exact":true|false} when all it sent came back.
+ */
+export function heldConnection(topo: Topology, target: string): SpawnedProcess {
+  const cut = target.lastIndexOf(':');
+  const script = `
+const net = require('net');
+const s = net.connect(${Number(target.slice(cut + 1))}, '${target.slice(0, cut)}');
+let got = Buffer.alloc(0), sent = Buffer.alloc(0);
+const say = (o) => process.stdout.write(JSON.stringify(o) + '\\n');
+s.on('data', (d) => { got = Buffer.concat([got, d]); if (got.length === sent.length) say({ event: 'echoed', bytes: got.length, exact: got.equals(sent) }); });
+s.on('error', (e) => say({ event: 'error', code: e.code }));
+s.on('close', () => say({ event: 'closed' }));
+const send = (n) => { const b = Buffer.alloc(n, 0); for (let i = 0; i < n; i++) b[i] = (i * 7 + sent.length) & 255; sent = Buffer.concat([sent, b]); s.write(b); };
+s.on('connect', () => { say({ event: 'connected', port: s.localPort }); send(100000); });
+process.on('SIGUSR2', () => send(100000));
+setTimeout(() => process.exit(0), 20000);
+`;
+  return topo.lab.spawn(topo.client, [process.execPath, '-e', script]);
+}
+
 // ---- UDP --------------------------------------------------------------------
 
 import { waitForListener } from '../../src/lab/netns';

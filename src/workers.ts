@@ -1,0 +1,195 @@
+// --workers N: a primary process that never touches the data path starts N
+// worker processes, each with its own listening sockets in a SO_REUSEPORT
+// group (the kernel spreads clients over them by a hash of the four-tuple),
+// restarts a worker that dies (with backoff), forwards signals, and on
+// SIGTERM waits for every worker to drain. Each worker is an ordinary relay
+// run of the same command line, told by its environment which worker it is.
+import * as os from 'node:os';
+import { fork, ChildProcess } from 'node:child_process';
+import { ConfigError, echo } from './errors';
+import type { RelayConfig } from './config';
+import { createLogger, flushLogger, Logger } from './log';
+import type { LogLevel } from './config';
+import { writePidFile, removePidFile } from './pid-file';
+
+/** The environment a worker runs with: its index, and how many there are. */
+const WORKER_ENV = 'RELAY_WORKER';
+const WORKERS_ENV = 'RELAY_WORKERS';
+
+/** A worker that dies is started again after this, doubling up to MAX_RESTART_DELAY_MS. */
+const FIRST_RESTART_DELAY_MS = 500;
+const MAX_RESTART_DELAY_MS = 30_000;
+/** A worker that served this long before dying starts its backoff afresh. */
+const STABLE_AFTER_MS = 30_000;
+/** How long the primary waits for every worker's first start. */
+const START_TIMEOUT_MS = 30_000;
+
+export interface WorkerRole {
+  index: number;
+  count: number;
+}
+
+/** This process's place among the workers, or undefined for a primary or a single-process relay. */
+export function workerRole(env: NodeJS.ProcessEnv = process.env): WorkerRole | undefined {
+  const index = Number(env[WORKER_ENV]);
+  const count = Number(env[WORKERS_ENV]);
+  if (!Number.isInteger(index) || !Number.isInteger(count) || count < 2 || index < 0 || index >= count) return undefined;
+  return { index, count };
+}
+
+/** The --workers flag or `workers` key: a count, or auto (one per CPU this process may use). */
+export function parseWorkers(raw: unknown, what = '--workers'): number {
+  if (raw === undefined) return 1;
+  const text = String(raw);
+  if (text === 'auto') return Math.max(1, os.availableParallelism());
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1 || n > 256) {
+    throw new ConfigError(`${what} must be auto or an integer from 1 to 256: got '${echo(text)}'`);
+  }
+  return n;
+}
+
+/**
+ * A service's configuration as one worker of count runs it: its listeners
+ * join the SO_REUSEPORT group, and the relay-wide limits are split so the
+ * workers together never exceed them (each gets the floor, at least 1).
+ */
+export function workerShare(config: RelayConfig, count: number): RelayConfig {
+  return Object.freeze({
+    ...config,
+    reusePort: true,
+    maxConns: Math.max(1, Math.floor(config.maxConns / count)),
+    maxSessions: Math.max(1, Math.floor(config.maxSessions / count)),
+  });
+}
+
+interface Worker {
+  index: number;
+  child?: ChildProcess;
+  startedAt: number;
+  restartDelayMs: number;
+  ready: boolean;
+}
+
+export interface PrimaryOptions {
+  count: number;
+  logLevel: LogLevel;
+  /** The command line the workers run (the primary's own, as given). */
+  argv: readonly string[];
+  /** The entry point the workers run (the CLI). */
+  entry: string;
+  pidFile?: string;
+  configPath?: string;
+}
+
+/**
+ * The primary: start every worker, log one `relay started` line once all are
+ * serving, and keep them running until SIGTERM/SIGINT. Resolves never; the
+ * process exits when the workers have drained (0 if each exited 0).
+ */
+export async function runPrimary(options: PrimaryOptions): Promise<void> {
+  const log = createLogger(options.logLevel).child({ role: 'primary' });
+  const workers: Worker[] = Array.from({ length: options.count }, (_, index) =>
+    ({ index, startedAt: 0, restartDelayMs: FIRST_RESTART_DELAY_MS, ready: false }));
+  let stopping = false;
+  let started = false;
+  const exitCodes: (number | null)[] = [];
+
+  const start = (worker: Worker): void => {
+    worker.ready = false;
+    worker.startedAt = Date.now();
+    const child = fork(options.entry, [...options.argv], {
+      env: { ...process.env, [WORKER_ENV]: String(worker.index), [WORKERS_ENV]: String(options.count) },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // Its own process group: a Ctrl-C at the terminal reaches the primary
+      // alone, which passes one SIGTERM on (twice would cut the drain short).
+      detached: true,
+    });
+    worker.child = child;
+    child.on('message', (message: { type?: string }) => {
+      if (message?.type === 'ready') worker.ready = true;
+    });
+    child.once('exit', (code, signal) => exited(worker, child, code, signal));
+  };
+
+  const exited = (worker: Worker, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void => {
+    if (worker.child !== child) return;
+    worker.child = undefined;
+    if (stopping) {
+      exitCodes.push(code);
+      if (workers.every((w) => w.child === undefined)) finish();
+      return;
+    }
+    if (!started) {
+      // A worker that cannot start (a port in use, no privilege) has said why on stderr.
+      log.fatal({ worker: worker.index, pid: child.pid, code, signal }, 'a worker failed to start: stopping');
+      stopAll('SIGTERM');
+      stopping = true;
+      exitCodes.push(code ?? 1);
+      return;
+    }
+    const lived = Date.now() - worker.startedAt;
+    if (lived >= STABLE_AFTER_MS) worker.restartDelayMs = FIRST_RESTART_DELAY_MS;
+    const delayMs = worker.restartDelayMs;
+    worker.restartDelayMs = Math.min(MAX_RESTART_DELAY_MS, worker.restartDelayMs * 2);
+    log.error({ worker: worker.index, pid: child.pid, code, signal, livedMs: lived, restartInMs: delayMs },
+      'worker exited: restarting it');
+    setTimeout(() => {
+      if (stopping) return;
+      start(worker);
+      log.info({ worker: worker.index, pid: worker.child?.pid }, 'worker restarted');
+    }, delayMs);
+  };
+
+  const stopAll = (signal: NodeJS.Signals): void => {
+    for (const w of workers) w.child?.kill(signal);
+  };
+
+  const finish = (): void => {
+    removePidFile(options.pidFile);
+    const failed = exitCodes.some((c) => c !== 0);
+    log.info({ workers: options.count, exitCodes }, 'relay stopped');
+    flushLogger(log);
+    process.exit(failed ? 1 : 0);
+  };
+
+  for (const worker of workers) start(worker);
+  installPrimarySignals(log, workers, () => {
+    if (stopping) {
+      stopAll('SIGTERM'); // a second signal: the workers cut their drain short
+      return;
+    }
+    stopping = true;
+    log.info({ workers: options.count }, 'stopping: draining every worker');
+    if (workers.every((w) => w.child === undefined)) finish();
+    else stopAll('SIGTERM');
+  });
+  await waitUntil(() => workers.every((w) => w.ready) || stopping, START_TIMEOUT_MS);
+  if (stopping) return;
+  started = true;
+  if (options.pidFile) writePidFile(options.pidFile, log);
+  log.info({ workers: options.count, pids: workers.map((w) => w.child?.pid), ...(options.configPath ? { config: options.configPath } : {}) },
+    'relay started');
+}
+
+/** SIGHUP (reload) and SIGUSR2 (stats) go to every worker; SIGTERM/SIGINT stop them. */
+function installPrimarySignals(log: Logger, workers: readonly Worker[], stop: () => void): void {
+  for (const signal of ['SIGHUP', 'SIGUSR2'] as const) {
+    process.on(signal, () => {
+      log.info({ signal, workers: workers.filter((w) => w.child).length }, 'passing the signal to every worker');
+      for (const w of workers) w.child?.kill(signal);
+    });
+  }
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+/** A worker tells the primary it is serving (no-op without a primary). */
+export function reportReady(): void {
+  process.send?.({ type: 'ready' });
+}
+
+async function waitUntil(done: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+}

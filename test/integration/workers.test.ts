@@ -1,0 +1,111 @@
+// --workers 2: both workers serve (each owns its listening sockets in a
+// SO_REUSEPORT group); one UDP client port stays one session; a killed worker
+// comes back while the other serves; a reload keeps a TCP connection; SIGTERM
+// drains every worker and exits 0. Asserted on what the backends saw.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import t from 'tap';
+import {
+  tcpLab, toolServer, udpEcho, udpSend, udpSeen, accepts, heldConnection, canRunLab, SKIP_REASON, ADDR, eventually,
+  relayLogs, type Topology,
+} from './lab-fixture';
+import { cliPath } from '../../src/lab/topology';
+
+const B = ADDR.backend4;
+const PORT = 7500;
+const BACKEND_PORT = 7501;
+
+/** The pids that hold a listening socket on port (ss -p), for tcp or udp. */
+function listeningPids(topo: Topology, proto: 'tcp' | 'udp', port: number): number[] {
+  const out = topo.relay.tryRun('ss', proto === 'tcp' ? '-Hltnp' : '-Hlunp', `sport = :${port}`).stdout;
+  return [...new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))].sort();
+}
+
+function echoOnce(topo: Topology, text: string): string {
+  return topo.client.run('node', '-e',
+    `const s=require('net').connect(${PORT},'${ADDR.relayClientSide4}',()=>s.end('${text}'));s.on('data',d=>process.stdout.write(d));`);
+}
+
+t.test('relay --workers 2', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'wkr');
+  const tcpBackend = await toolServer(topo, 'echo', BACKEND_PORT, [B]);
+  const udpBackend = await udpEcho(topo, BACKEND_PORT, [B]);
+  const file = path.join(topo.lab.dir, 'relay.toml');
+  const config = (extra = '') => `workers = 2
+pid-file = "${path.join(topo.lab.dir, 'relay.pid')}"
+
+[[service]]
+name = "echo"
+proto = ["tcp", "udp"]
+listen = ["${ADDR.relayClientSide4}:${PORT}"]
+backend = ["${B}:${BACKEND_PORT}"]
+health-interval = "0s"
+${extra}
+`;
+  fs.writeFileSync(file, config());
+  const relay = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), '--config', file]);
+  await relay.waitFor(/"msg":"relay started"/, 20_000);
+  const primary = relay.child.pid!;
+  const started = relayLogs(relay, 'relay started')[0];
+  const pids = (started.pids as number[]).sort();
+  t.equal(pids.length, 2, 'the primary names two workers');
+  await eventually(() => relayLogs(relay, 'worker started').length === 2, 5000, 'a start line from each worker');
+
+  await t.test('both workers own listening sockets; the primary none', async (t) => {
+    t.same(listeningPids(topo, 'tcp', PORT), pids, 'TCP: one socket per worker');
+    t.same(listeningPids(topo, 'udp', PORT), pids, 'UDP: one socket per worker');
+    t.notOk(listeningPids(topo, 'tcp', PORT).includes(primary), 'the primary does not touch the data path');
+  });
+
+  await t.test('connections spread over both workers, each with the client address', async (t) => {
+    for (let i = 0; i < 40; i++) t.equal(echoOnce(topo, `c${i}`), `c${i}`);
+    await eventually(() => accepts(tcpBackend).length >= 40, 5000, '40 accepts');
+    t.ok(accepts(tcpBackend).every((a) => a.remote === ADDR.client4), "the backend saw the client's address every time");
+    const byWorker = new Set(relayLogs(relay, 'connection closed').map((l) => l.worker));
+    t.same([...byWorker].sort(), [0, 1], 'both workers served connections');
+  });
+
+  await t.test("one UDP client port: its 50 datagrams are one session, from the client's port", async (t) => {
+    const sent = await udpSend(topo, `${ADDR.relayClientSide4}:${PORT}`, ['--local-port', '40100', '--sizes', Array(50).fill(20).join(',')]);
+    t.equal(sent.replies.length, 50, 'all 50 answered');
+    const seen = udpSeen(udpBackend).filter((s) => s.remote === ADDR.client4);
+    t.equal(seen.length, 50);
+    t.same([...new Set(seen.map((s) => s.port))], [40100], 'every datagram reached the backend from the client port: one session');
+  });
+
+  await t.test('a worker killed outright comes back; the other serves meanwhile', async (t) => {
+    const victim = pids[0];
+    process.kill(victim, 'SIGKILL');
+    for (let i = 0; i < 10; i++) t.equal(echoOnce(topo, `k${i}`), `k${i}`, 'served while the worker is down');
+    const exited = await eventually(() => relayLogs(relay, 'worker exited: restarting it')[0], 5000, 'the exit line');
+    t.equal(exited.pid, victim);
+    t.equal(exited.signal, 'SIGKILL');
+    await eventually(() => relayLogs(relay, 'worker restarted')[0], 5000, 'the restart');
+    const now = await eventually(() => {
+      const p = listeningPids(topo, 'tcp', PORT);
+      return p.length === 2 && !p.includes(victim) ? p : undefined;
+    }, 10_000, 'two workers listening again');
+    t.ok(now.includes(pids[1]), 'the other worker was untouched');
+  });
+
+  await t.test('a reload reaches every worker and keeps a TCP connection', async (t) => {
+    const held = heldConnection(topo, `${ADDR.relayClientSide4}:${PORT}`);
+    await held.waitFor(/"event":"echoed"/, 5000);
+    const before = relayLogs(relay, 'configuration reloaded').length;
+    fs.writeFileSync(file, config('connect-timeout = "3s"'));
+    process.kill(primary, 'SIGHUP');
+    await eventually(() => relayLogs(relay, 'configuration reloaded').length >= before + 2, 5000, 'both workers reloaded');
+    process.kill(held.child.pid!, 'SIGUSR2');
+    const second = await eventually(() => held.stdout().split('\n').filter((l) => l.includes('"echoed"'))[1], 5000, 'second echo');
+    t.same(JSON.parse(second), { event: 'echoed', bytes: 200000, exact: true }, 'the connection moved 200,000 bytes exactly across the reload');
+    await held.stop('SIGTERM');
+  });
+
+  await t.test('SIGTERM drains every worker and exits 0', async (t) => {
+    const workers = listeningPids(topo, 'tcp', PORT);
+    t.equal(await relay.stop('SIGTERM'), 0, 'the primary exits 0');
+    t.same(listeningPids(topo, 'tcp', PORT), [], 'nothing listens any more');
+    for (const pid of workers) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
+    t.ok(relayLogs(relay, 'relay stopped').some((l) => l.role === 'primary'), "the primary's stop line");
+  });
+});

@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 import * as dgram from 'node:dgram';
 import { Endpoint, formatEndpoint } from './addr';
+import type { HealthLink } from './health-link';
 
 export interface HealthOptions {
   /** 0 disables active checks (passive reports still count). */
@@ -65,8 +66,29 @@ export class HealthChecker {
     private readonly protocol: 'tcp' | 'udp',
     private readonly options: HealthOptions,
     private readonly onChange: HealthChange,
+    /** With workers: one state per relay, decided by the leader (src/health-link.ts). */
+    private readonly shared?: { link: HealthLink; keyOf(backend: Endpoint): string },
   ) {
     for (const backend of backends) this.states.set(nameOf(backend), new HealthState(options.rise, options.fall));
+    for (const backend of shared ? backends : []) {
+      shared!.link.register(shared!.keyOf(backend),
+        (ok, reason) => this.record(backend, ok, reason),
+        (up, reason) => this.apply(backend, up, reason));
+    }
+  }
+
+  /** A follower: the leader decides, this process reports and applies. */
+  private get follower(): boolean {
+    return this.shared !== undefined && !this.shared.link.leader;
+  }
+
+  /** The leader's decision (or, for a leader restarted, the relay's state before it). */
+  private apply(backend: Endpoint, up: boolean, reason: string): void {
+    const state = this.states.get(nameOf(backend));
+    if (!state || state.up === up) return;
+    state.up = up;
+    this.onChange(backend, up, reason);
+    if (!up && !this.follower && !this.active) this.retryLater(backend, state);
   }
 
   isUp(backend: Endpoint): boolean {
@@ -94,7 +116,7 @@ export class HealthChecker {
   }
 
   start(): void {
-    if (!this.active) return;
+    if (!this.active || this.follower) return; // one relay, one set of active checks: the leader's
     this.timer = setInterval(() => void this.checkAll(), this.options.intervalMs);
     this.timer.unref();
   }
@@ -130,10 +152,20 @@ export class HealthChecker {
   }
 
   private record(backend: Endpoint, ok: boolean, reason: string): void {
+    if (this.follower) {
+      this.shared!.link.report(this.shared!.keyOf(backend), ok, reason);
+      return;
+    }
     const state = this.states.get(nameOf(backend));
     if (!state?.record(ok)) return;
-    this.onChange(backend, state.up, reason);
+    this.changed(backend, state.up, reason);
     if (!state.up && !this.active) this.retryLater(backend, state);
+  }
+
+  /** A decision: applied here and, with workers, announced to every other worker. */
+  private changed(backend: Endpoint, up: boolean, reason: string): void {
+    this.onChange(backend, up, reason);
+    this.shared?.link.announce(this.shared.keyOf(backend), up, reason);
   }
 
   /**
@@ -146,7 +178,7 @@ export class HealthChecker {
       this.retries.delete(retry);
       if (state.up) return;
       state.up = true;
-      this.onChange(backend, true, `tried again ${delayMs} ms after going down (no active checks)`);
+      this.changed(backend, true, `tried again ${delayMs} ms after going down (no active checks)`);
     }, delayMs).unref();
     this.retries.add(retry);
   }

@@ -16,6 +16,7 @@ import { describeError } from './errors';
 import { fdsNeeded } from './limits';
 import { writePidFile, removePidFile } from './pid-file';
 import { reportReady, WorkerRole, workerShare } from './workers';
+import { joinHealthLink } from './health-link';
 
 /** What a run serves: from flags, one service named `default`; from a file, its services. */
 export interface RunPlan {
@@ -46,6 +47,7 @@ export async function runRelay(plan: RunPlan): Promise<void> {
   }
   const fileLimit = checkFileLimit(configs, log);
   const fromFile = plan.configPath !== undefined;
+  if (worker) joinHealthLink(worker.index === 0); // before any checker: they register with it
   const services = new Map<string, Service>();
   for (const { name, run } of planned) {
     const service = new Service(name, run, fromFile ? log.child({ service: name }) : log);

@@ -7,7 +7,8 @@ import { TcpRelay } from '../protocols/tcp';
 import { UdpRelay } from '../protocols/udp';
 import { createBalancer, Balancer, backendName } from './balance';
 import { HealthChecker } from './health';
-import { formatEndpoint } from './addr';
+import { formatEndpoint, type Endpoint } from './addr';
+import { healthLink, healthKey } from './health-link';
 
 interface BackendPool {
   balancer: Balancer;
@@ -150,12 +151,16 @@ export class Service {
   /** A balancer whose backends a health checker marks down and up, with a log line for each change. */
   private pool(config: RelayConfig, protocol: Protocol): BackendPool {
     const balancer = createBalancer(config.balance, config.backends);
+    const link = healthLink();
+    const shared = link ? { link, keyOf: (backend: Endpoint) => healthKey(this.name, protocol, backend) } : undefined;
     const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
       balancer.setUp(backend, up);
       const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
-      if (up) this.log.info(fields, 'backend up');
+      // With workers, the leader's line says it once for the relay; the others apply it quietly.
+      if (link && !link.leader) this.log.debug(fields, up ? 'backend up (from the leader)' : 'backend down (from the leader)');
+      else if (up) this.log.info(fields, 'backend up');
       else this.log.warn(fields, 'backend down');
-    });
+    }, shared);
     return { balancer, health };
   }
 

@@ -11,6 +11,7 @@ import type { RelayConfig } from './config';
 import { createLogger, flushLogger, Logger } from './log';
 import type { LogLevel } from './config';
 import { writePidFile, removePidFile } from './pid-file';
+import { HealthRouter, HealthMessage } from './health-link';
 
 /** The environment a worker runs with: its index, and how many there are. */
 const WORKER_ENV = 'RELAY_WORKER';
@@ -91,6 +92,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   const log = createLogger(options.logLevel).child({ role: 'primary' });
   const workers: Worker[] = Array.from({ length: options.count }, (_, index) =>
     ({ index, startedAt: 0, restartDelayMs: FIRST_RESTART_DELAY_MS, ready: false }));
+  const health = new HealthRouter();
   let stopping = false;
   let started = false;
   const exitCodes: (number | null)[] = [];
@@ -106,8 +108,16 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
       detached: true,
     });
     worker.child = child;
-    child.on('message', (message: { type?: string }) => {
-      if (message?.type === 'ready') worker.ready = true;
+    child.on('message', (message: { type?: string } | HealthMessage) => {
+      if (message?.type === 'ready') {
+        worker.ready = true;
+        // A worker (re)started: the relay's health state before it, as the leader decided it.
+        for (const state of health.snapshot()) child.send(state);
+      } else if (message?.type === 'health-report' || message?.type === 'health-state') {
+        for (const { to, message: out } of health.route(worker.index, message as HealthMessage, options.count)) {
+          workers[to].child?.send(out);
+        }
+      }
     });
     child.once('exit', (code, signal) => exited(worker, child, code, signal));
   };

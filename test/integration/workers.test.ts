@@ -101,6 +101,30 @@ ${extra}
     await held.stop('SIGTERM');
   });
 
+  await t.test('a backend that fails is marked down once, for every worker', async (t) => {
+    const dead = 7509; // nothing listens there
+    const before = relayLogs(relay, 'configuration reloaded').length;
+    fs.writeFileSync(file, config('health-fall = 1').replace(`backend = ["${B}:${BACKEND_PORT}"]`,
+      `backend = ["${B}:${BACKEND_PORT}", "${B}:${dead}"]`));
+    process.kill(primary, 'SIGHUP');
+    await eventually(() => relayLogs(relay, 'configuration reloaded').length >= before + 2, 5000, 'both workers reloaded');
+    for (let i = 0; i < 20; i++) t.equal(echoOnce(topo, `d${i}`), `d${i}`, 'served (by the retry when the dead one was tried)');
+    const down = await eventually(() => {
+      const lines = relayLogs(relay, 'backend down').filter((l) => l.backend === `${B}:${dead}`);
+      return lines.length > 0 ? lines : undefined;
+    }, 5000, 'backend down');
+    await new Promise((r) => setTimeout(r, 300));
+    const retries = () => relayLogs(relay, 'backend connect failed: trying another backend').length;
+    const retriesBefore = retries();
+    const closedBefore = relayLogs(relay, 'connection closed').length;
+    for (let i = 0; i < 20; i++) t.equal(echoOnce(topo, `e${i}`), `e${i}`);
+    // The runs above block this process: wait for the workers' lines about them.
+    await eventually(() => relayLogs(relay, 'connection closed').length >= closedBefore + 20, 5000, 'twenty more connection lines');
+    t.equal(relayLogs(relay, 'backend down').filter((l) => l.backend === `${B}:${dead}`).length, 1, 'one backend down line for the relay');
+    t.equal(down[0].worker, 0, 'from the leader, worker 0');
+    t.equal(retries(), retriesBefore, 'afterwards no worker tries it: they all know it is down');
+  });
+
   await t.test('SIGTERM drains every worker and exits 0', async (t) => {
     const workers = listeningPids(topo, 'tcp', PORT);
     t.equal(await relay.stop('SIGTERM'), 0, 'the primary exits 0');

@@ -8,6 +8,8 @@
 //   fin-first  send "hello\n" and FIN at once, keep reading; print what arrived after
 //   reset      reset the connection as soon as any data arrives
 //   silent     accept and never reply (idle and drain tests)
+//   reply-fin  on the first bytes, send an HTTP reply and the FIN in one segment (as
+//              relay's own TcpHandle sends a last reply), then read to the end
 // Clients:
 //   hello      connect, send "hello", print the reply ({"event":"reply",...})
 //   session    one connection scripted by flags (--send, --end, --send-after-end,
@@ -18,10 +20,12 @@ import * as net from 'node:net';
 import * as crypto from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { print, splitHostPort } from './peer-io';
+import { TcpListener } from '../sys';
 
-type Mode = 'echo' | 'hash' | 'fin-first' | 'reset' | 'silent';
+type Mode = 'echo' | 'hash' | 'fin-first' | 'reset' | 'silent' | 'reply-fin';
 
 function serve(mode: Mode, listen: string[]): void {
+  if (mode === 'reply-fin') return serveReplyWithFin(listen);
   for (const spec of listen) {
     const { host, port } = splitHostPort(spec);
     const server = net.createServer({ allowHalfOpen: true }, (socket) => handle(mode, socket));
@@ -59,6 +63,37 @@ function handle(mode: Mode, socket: net.Socket): void {
       socket.on('end', () => print({ event: 'client-end', remote: socket.remoteAddress }));
       socket.on('close', () => print({ event: 'close', remote: socket.remoteAddress }));
       break;
+  }
+}
+
+/**
+ * A backend whose reply and FIN always arrive together, so a test of what
+ * relay does with them does not depend on how fast relay reads: relay's own
+ * sockets send the reply with MSG_MORE and tack the FIN onto it.
+ */
+function serveReplyWithFin(listen: string[]): void {
+  const body = 'hello from the backend\n';
+  const reply = Buffer.from(`HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n` +
+    `Connection: close\r\nX-Padding: ${'.'.repeat(80)}\r\n\r\n${body}`);
+  for (const spec of listen) {
+    const { host, port } = splitHostPort(spec);
+    const family = host.includes(':') ? 6 : 4;
+    TcpListener.listen(host, port, family, family === 6, 4096, (client) => {
+      const peer = client.peer();
+      print({ event: 'accept', remote: peer?.address, port: peer?.port });
+      let replied = false;
+      client.readStart({
+        data: () => {
+          if (replied) return;
+          replied = true;
+          const sent = client.sendBeforeFin(reply);
+          if (typeof sent !== 'number' || sent < reply.length) print({ event: 'error', code: 'short send' });
+          client.shutdown(() => undefined);
+        },
+        end: () => client.close(),
+      });
+    }, (err) => print({ event: 'error', code: err.code }));
+    print({ event: 'listening', host, port });
   }
 }
 
@@ -194,7 +229,7 @@ function main(): void {
     void bulk(values.target ?? '', Number(values.conns), Number(values.bytes), Number(values.timeout));
     return;
   }
-  if (!['echo', 'hash', 'fin-first', 'reset', 'silent'].includes(mode)) {
+  if (!['echo', 'hash', 'fin-first', 'reset', 'silent', 'reply-fin'].includes(mode)) {
     process.stderr.write(`unknown mode ${mode}\n`);
     process.exit(2);
   }

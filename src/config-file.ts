@@ -301,6 +301,7 @@ function serviceLines(run: RelayConfig): string[] {
     `idle-timeout = ${d(run.idleTimeoutMs)}`,
     `drain-timeout = ${d(run.drainTimeoutMs)}`,
     `on-family-mismatch = "${run.onFamilyMismatch}"`,
+    ...(run.mapIpv4Prefix ? [`map-ipv4-prefix = "${run.mapIpv4Prefix.text}"`] : []),
     `max-conns = ${run.maxConns}`,
     `max-sessions = ${run.maxSessions}`,
     `session-timeout = ${d(run.sessionTimeoutMs)}`,

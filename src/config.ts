@@ -11,6 +11,7 @@ import { parseDuration, formatDuration } from './duration';
 import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
 import type { HealthOptions } from './health';
 import type { Family } from './sys/sockaddr';
+import { MapPrefix, parseMapPrefix } from './map-prefix';
 
 export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
@@ -27,6 +28,8 @@ export interface RelayConfig {
   readonly idleTimeoutMs: number;
   readonly drainTimeoutMs: number;
   readonly onFamilyMismatch: FamilyMismatchPolicy;
+  /** IPv4 clients of IPv6 backends are relayed from this prefix + their address (RFC 6052); none: --on-family-mismatch. */
+  readonly mapIpv4Prefix?: MapPrefix;
   readonly maxConns: number;
   readonly maxSessions: number;
   readonly sessionTimeoutMs: number;
@@ -136,6 +139,9 @@ export const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
     help: "client and backend families differ, so the client's address cannot be kept: " +
       "reject closes the client (TCP) or drops its datagrams (UDP), the default; masquerade connects from relay's own address" },
+  'map-ipv4-prefix': { type: 'string', value: 'PREFIX/96',
+    help: 'an IPv4 client going to an IPv6 backend is relayed from PREFIX + its IPv4 address (RFC 6052; /32, /40, /48, ' +
+      '/56 and /64 too), so the backend sees it; the backends route PREFIX via relay (docs/ipv6.md)' },
   'max-conns': { type: 'string', value: 'N',
     help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
   'max-sessions': { type: 'string', value: 'N',
@@ -278,6 +284,7 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, 0),
     drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, 0),
     onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
+    ...(typeof values['map-ipv4-prefix'] === 'string' ? { mapIpv4Prefix: parseMapPrefix(values['map-ipv4-prefix']) } : {}),
     maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
     maxSessions: integerFlag(values, 'max-sessions', DEFAULTS.maxSessions, 1, 1_000_000),
     sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, 1),

@@ -45,6 +45,8 @@ export interface RoutesConfig {
   readonly rulePriority: number;
   readonly backends: readonly Endpoint[];
   readonly relayAddresses: readonly string[];
+  /** --map-ipv4-prefix: the relay host delivers replies to them locally; backends route them via relay. */
+  readonly mapIpv4Prefixes?: readonly MapPrefix[];
 }
 
 /** A run's config with what its --check (and doctor) needs: the routes to look for and the probes. */
@@ -168,6 +170,8 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   'relay-address': { type: 'string', multiple: true, value: 'ADDR',
     help: "relay's own address facing the backends, for the backend recipes; one per family " +
       '(default: looked up with ip route get)' },
+  'map-ipv4-prefix': { type: 'string', multiple: true, value: 'PREFIX/96',
+    help: "a service's --map-ipv4-prefix: checked on the relay host, and routed via relay in the backend recipes; repeatable" },
   help: HELP_FLAG,
 };
 
@@ -308,7 +312,16 @@ export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
     // Weights mean nothing to a recipe, but the same --backend values are accepted.
     backends: values.backend ? weightedBackends(values.backend).map((b) => b.endpoint) : [],
     relayAddresses,
+    ...mapPrefixes(values['map-ipv4-prefix']),
   });
+}
+
+/** A run's --map-ipv4-prefix (one), or routes' (repeatable), each once; no key when none is given. */
+function mapPrefixes(raw: ParsedValues[string]): Pick<RoutesConfig, 'mapIpv4Prefixes'> {
+  const given = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+  if (given.length === 0) return {};
+  const parsed = given.map((text) => parseMapPrefix(text));
+  return { mapIpv4Prefixes: parsed.filter((p, i) => parsed.findIndex((q) => q.text === p.text) === i) };
 }
 
 /** The kernel reserves 253 (default), 254 (main) and 255 (local): a local 0/0 route there breaks the host. */

@@ -1,0 +1,104 @@
+// issue 17: an IPv4 client through relay to an IPv6-only backend, with
+// --map-ipv4-prefix. The backend routes only the prefix back via relay (the
+// recipe `relay routes print` gives, pasted), and its real servers log the
+// mapped address that embeds the client's IPv4 address: nginx's $remote_addr
+// for TCP (the port too, with --keep-client-port), dnsmasq's query log and an
+// echo server (address and port) for UDP. Without the flag, the mismatch is
+// refused as before. relay's fds come back where they were.
+import t from 'tap';
+import * as path from 'node:path';
+import {
+  tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, eventually, relayLogs, udpEcho, udpSend, udpSeen,
+} from './lab-fixture';
+import { startNginxHttp } from '../../src/lab/peers';
+import { cliPath } from '../../src/lab/topology';
+import { waitForListener } from '../../src/lab/netns';
+import { relayPid, fdCount, settleFds } from '../torture/harness';
+
+const PREFIX = '2001:db8:64::/96';
+/** 192.0.2.2 (ADDR.client4) in PREFIX. */
+const MAPPED_CLIENT = '2001:db8:64::c000:202';
+
+t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  t.equal(ADDR.client4, '192.0.2.2', 'MAPPED_CLIENT embeds the lab client');
+  const topo = tcpLab(t, 'v6m');
+  // The backend's IPv6 replies go nowhere but by the recipe's route for the prefix.
+  const printed = topo.relay.run(process.execPath, cliPath(), 'routes', 'print', '--map-ipv4-prefix', PREFIX,
+    '--backend', formatEndpoint(ADDR.backend6, 80));
+  const recipe = printed.split('\n').find((l) => l.startsWith(`ip -6 route replace ${PREFIX} via `));
+  t.equal(recipe, `ip -6 route replace ${PREFIX} via ${ADDR.relayBackendSide6}`, 'routes print gives the backend its route for the prefix');
+  topo.backend.ip('-6', 'route', 'del', 'default');
+  topo.backend.run('sh', '-c', String(recipe));
+
+  const nginx = await startNginxHttp(topo.lab, topo.backend, [ADDR.backend6], 80);
+  const backend = formatEndpoint(ADDR.backend6, 80);
+
+  t.test('TCP: nginx logs the mapped address, and the client gets the reply', async (t) => {
+    const proc = await relay(topo, ['--listen', '0.0.0.0:8090', '--backend', backend, '--map-ipv4-prefix', PREFIX,
+      '--keep-client-port']);
+    const pid = relayPid(proc);
+    const fdsBefore = fdCount(pid);
+    const body = topo.client.run('curl', '-sS', '--max-time', '5', '--local-port', '43017', `http://${ADDR.relayClientSide4}:8090/mapped-tcp`);
+    t.equal(body, 'hello from the backend\n', 'the reply came back through relay');
+    const line = await eventually(() => nginx.accessLog().find((l) => l.includes('GET /mapped-tcp ')), 5000, 'access log line');
+    const [remoteAddr, remotePort] = line.split(' ');
+    t.equal(remoteAddr, MAPPED_CLIENT, "nginx's $remote_addr is the prefix + the client's IPv4 address");
+    t.equal(remotePort, '43017', '--keep-client-port keeps the port too');
+    const closed = await eventually(() => relayLogs(proc, 'connection closed')[0], 5000, 'connection closed line');
+    t.equal(closed.client, `${ADDR.client4}:43017`, 'the log names the client as it is');
+    t.equal(closed.upstreamSource, MAPPED_CLIENT, '... and the address the backend saw');
+    t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+    proc.child.kill('SIGTERM');
+    await proc.exited(5000);
+    const stats = relayLogs(proc, 'relay stopped')[0]?.tcp as { upstreamsMapped: number };
+    t.equal(stats.upstreamsMapped, 1, 'counted as mapped');
+  });
+
+  t.test('UDP: the echo server sees the mapped address and the client port; the reply comes back', async (t) => {
+    const echo = await udpEcho(topo, 5600, [ADDR.backend6]);
+    const proc = await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5601', '--backend', formatEndpoint(ADDR.backend6, 5600),
+      '--map-ipv4-prefix', PREFIX, '--udp-responses', '1']);
+    const pid = relayPid(proc);
+    const fdsBefore = fdCount(pid);
+    const out = await udpSend(topo, `${ADDR.relayClientSide4}:5601`, ['--local-port', '42017']);
+    t.equal(out.replies.length, 1, 'answered');
+    t.equal(out.replies[0].from, `${ADDR.relayClientSide4}:5601`, 'from the address the client sent to');
+    t.same(udpSeen(echo).at(-1), { remote: MAPPED_CLIENT, port: 42017, bytes: udpSeen(echo).at(-1)?.bytes },
+      'the backend saw the mapped address and the client\'s own port');
+    const ended = await eventually(() => relayLogs(proc, 'session ended')[0], 5000, 'session ended line');
+    t.equal(ended.client, `${ADDR.client4}:42017`);
+    t.equal(ended.upstreamSource, MAPPED_CLIENT);
+    t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+  });
+
+  t.test('UDP: dnsmasq logs the query from the mapped address; dig gets the answer', async (t) => {
+    const dnsmasq = topo.lab.spawn(topo.backend, ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
+      '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${ADDR.backend6}`, '--except-interface=lo',
+      '--port=53', '--log-queries', '--log-facility=-', '--user=root', `--pid-file=${path.join(topo.lab.dir, 'dnsmasq-v6m.pid')}`,
+      '--address=/relay.test/203.0.113.7']);
+    await waitForListener(topo.backend, 'udp', 53);
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:53', '--backend', formatEndpoint(ADDR.backend6, 53),
+      '--map-ipv4-prefix', PREFIX, '--udp-responses', '1']);
+    const out = topo.client.run('dig', `@${ADDR.relayClientSide4}`, 'mapped.relay.test', 'A', '+short', '+time=2', '+tries=1');
+    t.equal(out.trim(), '203.0.113.7', 'dig got the answer');
+    const line = await eventually(() => dnsmasq.stderr().split('\n').find((l) => l.includes('query[A] mapped.relay.test from')),
+      3000, 'the query in dnsmasq\'s log');
+    t.match(line, new RegExp(`from ${MAPPED_CLIENT}$`), 'dnsmasq logged the mapped address');
+  });
+
+  t.test('without the flag the mismatch is refused as before', async (t) => {
+    const proc = await relay(topo, ['--listen', '0.0.0.0:8091', '--backend', backend]);
+    const seen = nginx.accessLog().length;
+    const curl = topo.client.tryRun('curl', '-sS', '--max-time', '3', `http://${ADDR.relayClientSide4}:8091/unmapped`);
+    t.notOk(curl.ok, 'the client is refused');
+    t.equal(nginx.accessLog().length, seen, 'the backend saw nothing');
+    const warn = await eventually(() => relayLogs(proc).find((l) => String(l.msg).includes('families differ')), 3000, 'warning');
+    t.equal(warn.upstreamSource, undefined);
+  });
+
+  t.test('the well-known prefix is accepted with a warning', async (t) => {
+    const proc = await relay(topo, ['--listen', '0.0.0.0:8092', '--backend', backend, '--map-ipv4-prefix', '64:ff9b::/96']);
+    const warn = await eventually(() => relayLogs(proc).find((l) => l.mapIpv4Prefix === '64:ff9b::/96' && l.level === 40), 3000, 'warning');
+    t.match(String(warn.msg), /RFC 6052 section 3\.1/);
+  });
+});

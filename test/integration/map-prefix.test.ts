@@ -101,4 +101,24 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
     const warn = await eventually(() => relayLogs(proc).find((l) => l.mapIpv4Prefix === '64:ff9b::/96' && l.level === 40), 3000, 'warning');
     t.match(String(warn.msg), /RFC 6052 section 3\.1/);
   });
+
+  t.test('doctor probes from a mapped source, prints the backend\'s route for the prefix, and warns on the well-known one', async (t) => {
+    const doctor = (prefix: string) => topo.relay.tryRun(process.execPath, cliPath(), 'doctor', '--listen', '0.0.0.0:8093',
+      '--backend', backend, '--map-ipv4-prefix', prefix, '--probe-timeout', '1s');
+    const routed = doctor(PREFIX);
+    t.ok(routed.ok, `doctor passes:\n${routed.stdout}`);
+    t.match(routed.stdout, `OK    end to end tcp ${backend} from 2001:db8:64::c000:2fe (192.0.2.254 in --map-ipv4-prefix): ` +
+      "the backend's reply came back through relay");
+    t.match(routed.stdout, `OK    map-ipv4-prefix ${PREFIX}: IPv4 clients of IPv6 backends are relayed from it`);
+    t.match(routed.stdout, `OK    relay host: IPv6 route: replies to --map-ipv4-prefix ${PREFIX} are local in table 2017`);
+
+    // The backend routes 2001:db8:64::/96 only: a probe from another prefix gets no SYN-ACK back.
+    const unrouted = doctor('2001:db8:65::/96');
+    t.notOk(unrouted.ok, 'doctor fails');
+    t.match(unrouted.stdout, `FAIL  end to end tcp ${backend} from 2001:db8:65::c000:2fe (192.0.2.254 in --map-ipv4-prefix): no answer`);
+    t.match(unrouted.stdout, `fix (c): ip -6 route replace 2001:db8:65::/96 via ${ADDR.relayBackendSide6}`);
+
+    const wellKnown = doctor('64:ff9b::/96');
+    t.match(wellKnown.stdout, /WARN  map-ipv4-prefix 64:ff9b::\/96: the well-known prefix .*RFC 6052 section 3\.1/);
+  });
 });

@@ -97,7 +97,7 @@ async function loadCheckedFile(path: string): Promise<FileConfig> {
       checkAgainstHost(options, facts);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      throw new ConfigError(`${path}: service[${i}] "${file.services[i].name}": ${err.message.replace(/--([a-z][a-z-]*)/g, '$1')}`);
+      throw new ConfigError(`${path}: service[${i}] "${file.services[i].name}": ${err.message.replace(/--([a-z][a-z0-9-]*)/g, '$1')}`);
     }
   }
   return file;

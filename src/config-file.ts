@@ -241,10 +241,10 @@ class Locator {
       return build();
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      const flag = /^--([a-z-]+)\b:? ?/.exec(err.message);
+      const flag = /^--([a-z0-9-]+)\b:? ?/.exec(err.message);
       const keyName = key ?? flag?.[1];
       const message = flag && key === undefined ? err.message.slice(flag[0].length) : err.message;
-      throw this.error(service, keyName, message.replace(/--([a-z][a-z-]*)/g, '$1'));
+      throw this.error(service, keyName, message.replace(/--([a-z][a-z0-9-]*)/g, '$1'));
     }
   }
 

@@ -9,6 +9,7 @@ import t from 'tap';
 import * as path from 'node:path';
 import {
   tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, eventually, relayLogs, udpEcho, udpSend, udpSeen,
+  toolServer, clientSession, accepts,
 } from './lab-fixture';
 import { startNginxHttp } from '../../src/lab/peers';
 import { cliPath } from '../../src/lab/topology';
@@ -120,5 +121,21 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
 
     const wellKnown = doctor('64:ff9b::/96');
     t.match(wellKnown.stdout, /WARN  map-ipv4-prefix 64:ff9b::\/96: the well-known prefix .*RFC 6052 section 3\.1/);
+  });
+
+  t.test('balancing: an IPv4 backend that is up is still preferred; a refused one is retried through the mapping', async (t) => {
+    const server = await toolServer(topo, 'echo', 7100);
+    await relay(topo, ['--listen', '0.0.0.0:7101', '--backend', formatEndpoint(ADDR.backend4, 7100),
+      '--backend', formatEndpoint(ADDR.backend6, 7100), '--map-ipv4-prefix', PREFIX]);
+    for (let i = 0; i < 3; i++) t.ok((await clientSession(topo, `${ADDR.relayClientSide4}:7101`, ['--send', 'x', '--end'])).connected);
+    t.same([...new Set(accepts(server).map((a) => a.remote))], [ADDR.client4], 'every connection went to the IPv4 backend, unmapped');
+
+    // Nothing listens on the IPv4 backend's port 7199: refused, then retried on the IPv6 backend, mapped.
+    await relay(topo, ['--listen', '0.0.0.0:7102', '--backend', formatEndpoint(ADDR.backend4, 7199),
+      '--backend', formatEndpoint(ADDR.backend6, 7100), '--map-ipv4-prefix', PREFIX]);
+    const session = await clientSession(topo, `${ADDR.relayClientSide4}:7102`, ['--send', 'hello', '--end']);
+    t.ok(session.connected, 'the client was served');
+    t.equal(session.received, 'hello', 'echoed back');
+    t.equal(accepts(server).at(-1)?.remote, MAPPED_CLIENT, 'the retry went to the IPv6 backend from the mapped address');
   });
 });

@@ -6,6 +6,7 @@
 // echo server (address and port) for UDP. Without the flag, the mismatch is
 // refused as before. relay's fds come back where they were.
 import t from 'tap';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
   tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, eventually, relayLogs, udpEcho, udpSend, udpSeen,
@@ -137,5 +138,27 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
     t.ok(session.connected, 'the client was served');
     t.equal(session.received, 'hello', 'echoed back');
     t.equal(accepts(server).at(-1)?.remote, MAPPED_CLIENT, 'the retry went to the IPv6 backend from the mapped address');
+  });
+
+  t.test('a configuration file: map-ipv4-prefix is a service key, and a reload sets it live', async (t) => {
+    const server = await toolServer(topo, 'echo', 7110, [ADDR.backend6]);
+    const file = path.join(topo.lab.dir, 'v6m.toml');
+    const write = (extra: string) => fs.writeFileSync(file, `pid-file = "${path.join(topo.lab.dir, 'v6m.pid')}"\n\n` +
+      `[[service]]\nname = "web"\nlisten = ["0.0.0.0:7111"]\nbackend = ["${formatEndpoint(ADDR.backend6, 7110)}"]\n` +
+      `health-interval = "0s"\n${extra}`);
+    write('');
+    const proc = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), '--config', file]);
+    await proc.waitFor(/"msg":"relay started"/, 10_000);
+    const refused = await clientSession(topo, `${ADDR.relayClientSide4}:7111`, ['--send', 'x', '--end'], 2000);
+    t.notOk(refused.received, 'without the key: refused, nothing echoed');
+    t.equal(accepts(server).length, 0, 'the backend saw nothing');
+
+    write(`map-ipv4-prefix = "${PREFIX}"\n`);
+    proc.child.kill('SIGHUP');
+    const reloaded = await eventually(() => relayLogs(proc, 'configuration reloaded')[0], 5000, 'reload line');
+    t.match(JSON.stringify(reloaded), 'map-ipv4-prefix', 'the reload names the key it applied');
+    const served = await clientSession(topo, `${ADDR.relayClientSide4}:7111`, ['--send', 'hello', '--end']);
+    t.equal(served.received, 'hello', 'served after the reload');
+    t.equal(accepts(server).at(-1)?.remote, MAPPED_CLIENT, 'from the mapped address');
   });
 });

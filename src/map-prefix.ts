@@ -44,14 +44,15 @@ export function parseMapPrefix(text: string, what = '--map-ipv4-prefix'): MapPre
       'give a network-specific prefix from your own space (e.g. 2001:db8:64::/96)');
   }
   const bytes = parsed.toByteArray();
-  const hostBits = bytes.some((b, i) => (i * 8 >= length ? b : b & ~(0xff << (8 - Math.min(8, length - i * 8)))) !== 0);
-  if (hostBits) {
-    throw new ConfigError(`${what} ${echo(text)} has bits set past /${length}: write ${maskedText(bytes, length)}/${length}`);
-  }
   const address = parsed.toString();
+  const masked = maskedText(bytes, length);
+  if (masked !== address) {
+    throw new ConfigError(`${what} ${echo(text)} has bits set past /${length}: write ${masked}/${length}`);
+  }
   return Object.freeze({ address, length: length as MapPrefixLength, text: `${address}/${length}`, bytes: Object.freeze(bytes) });
 }
 
+/** The prefix with every bit past length cleared, as text. */
 function maskedText(bytes: readonly number[], length: number): string {
   const masked = bytes.map((b, i) => (i * 8 >= length ? 0 : b & (0xff << (8 - Math.min(8, length - i * 8))) & 0xff));
   return ipaddr.fromByteArray(masked).toString();

@@ -74,7 +74,10 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
   });
 
   t.test('UDP: dnsmasq logs the query from the mapped address; dig gets the answer', async (t) => {
-    const dnsmasq = topo.lab.spawn(topo.backend, ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
+    // An empty file of the lab's own, not /dev/null: on this shared machine /dev/null has been found a regular file.
+    const noConf = path.join(topo.lab.dir, 'dnsmasq-v6m.conf');
+    fs.writeFileSync(noConf, '');
+    const dnsmasq = topo.lab.spawn(topo.backend, ['dnsmasq', '--keep-in-foreground', `--conf-file=${noConf}`,
       '--no-resolv', '--no-hosts', '--bind-interfaces', `--listen-address=${ADDR.backend6}`, '--except-interface=lo',
       '--port=53', '--log-queries', '--log-facility=-', '--user=root', `--pid-file=${path.join(topo.lab.dir, 'dnsmasq-v6m.pid')}`,
       '--address=/relay.test/203.0.113.7']);
@@ -105,12 +108,17 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
   });
 
   t.test('doctor probes from a mapped source, prints the backend\'s route for the prefix, and warns on the well-known one', async (t) => {
-    const doctor = (prefix: string) => topo.relay.tryRun(process.execPath, cliPath(), 'doctor', '--listen', '0.0.0.0:8093',
-      '--backend', backend, '--map-ipv4-prefix', prefix, '--probe-timeout', '1s');
+    await udpEcho(topo, 80, [ADDR.backend6]); // for the UDP probe ('hello' in hex): echoed back
+    const doctor = (prefix: string) => topo.relay.tryRun(process.execPath, cliPath(), 'doctor', '--proto', 'tcp,udp',
+      '--listen', '0.0.0.0:8093', '--backend', backend, '--map-ipv4-prefix', prefix, '--probe-timeout', '1s',
+      '--health-udp-probe', '68656c6c6f');
     const routed = doctor(PREFIX);
     t.ok(routed.ok, `doctor passes:\n${routed.stdout}`);
-    t.match(routed.stdout, `OK    end to end tcp ${backend} from 2001:db8:64::c000:2fe (192.0.2.254 in --map-ipv4-prefix): ` +
-      "the backend's reply came back through relay");
+    for (const proto of ['tcp', 'udp']) {
+      t.match(routed.stdout, `OK    end to end ${proto} ${backend} from 2001:db8:64::c000:2fe (192.0.2.254 in --map-ipv4-prefix): ` +
+        "the backend's reply came back through relay");
+    }
+    t.notMatch(routed.stdout, 'from 2001:db8:ffff::fe', 'relay listens on no IPv6 address: no probe from an IPv6 client');
     t.match(routed.stdout, `OK    map-ipv4-prefix ${PREFIX}: IPv4 clients of IPv6 backends are relayed from it`);
     t.match(routed.stdout, `OK    relay host: IPv6 route: replies to --map-ipv4-prefix ${PREFIX} are local in table 2017`);
 

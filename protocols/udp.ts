@@ -250,13 +250,16 @@ export class UdpRelay implements ListenerOwner {
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint,
     onMapped: (source: string) => void): UdpHandle | undefined {
+    let upstreamSource: string | undefined;
     // Built only for a line that is written: most sessions open without one.
     const ends = () => ({
       client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
+      ...(upstreamSource ? { upstreamSource } : {}),
     });
     const outcomes: UpstreamOutcomes = {
       mapped: (source) => {
         this.stats.upstreamsMapped++;
+        upstreamSource = source;
         onMapped(source);
       },
       rejectedMismatch: () => {
@@ -320,6 +323,7 @@ export class UdpRelay implements ListenerOwner {
     session.listener.log.error({
       client: formatEndpoint(session.clientAddress, session.clientPort),
       backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
+      ...(session.upstreamSource ? { upstreamSource: session.upstreamSource } : {}),
       err: errorWithStack(error), internalErrors: this.stats.internalErrors,
     }, 'internal error: session closed');
     session.errorCode ??= 'internal error';

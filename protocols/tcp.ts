@@ -21,6 +21,8 @@ export interface TcpStats {
   accepted: number;
   rejectedMaxConns: number;
   rejectedFamilyMismatch: number;
+  /** IPv4 clients relayed to an IPv6 backend from --map-ipv4-prefix + their address. */
+  upstreamsMapped: number;
   upstreamFailed: number;
   portFallbacks: number;
   /** Refused at once because no backend was up. */
@@ -63,7 +65,7 @@ type EndReason =
 
 export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
-    accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
+    accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
   };
   private readonly listeners: TcpListener[] = [];
@@ -213,9 +215,11 @@ export class TcpRelay implements ConnectionOwner {
     this.health?.reportFailure(failed.endpoint, reason);
     this.balancer.onClose(failed);
     if (!retry) return undefined;
-    // Under reject, a backend of the other family would only be refused: no retry beats a wasted one.
-    const next = this.balancer.pickOther({ address: log.clientAddress, family: familyOfAddress(log.clientAddress) }, failed,
-      this.config.onFamilyMismatch === 'reject');
+    // Under reject, a backend of the other family would only be refused (unless the client's address is
+    // mapped into IPv6): no retry beats a wasted one.
+    const family = familyOfAddress(log.clientAddress);
+    const next = this.balancer.pickOther({ address: log.clientAddress, family }, failed,
+      this.config.onFamilyMismatch === 'reject' && !(family === 4 && this.config.mapIpv4Prefix));
     if (!next) return undefined;
     this.balancer.onOpen(next);
     log.setBackend(next.endpoint); // what openUpstream logs is about the backend tried now
@@ -235,10 +239,15 @@ export class TcpRelay implements ConnectionOwner {
    */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
     const port = this.config.keepClientPort ? clientPort : 0;
+    log.setUpstreamSource(undefined); // a retry's backend may be of the client's own family
     return openUpstream(this.upstreamSockets, {
       rejectedMismatch: () => {
         this.stats.rejectedFamilyMismatch++;
         this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
+      },
+      mapped: (source) => {
+        this.stats.upstreamsMapped++;
+        log.setUpstreamSource(source);
       },
       masqueraded: () => log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)"),
       portInUse: () => {
@@ -551,6 +560,9 @@ function connectFailureReason(code: string): EndReason {
  * is actually written, which at info level is once, when the connection ends.
  */
 class ConnectionLog {
+  /** The upstream's source when it is not the client's address (--map-ipv4-prefix): logs show both. */
+  private upstreamSource: string | undefined;
+
   constructor(
     private readonly log: Logger,
     readonly clientAddress: string,
@@ -560,6 +572,10 @@ class ConnectionLog {
 
   enabled(level: 'info' | 'warn'): boolean {
     return this.log.isLevelEnabled(level);
+  }
+
+  setUpstreamSource(address: string | undefined): void {
+    this.upstreamSource = address;
   }
 
   /** After a retry, lines name the backend actually used. */
@@ -579,6 +595,7 @@ class ConnectionLog {
     return {
       client: formatEndpoint(this.clientAddress, this.clientPort),
       backend: formatEndpoint(this.backend.address, this.backend.port),
+      ...(this.upstreamSource ? { upstreamSource: this.upstreamSource } : {}),
       ...fields,
     };
   }
@@ -604,6 +621,7 @@ class ConnectionLog {
 function upstreamSocketsFor(config: RelayConfig): UpstreamSockets<TcpHandle> {
   return {
     onFamilyMismatch: config.onFamilyMismatch,
+    mapIpv4Prefix: config.mapIpv4Prefix,
     bindFrom: (address, port) => openTransparentTcp({ address, port, mark: config.mark }),
     unbound: () => TcpHandle.unbound(),
   };

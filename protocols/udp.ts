@@ -24,6 +24,8 @@ export interface UdpStats {
   sessionsOpened: number;
   sessionsEnded: Record<SessionEnd, number>;
   droppedFamilyMismatch: number;
+  /** Sessions of IPv4 clients relayed to an IPv6 backend from --map-ipv4-prefix + their address. */
+  upstreamsMapped: number;
   upstreamFailed: number;
   portFallbacks: number;
   refused: number;
@@ -46,6 +48,8 @@ class UdpSession {
   bytesFromClient = 0;
   datagramsToClient = 0;
   bytesToClient = 0;
+  /** The upstream's source address when it is not the client's (--map-ipv4-prefix). */
+  upstreamSource: string | undefined;
   constructor(
     readonly key: string,
     readonly upstream: UdpHandle,
@@ -63,7 +67,7 @@ export class UdpRelay implements ListenerOwner {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0, 'address-removed': 0,
       'backend-removed': 0 },
-    droppedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
+    droppedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
     internalErrors: 0,
   };
   private readonly listeners: UdpListeners;
@@ -209,10 +213,12 @@ export class UdpRelay implements ListenerOwner {
       this.noBackendLog.write({ client: formatEndpoint(clientAddress, clientPort), dropped: this.stats.droppedNoBackend });
       return undefined;
     }
-    const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint);
+    let mappedFrom: string | undefined;
+    const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, (source) => { mappedFrom = source; });
     if (!upstream) return undefined;
     this.balancer.onOpen(backend);
     const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend);
+    session.upstreamSource = mappedFrom;
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
     try {
@@ -242,12 +248,20 @@ export class UdpRelay implements ListenerOwner {
   }
 
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
-  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint): UdpHandle | undefined {
+  private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint,
+    onMapped: (source: string) => void): UdpHandle | undefined {
+    let upstreamSource: string | undefined;
     // Built only for a line that is written: most sessions open without one.
     const ends = () => ({
       client: formatEndpoint(clientAddress, clientPort), backend: formatEndpoint(backend.address, backend.port),
+      ...(upstreamSource ? { upstreamSource } : {}),
     });
     const outcomes: UpstreamOutcomes = {
+      mapped: (source) => {
+        this.stats.upstreamsMapped++;
+        upstreamSource = source;
+        onMapped(source);
+      },
       rejectedMismatch: () => {
         this.stats.droppedFamilyMismatch++;
         this.mismatchLog.write(() => ({ ...ends(), dropped: this.stats.droppedFamilyMismatch }));
@@ -309,6 +323,7 @@ export class UdpRelay implements ListenerOwner {
     session.listener.log.error({
       client: formatEndpoint(session.clientAddress, session.clientPort),
       backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
+      ...(session.upstreamSource ? { upstreamSource: session.upstreamSource } : {}),
       err: errorWithStack(error), internalErrors: this.stats.internalErrors,
     }, 'internal error: session closed');
     session.errorCode ??= 'internal error';
@@ -369,6 +384,7 @@ function sessionFields(session: UdpSession, reason: SessionEnd): object {
   return {
     client: formatEndpoint(session.clientAddress, session.clientPort),
     backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
+    ...(session.upstreamSource ? { upstreamSource: session.upstreamSource } : {}),
     datagramsFromClient: session.datagramsFromClient,
     bytesFromClient: session.bytesFromClient,
     datagramsToClient: session.datagramsToClient,
@@ -383,6 +399,7 @@ function sessionFields(session: UdpSession, reason: SessionEnd): object {
 function upstreamSocketsFor(config: RelayConfig): UpstreamSockets<UdpHandle> {
   return {
     onFamilyMismatch: config.onFamilyMismatch,
+    mapIpv4Prefix: config.mapIpv4Prefix,
     bindFrom: (address, port) => openTransparentUdp({ address, port, mark: config.mark }),
     unbound: (family) => UdpHandle.unbound(family),
   };

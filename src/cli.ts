@@ -115,7 +115,7 @@ async function loadCheckedFile(path: string): Promise<FileConfig> {
       checkAgainstHost(options, facts);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      throw new ConfigError(`${path}: service[${i}] "${file.services[i].name}": ${err.message.replace(/--([a-z][a-z-]*)/g, '$1')}`);
+      throw new ConfigError(`${path}: service[${i}] "${file.services[i].name}": ${err.message.replace(/--([a-z][a-z0-9-]*)/g, '$1')}`);
     }
   }
   return file;
@@ -126,7 +126,8 @@ function serviceOptions(file: FileConfig): RunOptions[] {
   return file.services.map((s) => ({
     ...file.global.probes,
     run: s.run,
-    routes: { ...file.global.routes, backends: s.run.backends.map((b) => b.endpoint) },
+    routes: { ...file.global.routes, backends: s.run.backends.map((b) => b.endpoint),
+      ...(s.run.mapIpv4Prefix ? { mapIpv4Prefixes: [s.run.mapIpv4Prefix] } : {}) },
   }));
 }
 
@@ -197,7 +198,9 @@ async function routesCommand(argv: string[]): Promise<number> {
   const { loadConfigFile } = await import('./config-file');
   const file = loadConfigFile(values.config);
   const backends = [...new Set(file.services.flatMap((s) => s.run.backends.map((b) => `${b.endpoint.family === 6 ? `[${b.endpoint.address}]` : b.endpoint.address}:${b.endpoint.port}`)))];
-  return routes.routesCommand(action, buildRoutesConfig({ ...file.global.values, backend: backends, 'relay-address': values['relay-address'] }));
+  const prefixes = [...new Set(file.services.flatMap((s) => (s.run.mapIpv4Prefix ? [s.run.mapIpv4Prefix.text] : [])))];
+  return routes.routesCommand(action, buildRoutesConfig({ ...file.global.values, backend: backends, 'relay-address': values['relay-address'],
+    'map-ipv4-prefix': prefixes }));
 }
 
 async function demoCommand(argv: string[]): Promise<number> {

@@ -245,10 +245,10 @@ class Locator {
       return build();
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      const flag = /^--([a-z-]+)\b:? ?/.exec(err.message);
+      const flag = /^--([a-z0-9-]+)\b:? ?/.exec(err.message);
       const keyName = key ?? flag?.[1];
       const message = flag && key === undefined ? err.message.slice(flag[0].length) : err.message;
-      throw this.error(service, keyName, message.replace(/--([a-z][a-z-]*)/g, '$1'));
+      throw this.error(service, keyName, message.replace(/--([a-z][a-z0-9-]*)/g, '$1'));
     }
   }
 
@@ -306,6 +306,7 @@ function serviceLines(run: RelayConfig): string[] {
     `idle-timeout = ${d(run.idleTimeoutMs)}`,
     `drain-timeout = ${d(run.drainTimeoutMs)}`,
     `on-family-mismatch = "${run.onFamilyMismatch}"`,
+    ...(run.mapIpv4Prefix ? [`map-ipv4-prefix = "${run.mapIpv4Prefix.text}"`] : []),
     `max-conns = ${run.maxConns}`,
     `max-sessions = ${run.maxSessions}`,
     `session-timeout = ${d(run.sessionTimeoutMs)}`,

@@ -11,6 +11,7 @@ import { parseDuration, formatDuration } from './duration';
 import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } from './balance';
 import type { HealthOptions } from './health';
 import type { Family } from './sys/sockaddr';
+import { MapPrefix, parseMapPrefix } from './map-prefix';
 
 export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
@@ -27,6 +28,8 @@ export interface RelayConfig {
   readonly idleTimeoutMs: number;
   readonly drainTimeoutMs: number;
   readonly onFamilyMismatch: FamilyMismatchPolicy;
+  /** IPv4 clients of IPv6 backends are relayed from this prefix + their address (RFC 6052); none: --on-family-mismatch. */
+  readonly mapIpv4Prefix?: MapPrefix;
   readonly maxConns: number;
   readonly maxSessions: number;
   readonly sessionTimeoutMs: number;
@@ -47,6 +50,8 @@ export interface RoutesConfig {
   readonly rulePriority: number;
   readonly backends: readonly Endpoint[];
   readonly relayAddresses: readonly string[];
+  /** --map-ipv4-prefix: the relay host delivers replies to them locally; backends route them via relay. */
+  readonly mapIpv4Prefixes?: readonly MapPrefix[];
 }
 
 /** A run's config with what its --check (and doctor) needs: the routes to look for and the probes. */
@@ -141,6 +146,9 @@ export const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   'on-family-mismatch': { type: 'string', value: 'reject|masquerade',
     help: "client and backend families differ, so the client's address cannot be kept: " +
       "reject closes the client (TCP) or drops its datagrams (UDP), the default; masquerade connects from relay's own address" },
+  'map-ipv4-prefix': { type: 'string', value: 'PREFIX/96',
+    help: 'an IPv4 client going to an IPv6 backend is relayed from PREFIX + its IPv4 address (RFC 6052; /32, /40, /48, ' +
+      '/56 and /64 too), so the backend sees it; the backends route PREFIX via relay (docs/ipv6.md)' },
   'max-conns': { type: 'string', value: 'N',
     help: `close new clients at once past N open connections (default ${DEFAULTS.maxConns})` },
   'max-sessions': { type: 'string', value: 'N',
@@ -167,6 +175,8 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
   'relay-address': { type: 'string', multiple: true, value: 'ADDR',
     help: "relay's own address facing the backends, for the backend recipes; one per family " +
       '(default: looked up with ip route get)' },
+  'map-ipv4-prefix': { type: 'string', multiple: true, value: 'PREFIX/96',
+    help: "a service's --map-ipv4-prefix: checked on the relay host, and routed via relay in the backend recipes; repeatable" },
   help: HELP_FLAG,
 };
 
@@ -285,6 +295,7 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     idleTimeoutMs: durationFlag(values, 'idle-timeout', DEFAULTS.idleTimeoutMs, 0),
     drainTimeoutMs: durationFlag(values, 'drain-timeout', DEFAULTS.drainTimeoutMs, 0),
     onFamilyMismatch: parseMismatch(values['on-family-mismatch']),
+    ...(typeof values['map-ipv4-prefix'] === 'string' ? { mapIpv4Prefix: parseMapPrefix(values['map-ipv4-prefix']) } : {}),
     maxConns: integerFlag(values, 'max-conns', DEFAULTS.maxConns, 1, 1_000_000),
     maxSessions: integerFlag(values, 'max-sessions', DEFAULTS.maxSessions, 1, 1_000_000),
     sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, 1),
@@ -308,7 +319,16 @@ export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
     // Weights mean nothing to a recipe, but the same --backend values are accepted.
     backends: values.backend ? weightedBackends(values.backend).map((b) => b.endpoint) : [],
     relayAddresses,
+    ...mapPrefixes(values['map-ipv4-prefix']),
   });
+}
+
+/** A run's --map-ipv4-prefix (one), or routes' (repeatable), each once; no key when none is given. */
+function mapPrefixes(raw: ParsedValues[string]): Pick<RoutesConfig, 'mapIpv4Prefixes'> {
+  const given = typeof raw === 'string' ? [raw] : Array.isArray(raw) ? raw : [];
+  if (given.length === 0) return {};
+  const parsed = given.map((text) => parseMapPrefix(text));
+  return { mapIpv4Prefixes: parsed.filter((p, i) => parsed.findIndex((q) => q.text === p.text) === i) };
 }
 
 /** The kernel reserves 253 (default), 254 (main) and 255 (local): a local 0/0 route there breaks the host. */

@@ -4,7 +4,9 @@
 // relaying. The relay host is judged by what its kernel does with a backend's
 // reply (src/return-path.ts), whoever's rules do it. The end-to-end checks
 // send real traffic from a client-like address, and where they disagree with
-// the kernel's route lookup, they decide.
+// the kernel's route lookup, they decide. With --map-ipv4-prefix, IPv6
+// backends are probed from the IPv4 probe source mapped into the prefix too,
+// as relay would connect for an IPv4 client.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as net from 'node:net';
@@ -20,6 +22,7 @@ import type { Family } from './sys/sockaddr';
 import { assertTransparentAllowed, bindTransparentUdp, connectTransparent, getFileLimit, raiseFileLimit } from './sys';
 import { relayHostSteps, backendRecipes } from './routes';
 import { describeError } from './errors';
+import { isWellKnownPrefix, mapIpv4, WELL_KNOWN_WARNING } from './map-prefix';
 import { fdsNeeded } from './limits';
 
 /** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
@@ -49,9 +52,11 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
   const probes: ProbeOutcome[] = [];
   for (const backend of options.run.backends.map((b) => b.endpoint)) {
     for (const protocol of options.run.protocols) {
-      probes.push(privileged ? await checkEndToEnd(backend, protocol, options, returnPaths)
-        : { backend, protocol, result: { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`,
-          status: 'fail', detail: 'skipped: transparent sockets are not allowed (see above)' } });
+      for (const source of clientSources(backend.family, options)) {
+        probes.push(privileged ? await checkEndToEnd(backend, protocol, options, returnPaths, source)
+          : { backend, protocol, result: { name: `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)}`,
+            status: 'fail', detail: 'skipped: transparent sockets are not allowed (see above)' } });
+      }
     }
   }
   // Relay's own pieces are judged last: a probe may have shown replies delivered by rules doctor cannot read.
@@ -60,12 +65,40 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     ...privilege,
     fileLimit,
     ...checkRelayRoutes(options.routes, families, returnPaths),
+    ...checkMapPrefix(options.run),
     ...returnPaths.map((p) => p.result),
     ...options.run.listeners.map(checkListenAddress),
     ...families.map(checkForwarding),
     ...listens,
     ...gradePartial(probes, returnPaths).map((p) => p.result),
   ];
+}
+
+/**
+ * Where clients of a backend family come from, as relay would connect for
+ * them: the probe source of the family; for IPv6 backends with
+ * --map-ipv4-prefix also the IPv4 probe source mapped into it, and only that
+ * when relay listens on no IPv6 address (no IPv6 client can come).
+ */
+function clientSources(family: Family, options: DoctorOptions): string[] {
+  const prefix = options.run.mapIpv4Prefix;
+  if (family === 4 || !prefix) return [options.probeSources[family]];
+  const mapped = mapIpv4(prefix, options.probeSources[4]);
+  return options.run.listeners.some((l) => l.family === 6) ? [options.probeSources[6], mapped] : [mapped];
+}
+
+/** The prefix is used only with an IPv6 backend; the well-known one is accepted, with RFC 6052's reasons against it. */
+function checkMapPrefix(config: RelayConfig): CheckResult[] {
+  const prefix = config.mapIpv4Prefix;
+  if (!prefix) return [];
+  const name = `map-ipv4-prefix ${prefix.text}`;
+  if (isWellKnownPrefix(prefix)) {
+    return [{ name, status: 'warn', detail: WELL_KNOWN_WARNING,
+      fix: ['choose a /96 of your own IPv6 space for --map-ipv4-prefix, and route it via relay on the backends'] }];
+  }
+  const hasV6Backend = config.backends.some((b) => b.endpoint.family === 6);
+  return [ok(name, hasV6Backend ? 'IPv4 clients of IPv6 backends are relayed from it (see the end-to-end lines from it)'
+    : 'not used: no backend is IPv6')];
 }
 
 function checkPrivilege(family: Family): CheckResult {
@@ -106,7 +139,8 @@ function judgeReturnPaths(options: DoctorOptions): ReturnPath[] {
   const byAddress = new Map<string, { backend: Endpoint; verdict: ReturnPathVerdict }>();
   for (const { endpoint } of options.run.backends) {
     if (byAddress.has(endpoint.address)) continue;
-    const verdict = judgeReturnPath(endpoint, options.probeSources[endpoint.family], options.routes.fwmark, host);
+    // The relay host's verdict is the same for every client of a family (relay's local route covers all).
+    const verdict = judgeReturnPath(endpoint, clientSources(endpoint.family, options)[0], options.routes.fwmark, host);
     byAddress.set(endpoint.address, { backend: endpoint, verdict });
   }
   const judged = [...byAddress.values()];
@@ -332,9 +366,9 @@ interface ProbeOutcome {
 }
 
 async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions,
-  returnPaths: readonly ReturnPath[]): Promise<ProbeOutcome> {
-  const source = options.probeSources[backend.family];
-  const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}`;
+  returnPaths: readonly ReturnPath[], source: string): Promise<ProbeOutcome> {
+  const mapped = source !== options.probeSources[backend.family] ? ` (${options.probeSources[4]} in --map-ipv4-prefix)` : '';
+  const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}${mapped}`;
   if (protocol === 'udp' && !options.run.health.udpProbe) {
     // Not a failure: relay cannot guess a datagram the service answers, and
     // `relay --check` must not refuse to start for want of one.

@@ -7,7 +7,9 @@
 //      (`socket transparent 1`, a socket lookup in prerouting);
 //   2. an `ip rule` sends marked packets to relay's own routing table;
 //   3. that table holds `local 0.0.0.0/0 dev lo` (and `local ::/0`), so
-//      every destination is local there.
+//      every destination is local there. Replies to a --map-ipv4-prefix
+//      (an IPv4 client's address inside IPv6) are such destinations too:
+//      `local ::/0` covers them, and a step per prefix checks that it does.
 // Relay owns the nft table `inet relay`, its rule (by mark, table and
 // priority) and its table number; `remove` deletes the rule it finds, with
 // what belongs to it, and nothing when it finds none.
@@ -20,6 +22,8 @@ import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProb
 import { ConfigError, RelayError, echo } from './errors';
 import { listNft, markRules, NftRule } from './nft';
 import { hostRouting, otherLocalDeliveryRules, describeIpRule } from './return-path';
+import { MapPrefix, mapIpv4 } from './map-prefix';
+import { DEFAULT_PROBE_SOURCES } from './config';
 
 export const NFT_TABLE = 'relay';
 
@@ -56,6 +60,8 @@ export function relayHostSteps(config: RoutesConfig, families: readonly Family[]
   for (const family of families) {
     steps.push(ruleStep(config, family), localRouteStep(config, family));
   }
+  // After the family's own two steps (familySteps relies on that order).
+  if (families.includes(6)) steps.push(...(config.mapIpv4Prefixes ?? []).map((p) => mapPrefixStep(config, p)));
   return steps;
 }
 
@@ -138,6 +144,23 @@ function localRouteStep(config: RoutesConfig, family: Family): RouteStep {
   };
 }
 
+/**
+ * Replies to a mapped client (PREFIX + its IPv4 address) are delivered like
+ * any other: relay's `local ::/0` covers the prefix, and so does a `local`
+ * route for the prefix itself. Applied after ::/0, this step finds it present.
+ */
+function mapPrefixStep(config: RoutesConfig, prefix: MapPrefix): RouteStep {
+  const spec = ['local', prefix.text, 'dev', 'lo', 'table', String(config.table)];
+  return {
+    name: `IPv6 route: replies to --map-ipv4-prefix ${prefix.text} are local in table ${config.table} (local ::/0 or local ${prefix.text})`,
+    family: 6,
+    isPresent: () => listJson(['ip', '-j', '-6', 'route', 'show', 'table', String(config.table)]).some((r) =>
+      r.type === 'local' && (r.dst === 'default' || r.dst === '::/0' || r.dst === prefix.text) && r.dev === 'lo'),
+    applyCommands: [['ip', '-6', 'route', 'add', ...spec]],
+    removeCommands: [['ip', '-6', 'route', 'del', ...spec]],
+    pasteText: `# covered by local ::/0 above; on its own: ${formatCommand(['ip', '-6', 'route', 'replace', ...spec])}`,
+  };
+}
 
 /** The families this host can route: IPv6 may be disabled on the kernel command line. */
 export function hostFamilies(): Family[] {
@@ -368,11 +391,26 @@ export function backendRecipes(config: RoutesConfig, relayAddressFor = lookupRel
       `ip ${v} route replace default via ${relay} table ${config.table}`,
       `# (b) relay as the backend's gateway (all its traffic to clients goes through relay):`,
       `ip ${v} route replace default via ${relay}`,
+      ...(family === 6 ? mappedClientsRecipe(address, relay, config.mapIpv4Prefixes ?? []) : []),
       `# check: ip ${v} route get <client-address> from ${address}   -> must say "via ${relay}"`,
       '',
     );
   }
   return lines;
+}
+
+/**
+ * IPv4 clients relay maps into a prefix: (a) and (b) route them via relay
+ * already; a backend that serves only those needs just a route for the prefix.
+ */
+function mappedClientsRecipe(address: string, relay: string, prefixes: readonly MapPrefix[]): string[] {
+  if (prefixes.length === 0) return [];
+  return [
+    `# (c) IPv4 clients only, which relay maps into ${prefixes.map((p) => p.text).join(', ')} (--map-ipv4-prefix): ` +
+      'a route for the prefix via relay (IPv6 clients need (a) or (b)):',
+    ...prefixes.map((p) => `ip -6 route replace ${p.text} via ${relay}`),
+    ...prefixes.map((p) => `# check: ip -6 route get ${mapIpv4(p, DEFAULT_PROBE_SOURCES[4])} from ${address}   -> must say "via ${relay}"`),
+  ];
 }
 
 /** What (a) asks of the backend's service and address, beyond the two commands. */

@@ -9,6 +9,7 @@ import { createBalancer, Balancer, backendName } from './balance';
 import { HealthChecker } from './health';
 import { formatEndpoint, type Endpoint } from './addr';
 import { healthLink, healthKey } from './health-link';
+import { isWellKnownPrefix, WELL_KNOWN_WARNING } from './map-prefix';
 
 interface BackendPool {
   balancer: Balancer;
@@ -27,7 +28,8 @@ const RESTART_KEYS: Partial<Record<keyof RelayConfig, string>> = {
 const KEY_OF: Record<keyof RelayConfig, string> = {
   protocols: 'proto', listeners: 'listen', backends: 'backend', balance: 'balance', health: 'health-*',
   keepClientPort: 'keep-client-port', connectTimeoutMs: 'connect-timeout', idleTimeoutMs: 'idle-timeout',
-  drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch', maxConns: 'max-conns',
+  drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch',
+  mapIpv4Prefix: 'map-ipv4-prefix', maxConns: 'max-conns',
   maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
   logLevel: 'log-level', reusePort: 'workers',
 };
@@ -57,6 +59,7 @@ export class Service {
   /** Listen on every address for every protocol; on a failure, close what opened and throw. */
   async start(): Promise<void> {
     const config = this.current;
+    this.warnAboutPrefix(config);
     // Each protocol has its own balancer and health: DNS over TCP and over UDP
     // can fail independently on one backend address.
     if (config.protocols.includes('tcp')) {
@@ -92,7 +95,15 @@ export class Service {
       ...(this.udp ? { maxSessions: config.maxSessions, sessionTimeoutMs: config.sessionTimeoutMs,
         udpResponses: config.udpResponses } : {}),
       onFamilyMismatch: config.onFamilyMismatch,
+      ...(config.mapIpv4Prefix ? { mapIpv4Prefix: config.mapIpv4Prefix.text } : {}),
     };
+  }
+
+  /** Accepted, but named at start and at each reload that sets it: it is usually a real NAT64's prefix. */
+  private warnAboutPrefix(config: RelayConfig): void {
+    if (config.mapIpv4Prefix && isWellKnownPrefix(config.mapIpv4Prefix)) {
+      this.log.warn({ mapIpv4Prefix: config.mapIpv4Prefix.text }, `--map-ipv4-prefix: ${WELL_KNOWN_WARNING}`);
+    }
   }
 
   /**
@@ -124,6 +135,7 @@ export class Service {
       ...Object.fromEntries(needsRestart.map((k) => [k, previous[k]])),
     });
     this.current = effective;
+    if (applied.includes('mapIpv4Prefix')) this.warnAboutPrefix(effective);
     const removed = new Set(change.backendsRemoved);
     if (this.tcp) {
       this.tcp.pool = this.replacePool(this.tcp.pool, effective, 'tcp');

@@ -82,6 +82,10 @@ const BAD: [string[], number, RegExp][] = [
   [[...run, '--balance', 'x\nrelay: all good'], 2, /^relay: .*x\\nrelay: all good/],
   [[...run, '--balance', `${ESC}[31mred`], 2, /^relay: .*\\x1b\[31mred/],
   [[`--${ESC}[2J`], 2, /^relay: Unknown option '--\\x1b\[2J'/],
+  // issue 17: a --map-ipv4-prefix is one of RFC 6052's lengths, an IPv6 prefix, with no bits past its length
+  [[...run, '--map-ipv4-prefix', '2001:db8:64::/80'], 2, /^relay: --map-ipv4-prefix 2001:db8:64::\/80: the length must be \/96 or another of RFC 6052's/],
+  [[...run, '--map-ipv4-prefix', '192.0.2.0/24'], 2, /^relay: --map-ipv4-prefix must be an IPv6 prefix such as 2001:db8:64::\/96/],
+  [[...run, '--map-ipv4-prefix', '2001:db8:64::1/96'], 2, /^relay: --map-ipv4-prefix 2001:db8:64::1\/96 has bits set past \/96: write 2001:db8:64::\/96/],
 ];
 
 t.test('bad inputs: one line naming the value, a pointer to --help, exit 2', async (t) => {

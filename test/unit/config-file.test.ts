@@ -151,3 +151,13 @@ t.test('the example in docs/configuration.md is a valid configuration', async (t
   t.same(file.services.map((s) => s.name), ['dns', 'smtp', 'game']);
   t.same(file.services.map((s) => s.run.protocols), [['udp', 'tcp'], ['tcp'], ['udp']]);
 });
+
+t.test('map-ipv4-prefix is a service key: printed in the effective configuration, read back the same', async (t) => {
+  const text = `[[service]]\nname = "web"\nlisten = ["0.0.0.0:80"]\nbackend = ["[2001:db8:51::20]:80"]\nmap-ipv4-prefix = "2001:db8:64::/96"\n`;
+  const file = parseConfigText(text, 'f.toml');
+  t.equal(file.services[0].run.mapIpv4Prefix?.text, '2001:db8:64::/96');
+  const effective = formatEffective(file);
+  t.match(effective, 'map-ipv4-prefix = "2001:db8:64::/96"');
+  t.equal(parseConfigText(effective, 'again.toml').services[0].run.mapIpv4Prefix?.text, '2001:db8:64::/96');
+  t.throws(() => parseConfigText(text.replace('/96', '/80'), 'f.toml'), /^f\.toml:5: service\[0\]\.map-ipv4-prefix: .*the length must be \/96/);
+});

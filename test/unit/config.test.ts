@@ -215,3 +215,14 @@ t.test('echoed values are cut and escaped', async (t) => {
   t.throws(() => run([...base, `--\u001b]0;pwned\u0007`]), { message: "Unknown option '--\\x1b]0;pwned\\x07'" });
   t.throws(() => run([...base, '--health-udp-probe', 'z'.repeat(1000)]), /got 'z{200}\.\.\. \(800 more\)'$/);
 });
+
+t.test('--map-ipv4-prefix: a run takes one, its routes and routes print take it too; none by default', async (t) => {
+  t.equal(run(base).mapIpv4Prefix, undefined);
+  const options = buildRunOptions(parseFlags([...base, '--map-ipv4-prefix', '2001:DB8:64::/96'], RUN_FLAGS));
+  t.equal(options.run.mapIpv4Prefix?.text, '2001:db8:64::/96');
+  t.same(options.routes.mapIpv4Prefixes?.map((p) => p.text), ['2001:db8:64::/96'], 'doctor checks the relay host for it');
+  const routes = buildRoutesConfig(parseFlags(['--map-ipv4-prefix', '2001:db8:64::/96', '--map-ipv4-prefix', '2001:db8:64::/96',
+    '--map-ipv4-prefix', '2001:db8:100::/40'], ROUTES_FLAGS));
+  t.same(routes.mapIpv4Prefixes?.map((p) => p.text), ['2001:db8:64::/96', '2001:db8:100::/40'], 'each once');
+  t.throws(() => run([...base, '--map-ipv4-prefix', '2001:db8:64::/80']), ConfigError);
+});

@@ -1,7 +1,8 @@
 // `relay routes remove` decides from the host's listings, injected here: it
 // removes relay's rule as given and what belongs to it, or nothing. No root.
 import t from 'tap';
-import { planRemoval, RoutingListing, backendRecipes, addRuleOnce } from '../../src/routes';
+import { parseMapPrefix } from '../../src/map-prefix';
+import { planRemoval, RoutingListing, backendRecipes, addRuleOnce, relayHostSteps } from '../../src/routes';
 import { parseEndpoint } from '../../src/addr';
 import { buildRoutesConfig, parseFlags, ROUTES_FLAGS, IpRule } from '../../src/config';
 
@@ -72,4 +73,20 @@ t.test('backend recipes: a looked-up loopback or unspecified address is no gatew
 t.test('a rule line safe to paste twice', async (t) => {
   t.equal(addRuleOnce(4, ['from', '198.51.100.20', 'lookup', '2017', 'priority', '2017']),
     '[ -n "$(ip -4 rule show from 198.51.100.20 lookup 2017 priority 2017)" ] || ip -4 rule add from 198.51.100.20 lookup 2017 priority 2017');
+});
+
+t.test('--map-ipv4-prefix: the relay host checks replies to it are local; an IPv6 backend\'s recipe gains (c)', async (t) => {
+  const prefix = parseMapPrefix('2001:db8:64::/96');
+  const config = { fwmark: 0x5e1a, table: 2017, rulePriority: 2017, relayAddresses: ['2001:db8:51::1', '198.51.100.1'],
+    backends: [parseEndpoint('198.51.100.20:80'), parseEndpoint('[2001:db8:51::20]:80')], mapIpv4Prefixes: [prefix] };
+  const steps = relayHostSteps(config, [4, 6]);
+  t.same(steps.map((s) => s.name.split(':')[0]), ['nftables table inet relay marks transparent-socket packets 0x5e1a',
+    'IPv4 rule', 'IPv4 route', 'IPv6 rule', 'IPv6 route', 'IPv6 route'], 'after the family\'s own rule and route');
+  t.match(steps[5].pasteText, 'ip -6 route replace local 2001:db8:64::/96 dev lo table 2017');
+  t.equal(relayHostSteps(config, [4]).length, 3, 'no IPv6 on the host: no step for the prefix');
+  const text = backendRecipes(config, () => undefined).join('\n');
+  t.match(text, '# (c) IPv4 clients only, which relay maps into 2001:db8:64::/96');
+  t.match(text, 'ip -6 route replace 2001:db8:64::/96 via 2001:db8:51::1\n');
+  t.match(text, '# check: ip -6 route get 2001:db8:64::c000:2fe from 2001:db8:51::20');
+  t.equal(text.split('(c)').length - 1, 1, 'only the IPv6 backend');
 });

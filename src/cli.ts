@@ -4,7 +4,7 @@
 import { ConfigError, describeError, echo, ECHO_LIMIT } from './errors';
 import {
   RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RELOAD_FLAGS, WITH_CONFIG_FLAGS, RunOptions, ParsedValues, parseFlags,
-  buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel,
+  buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel, buildAdminOptions,
 } from './config';
 import type { FileConfig } from './config-file';
 import { assertSupportedPlatform } from './sys/platform';
@@ -37,12 +37,14 @@ async function main(argv: string[]): Promise<number> {
   if (values.config !== undefined) return configRun(values);
   if (values['check-config']) throw new ConfigError('--check-config checks a configuration file: give --config FILE');
   const options = await runOptionsFrom(values);
+  const admin = buildAdminOptions(values);
   if (values.check && !(await checksAllowStart([options], values))) return 1;
   const { runRelay } = await import('./run');
   await runRelay({
     services: [{ name: 'default', run: options.run }],
     logLevel: options.run.logLevel,
     pidFile: typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined,
+    admin,
   });
   return -1; // keep running until a signal
 }
@@ -82,6 +84,7 @@ async function configRun(values: ParsedValues): Promise<number> {
     configPath: path,
     pidFile: file.global.pidFile,
     reread: () => loadCheckedFile(path),
+    admin: file.global.admin,
   });
   return -1;
 }

@@ -1,6 +1,8 @@
 // The admin keys: loopback or a unix socket unless admin-allow-remote; the
 // same rules from flags and from a configuration file. Pure, no root.
 import t from 'tap';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { buildAdminOptions, parseFlags, RUN_FLAGS } from '../../src/config';
 import { parseConfigText, formatEffective } from '../../src/config-file';
 import { ConfigError } from '../../src/errors';
@@ -47,4 +49,19 @@ t.test('connect-time buckets: each observation lands in the first bucket that ho
   t.equal(c.connectBuckets[3], 1, '3 ms: le 5 ms');
   t.equal(c.connectBuckets[CONNECT_SECONDS_BUCKETS.length], 1, '60 s: +Inf');
   t.equal(c.connectBuckets.reduce((a, b) => a + b, 0), 4);
+});
+
+t.test('docs/operations.md lists every relay_* metric /metrics serves, and no other', async (t) => {
+  const { createMetricsRegistry } = await import('../../src/admin/metrics');
+  const registry = createMetricsRegistry(() => [], '0.0.0');
+  const served = new Set([...(await registry.metrics()).matchAll(/^# TYPE (relay_[a-z_]+) /gm)].map((m) => m[1]));
+  const ops = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'operations.md'), 'utf8');
+  const documented = new Set([...ops.matchAll(/^\| `(relay_[a-z_]+)` \|/gm)].map((m) => m[1]));
+  t.ok(served.size > 15, `${served.size} relay_* families`);
+  t.same([...served].filter((m) => !documented.has(m)), [], 'every served metric is documented');
+  t.same([...documented].filter((m) => !served.has(m)), [], 'every documented metric is served');
+  const monitoring = fs.readFileSync(path.join(__dirname, '..', '..', 'docs', 'monitoring.md'), 'utf8');
+  const named = new Set([...monitoring.matchAll(/\b(relay_[a-z_]+?)(?:_bucket)?\b/g)].map((m) => m[1]));
+  t.same([...named].filter((m) => !served.has(m)), [], 'monitoring.md queries only metrics that exist');
+  t.doesNotThrow(() => JSON.parse(/```json\n([\s\S]*?)```/.exec(monitoring)![1]), 'the Grafana dashboard is valid JSON');
 });

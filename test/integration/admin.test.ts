@@ -13,7 +13,7 @@ import {
 import type { Namespace, Topology, SpawnedProcess } from './lab-fixture';
 import { waitForListener } from '../../src/lab/netns';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
-import { cliPath } from '../../src/lab/topology';
+import { cliPath, startRelay } from '../../src/lab/topology';
 
 const b = (port: number) => formatEndpoint(ADDR.backend4, port);
 
@@ -161,6 +161,27 @@ t.test('admin API and metrics', { skip: !canRunLab && SKIP_REASON }, async (t) =
     t.equal(api(`/backends/default/${b(7720)}/drain`, 'GET').status, 405, 'GET on a POST endpoint: 405');
     t.equal(api('/healthz', 'GET').body.trim(), 'ok', '/healthz: ok');
     t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+    await proc.stop('SIGTERM');
+  });
+
+  t.test('a reload ends a drain; services are found by their name', async (t) => {
+    await toolServer(topo, 'echo', 7750, [ADDR.backend4]);
+    await toolServer(topo, 'echo', 7751, [ADDR.backend4]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-admin-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'relay.toml');
+    fs.writeFileSync(file, `admin = "127.0.0.1:9907"\npid-file = "${path.join(dir, 'relay.pid')}"\n\n[[service]]\nname = "web"\n` +
+      `listen = ["${ADDR.relayClientSide4}:7752"]\nbackend = ["${b(7750)}", "${b(7751)}"]\nhealth-interval = "0s"\n`);
+    const proc = await startRelay(topo.lab, topo.relay, ['--config', file]);
+    await waitForListener(topo.relay, 'tcp', 9907);
+    const state = () => JSON.parse(request(topo.relay, 'GET', 'http://127.0.0.1:9907/status').body)
+      .services[0].tcp.backends.find((x: { backend: string }) => x.backend === b(7750)).state;
+    t.equal(request(topo.relay, 'POST', `http://127.0.0.1:9907/backends/web/${b(7750)}/drain`).status, 200);
+    t.equal(state(), 'drained');
+    process.kill(relayPid(proc), 'SIGHUP');
+    const reloaded = await eventually(() => relayLogs(proc, 'configuration reloaded')[0], 5000, 'the reload line');
+    t.match(reloaded, { changes: { web: { undrained: [b(7750)] } } }, 'the reload line names the backend put back');
+    t.equal(state(), 'up', 'back in rotation after the reload');
     await proc.stop('SIGTERM');
   });
 

@@ -24,27 +24,26 @@ function request(ns: Namespace, method: string, url: string, headers: string[] =
   return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
 }
 
-/** The value of the sample of name whose labels include labels, or undefined when there is none. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+/** The samples of name in a /metrics text whose labels include labels. */
+function samples(text: string, name: string, labels: Record<string, string>): number[] {
+  const values: number[] = [];
   for (const line of text.split('\n')) {
     const match = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!match || match[1] !== name) continue;
     const have = Object.fromEntries([...(match[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) return Number(match[3]);
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) values.push(Number(match[3]));
   }
-  return undefined;
+  return values;
 }
 
-/** The sum of every sample of name whose labels include labels. */
+/** The first such sample's value, or undefined when there is none. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  return samples(text, name, labels)[0];
+}
+
+/** The sum of every such sample. */
 function total(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(match[3]);
-  }
-  return sum;
+  return samples(text, name, labels).reduce((a, b) => a + b, 0);
 }
 
 /** relay with an admin listener on port: started, and the admin listener up (it opens after the data path's). */

@@ -184,6 +184,26 @@ t.test('admin API and metrics', { skip: !canRunLab && SKIP_REASON }, async (t) =
     await proc.stop('SIGTERM');
   });
 
+  t.test('a unix socket: /healthz and a drain through it; a stale socket file is replaced', async (t) => {
+    await toolServer(topo, 'echo', 7760, [ADDR.backend4]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-admin-'));
+    t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const socket = path.join(dir, 'admin.sock');
+    for (let start = 0; start < 2; start++) {
+      // The second start finds the first one's socket file (SIGKILL leaves it): it must not fail with EADDRINUSE.
+      const proc = await relay(topo, ['--listen', '0.0.0.0:7761', '--backend', b(7760), '--admin', socket]);
+      await eventually(() => fs.existsSync(socket) || undefined, 5000, 'the admin socket');
+      const health = await eventually(() => {
+        const out = topo.relay.tryRun('curl', '-s', '--unix-socket', socket, 'http://relay/healthz');
+        return out.ok && out.stdout.trim() === 'ok' ? out.stdout : undefined;
+      }, 5000, '/healthz over the socket');
+      t.equal(health.trim(), 'ok', `start ${start + 1}: /healthz over the unix socket`);
+      const drained = topo.relay.run('curl', '-s', '--unix-socket', socket, '-X', 'POST', `http://relay/backends/default/${b(7760)}/drain`);
+      t.match(JSON.parse(drained), { drained: true }, 'a POST over the socket needs no token');
+      await proc.stop('SIGKILL');
+    }
+  });
+
   t.test('off loopback: refused without admin-allow-remote; with it, POST needs the token (401)', async (t) => {
     await toolServer(topo, 'echo', 7740, [ADDR.backend4]);
     const refused = topo.relay.tryRun(process.execPath, cliPath(), '--listen', '0.0.0.0:7741',

@@ -13,6 +13,7 @@ import { SysError, describeError } from '../src/errors';
 import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
 import { openUpstream, UpstreamSockets } from './upstream';
+import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -32,6 +33,8 @@ export interface TcpStats {
   closed: number;
   /** Connections closed because relay's own handling of them threw (logged with the stack). */
   internalErrors: number;
+  /** Connections that got a backend and ended, by why (the reasons their close lines give). */
+  closedBy: Record<EndReason, number>;
 }
 
 /**
@@ -45,7 +48,7 @@ interface ConnectionOwner {
    * client log names.
    */
   connectFailed(backend: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog):
-    { upstream: TcpHandle; backend: WeightedBackend } | undefined;
+    { upstream: TcpHandle; backend: WeightedBackend; counters: BackendCounters } | undefined;
   /** The connection no longer uses this backend. */
   release(backend: WeightedBackend): void;
   /** The backend accepted the connection (passive health: a success). */
@@ -58,16 +61,20 @@ interface ConnectionOwner {
 
 
 /** Why a connection ended, as logged. */
-type EndReason =
-  | 'done' | 'client reset' | 'backend reset' | 'idle timeout' | 'connect timeout'
-  | 'backend refused' | 'backend unreachable' | 'upstream error' | 'client error' | 'shutdown' | 'internal error'
-  | 'backend removed';
+export const END_REASONS = [
+  'done', 'client reset', 'backend reset', 'idle timeout', 'connect timeout', 'backend refused', 'backend unreachable',
+  'upstream error', 'client error', 'shutdown', 'internal error', 'backend removed',
+] as const;
+type EndReason = (typeof END_REASONS)[number];
 
 export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
+    closedBy: Object.fromEntries(END_REASONS.map((r) => [r, 0])) as Record<EndReason, number>,
   };
+  /** Per backend, bumped in place by the connections (read by /metrics). */
+  readonly backends = new BackendCounterTable();
   private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
   /** Flushed at shutdown, so counts held back in a window are not lost. */
@@ -111,6 +118,7 @@ export class TcpRelay implements ConnectionOwner {
     this.balancer = balancer;
     this.health = health;
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.backends.forgetObjects();
   }
 
   /**
@@ -177,19 +185,27 @@ export class TcpRelay implements ConnectionOwner {
       client.reset();
       return;
     }
-    this.balancer.onOpen(backend);
     const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint);
     const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, connLog);
     if (!upstream) {
-      this.balancer.onClose(backend);
       client.close();
       return;
     }
-    this.open.add(new ProxiedConnection(client, upstream, backend, this, this.config, connLog));
+    const counters = this.take(backend);
+    this.open.add(new ProxiedConnection(client, upstream, backend, counters, this, this.config, connLog));
+  }
+
+  /** A connection now uses backend: the balancer and the backend's counters count it. */
+  private take(backend: WeightedBackend): BackendCounters {
+    this.balancer.onOpen(backend);
+    const counters = this.backends.of(backend);
+    counters.opened++;
+    return counters;
   }
 
   release(backend: WeightedBackend): void {
     this.balancer.onClose(backend);
+    this.backends.of(backend).closed++;
   }
 
   connected(backend: WeightedBackend): void {
@@ -197,7 +213,9 @@ export class TcpRelay implements ConnectionOwner {
   }
 
   closed(connection: ProxiedConnection): void {
-    if (this.open.delete(connection)) this.stats.closed++;
+    if (!this.open.delete(connection)) return;
+    this.stats.closed++;
+    this.stats.closedBy[connection.endReason]++;
   }
 
   internalError(error: unknown, log: ConnectionLog): void {
@@ -211,9 +229,10 @@ export class TcpRelay implements ConnectionOwner {
    */
   connectFailed(
     failed: WeightedBackend, reason: string, retry: boolean, log: ConnectionLog,
-  ): { upstream: TcpHandle; backend: WeightedBackend } | undefined {
+  ): { upstream: TcpHandle; backend: WeightedBackend; counters: BackendCounters } | undefined {
     this.health?.reportFailure(failed.endpoint, reason);
-    this.balancer.onClose(failed);
+    this.backends.of(failed).connectFailures++;
+    this.release(failed);
     if (!retry) return undefined;
     // Under reject, a backend of the other family would only be refused (unless the client's address is
     // mapped into IPv6): no retry beats a wasted one.
@@ -221,16 +240,14 @@ export class TcpRelay implements ConnectionOwner {
     const next = this.balancer.pickOther({ address: log.clientAddress, family }, failed,
       this.config.onFamilyMismatch === 'reject' && !(family === 4 && this.config.mapIpv4Prefix));
     if (!next) return undefined;
-    this.balancer.onOpen(next);
     log.setBackend(next.endpoint); // what openUpstream logs is about the backend tried now
     const upstream = this.openUpstream(log.clientAddress, log.clientPort, next.endpoint, log);
     if (!upstream) {
       log.setBackend(failed.endpoint); // the connection's last line is about the connect that failed
-      this.balancer.onClose(next);
       return undefined;
     }
     this.stats.retried++;
-    return { upstream, backend: next };
+    return { upstream, backend: next, counters: this.take(next) };
   }
 
   /**
@@ -315,17 +332,26 @@ class ProxiedConnection implements FaultOwner {
   /** Whether this.backend has been handed back to the balancer. */
   private released = false;
   private retried = false;
+  /** When the current connect began (performance.now()), for the connect-time histogram. */
+  private connectStartedAt = 0;
 
   constructor(
     private readonly client: TcpHandle,
     private upstream: TcpHandle,
     private backend: WeightedBackend,
+    /** The backend's counters, bumped in place (no lookup per chunk). */
+    private counters: BackendCounters,
     private readonly owner: ConnectionOwner,
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
   ) {
     client.owner = this;
     this.connectUpstream();
+  }
+
+  /** Why it ended, once it has. */
+  get endReason(): EndReason {
+    return this.reason ?? 'done';
   }
 
   /** ADDR:PORT of the backend it uses now (a reload may retire it). */
@@ -338,6 +364,7 @@ class ProxiedConnection implements FaultOwner {
     upstream.owner = this;
     const target = this.backend.endpoint;
     this.timer = setTimeout(() => this.guarded(() => this.fail('connect timeout')), this.config.connectTimeoutMs);
+    this.connectStartedAt = performance.now();
     upstream.connect(target.address, target.port, target.family, (err) => {
       if (upstream !== this.upstream || this.ending) return; // an attempt already given up on
       if (err) this.fail(connectFailureReason(err.code), err);
@@ -353,6 +380,7 @@ class ProxiedConnection implements FaultOwner {
   private onConnected(): void {
     clearTimeout(this.timer);
     this.connected = true;
+    this.counters.observeConnect((performance.now() - this.connectStartedAt) / 1000);
     this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
     // The client has not been read from until now (the kernel held its
@@ -376,8 +404,13 @@ class ProxiedConnection implements FaultOwner {
       data: (chunk) => {
         this.lastActivity = Date.now();
         if (side === 'client' && this.bytesFromClient === 0) injectFault('tcp-connection', this.log.clientPort);
-        if (side === 'client') this.bytesFromClient += chunk.length;
-        else this.bytesToClient += chunk.length;
+        if (side === 'client') {
+          this.bytesFromClient += chunk.length;
+          this.counters.bytesFromClient += chunk.length;
+        } else {
+          this.bytesToClient += chunk.length;
+          this.counters.bytesToClient += chunk.length;
+        }
         // A backend that closes after its reply (HTTP with Connection: close,
         // SMTP's QUIT, ...) must close first through relay too: a client that
         // gets the reply before the FIN closes first and keeps the TIME_WAIT,
@@ -496,6 +529,7 @@ class ProxiedConnection implements FaultOwner {
       this.upstream.close(); // the failed attempt: not one of the two sockets this connection counts
       this.upstream = next.upstream;
       this.backend = next.backend;
+      this.counters = next.counters;
       this.released = false;
       this.log.warn({ failedBackend: formatEndpoint(failed.endpoint.address, failed.endpoint.port), failure: reason,
         ...(err?.code ? { code: err.code } : {}) }, 'backend connect failed: trying another backend');

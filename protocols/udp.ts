@@ -19,6 +19,7 @@ import { injectFault } from '../src/faults';
 import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
 import { ListenerOwner, UdpListener, UdpListeners } from './udp-listeners';
 import { openUpstream, UpstreamOutcomes, UpstreamSockets } from './upstream';
+import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
 
 export interface UdpStats {
   sessionsOpened: number;
@@ -57,6 +58,8 @@ class UdpSession {
     readonly clientAddress: string,
     readonly clientPort: number,
     readonly backend: WeightedBackend,
+    /** The backend's counters, bumped in place per datagram (no lookup). */
+    readonly counters: BackendCounters,
   ) {
     this.clientSockaddr = encodeSockaddr(clientAddress, clientPort);
   }
@@ -70,6 +73,8 @@ export class UdpRelay implements ListenerOwner {
     droppedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
     internalErrors: 0,
   };
+  /** Per backend, bumped in place by the sessions (read by /metrics). */
+  readonly backends = new BackendCounterTable();
   private readonly listeners: UdpListeners;
   private readonly sessions: SessionTable<UdpSession>;
   private readonly evictionLog: RateLimitedLog;
@@ -129,6 +134,7 @@ export class UdpRelay implements ListenerOwner {
     this.balancer = balancer;
     this.health = health;
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.backends.forgetObjects();
   }
 
   /**
@@ -184,6 +190,8 @@ export class UdpRelay implements ListenerOwner {
     if (!session) return;
     session.datagramsFromClient++;
     session.bytesFromClient += datagram.length;
+    session.counters.datagramsFromClient++;
+    session.counters.bytesFromClient += datagram.length;
     this.toBackends.push(session);
     this.datagramsToBackends.push(datagram);
   }
@@ -217,7 +225,9 @@ export class UdpRelay implements ListenerOwner {
     const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, (source) => { mappedFrom = source; });
     if (!upstream) return undefined;
     this.balancer.onOpen(backend);
-    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend);
+    const counters = this.backends.of(backend);
+    counters.opened++;
+    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend, counters);
     session.upstreamSource = mappedFrom;
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
@@ -293,6 +303,8 @@ export class UdpRelay implements ListenerOwner {
     }
     session.datagramsToClient++;
     session.bytesToClient += reply.length;
+    session.counters.datagramsToClient++;
+    session.counters.bytesToClient += reply.length;
     session.listener.replies.add(reply, session.clientSockaddr);
     // Like nginx's proxy_responses: N replies expected per client datagram, so
     // two queries in flight on one port (a resolver's A and AAAA) both get answers.
@@ -343,6 +355,7 @@ export class UdpRelay implements ListenerOwner {
     session.closed = true;
     session.upstream.close();
     this.balancer.onClose(session.backend);
+    session.counters.closed++;
     this.stats.sessionsEnded[reason]++;
     // The fields are built only for a line that is written: with one reply
     // per session (DNS) this runs for every request, and at warn it is silent.

@@ -4,7 +4,7 @@
 import { ConfigError, describeError, echo, ECHO_LIMIT } from './errors';
 import {
   RUN_FLAGS, ROUTES_FLAGS, DOCTOR_FLAGS, RELOAD_FLAGS, WITH_CONFIG_FLAGS, RunOptions, ParsedValues, parseFlags,
-  buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel,
+  buildRunOptions, buildRoutesConfig, checkAgainstHost, usage, parseLogLevel, buildAdminOptions,
 } from './config';
 import type { FileConfig } from './config-file';
 import type { LogLevel } from './config';
@@ -41,6 +41,8 @@ async function main(argv: string[]): Promise<number> {
   const options = await runOptionsFrom(values);
   const workers = parseWorkers(values.workers);
   const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined;
+  const admin = buildAdminOptions(values);
+  refuseAdminWithWorkers(workers, admin);
   const role = workerRole();
   if (values.check && !role && !(await checksAllowStart([options], values))) return 1;
   if (workers > 1 && !role) return startPrimary(workers, options.run.logLevel, pidFile);
@@ -50,8 +52,21 @@ async function main(argv: string[]): Promise<number> {
     logLevel: options.run.logLevel,
     pidFile: role ? undefined : pidFile,
     worker: role,
+    admin,
   });
   return -1; // keep running until a signal
+}
+
+/**
+ * Until the primary gathers the workers' figures, an admin listener per
+ * worker would report one worker's share as the relay's (and clash on its
+ * port): refuse the pair rather than mislead.
+ */
+function refuseAdminWithWorkers(workers: number, admin: unknown): void {
+  if (workers > 1 && admin !== undefined) {
+    throw new ConfigError('--admin with --workers is not supported yet: /metrics and /status would show one worker, ' +
+      'not the relay; run one worker with --admin, or workers without it');
+  }
 }
 
 /** --workers N: this process supervises N copies of itself (src/workers.ts) and serves nothing. */
@@ -90,6 +105,7 @@ async function configRun(values: ParsedValues): Promise<number> {
   if (values.check && !role && !(await checksAllowStart(serviceOptions(file), values))) return 1;
   const flagLevel = values['log-level'] !== undefined ? parseLogLevel(values['log-level']) : undefined;
   const logLevel = flagLevel ?? file.global.logLevel;
+  refuseAdminWithWorkers(file.global.workers, file.global.admin);
   if (file.global.workers > 1 && !role) return startPrimary(file.global.workers, logLevel, file.global.pidFile, path);
   const { runRelay } = await import('./run');
   await runRelay({
@@ -100,6 +116,7 @@ async function configRun(values: ParsedValues): Promise<number> {
     pidFile: role ? undefined : file.global.pidFile,
     worker: role,
     reread: () => loadCheckedFile(path),
+    admin: file.global.admin,
   });
   return -1;
 }

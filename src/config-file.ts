@@ -9,7 +9,7 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import { ConfigError, echo } from './errors';
 import {
   DATA_PATH_FLAGS, LogLevel, ParsedValues, RelayConfig, RoutesConfig, RunOptions, buildRunConfig, parseLogLevel,
-  buildRoutesConfig, buildProbeOptions, DEFAULT_PID_FILE,
+  buildRoutesConfig, buildProbeOptions, DEFAULT_PID_FILE, ADMIN_FLAGS, AdminOptions, buildAdminOptions,
 } from './config';
 import { Endpoint, formatEndpoint, isWildcard, listenAddressProblem, parseEndpoint, backendAddressProblem } from './addr';
 import { parseBackend } from './balance';
@@ -18,7 +18,10 @@ import { parseWorkers } from './workers';
 
 
 /** Keys of the top level: the process's, not any one service's. */
-export const GLOBAL_KEYS = ['log-level', 'fwmark', 'table', 'priority', 'pid-file', 'probe-source', 'probe-timeout', 'workers'] as const;
+export const GLOBAL_KEYS = [
+  'log-level', 'fwmark', 'table', 'priority', 'pid-file', 'probe-source', 'probe-timeout', 'workers', 'admin',
+  'admin-allow-remote', 'admin-token-file',
+] as const;
 
 /** A service's keys: the data-path flags, less log-level (global), plus its name. */
 const SERVICE_KEYS = ['name', ...Object.keys(DATA_PATH_FLAGS).filter((k) => k !== 'log-level')];
@@ -37,6 +40,8 @@ export interface GlobalConfig {
   readonly routes: RoutesConfig;
   /** The end-to-end probes' options (probe-source, probe-timeout). */
   readonly probes: Pick<RunOptions, 'probeSources' | 'probeTimeoutMs'>;
+  /** The admin listener (admin, admin-allow-remote, admin-token-file); undefined: none. */
+  readonly admin?: AdminOptions;
   /** The raw global values, as flags would give them (for `relay routes --config`). */
   readonly values: ParsedValues;
 }
@@ -98,6 +103,7 @@ function globalConfig(doc: Record<string, unknown>, where: Locator): GlobalConfi
     workers: where.wrap(-1, 'workers', () => parseWorkers(values.workers, 'workers')),
     routes: where.wrap(-1, undefined, () => buildRoutesConfig(values)),
     probes: where.wrap(-1, undefined, () => buildProbeOptions(values)),
+    admin: where.wrap(-1, undefined, () => buildAdminOptions(values)),
     values,
   });
 }
@@ -148,7 +154,7 @@ function flagValue(value: unknown, key: string, multiple: boolean, where: Locato
     });
   }
   if (key === 'proto' && Array.isArray(value) && value.every((v) => typeof v === 'string')) return value.join(',');
-  const spec = DATA_PATH_FLAGS[key];
+  const spec = DATA_PATH_FLAGS[key] ?? ADMIN_FLAGS[key];
   if (spec?.type === 'boolean') {
     if (typeof value !== 'boolean') throw where.error(index, key, `must be true or false: got ${shown(value)}`);
     return value;
@@ -283,9 +289,17 @@ export function formatEffective(file: FileConfig): string {
     `fwmark = 0x${g.routes.fwmark.toString(16)}`,
     `table = ${g.routes.table}`,
     `priority = ${g.routes.rulePriority}`,
+    ...adminLines(g.admin),
   ];
   for (const { name, run } of file.services) lines.push('', '[[service]]', `name = "${name}"`, ...serviceLines(run));
   return `${lines.join('\n')}\n`;
+}
+
+function adminLines(admin: AdminOptions | undefined): string[] {
+  if (admin === undefined) return ['# admin: none (no /metrics, no admin API)'];
+  const where = admin.listen.kind === 'unix' ? admin.listen.path : formatEndpoint(admin.listen.endpoint.address, admin.listen.endpoint.port);
+  return [`admin = "${where}"`, `admin-allow-remote = ${admin.allowRemote}`,
+    ...(admin.tokenFile ? [`admin-token-file = "${admin.tokenFile}"`] : [])];
 }
 
 function serviceLines(run: RelayConfig): string[] {

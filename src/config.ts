@@ -200,12 +200,60 @@ const CONFIG_FLAG: FlagSpec = { type: 'string', value: 'FILE',
 const PID_FILE_FLAG: FlagSpec = { type: 'string', value: 'FILE',
   help: `where relay writes its pid and relay reload looks (default with --config: ${DEFAULT_PID_FILE})` };
 
+/** The admin listener: global keys in a file, flags on a run. */
+export const ADMIN_FLAGS: Record<string, FlagSpec> = {
+  admin: { type: 'string', value: 'ADDR:PORT|PATH',
+    help: 'serve GET /metrics (Prometheus), /healthz, /status and POST /backends/SERVICE/ADDR:PORT/drain|enable here; ' +
+      'a loopback address or a unix socket path unless --admin-allow-remote (default: none)' },
+  'admin-allow-remote': { type: 'boolean',
+    help: 'let --admin listen on an address other than loopback; POST then needs the token of --admin-token-file' },
+  'admin-token-file': { type: 'string', value: 'FILE',
+    help: 'a file holding the bearer token every admin POST must carry (Authorization: Bearer TOKEN)' },
+};
+
+/** Where the admin API listens, and who may change things through it. */
+export interface AdminOptions {
+  readonly listen: { readonly kind: 'tcp'; readonly endpoint: Endpoint } | { readonly kind: 'unix'; readonly path: string };
+  readonly allowRemote: boolean;
+  /**
+   * POST requires the bearer token this file holds. Undefined: on loopback or
+   * a unix socket POST needs none; on a remote address every POST is refused.
+   */
+  readonly tokenFile?: string;
+}
+
+/**
+ * --admin and its companions, or undefined when there is no admin listener.
+ * Off loopback the API can be reached by anyone who can route to relay, and
+ * its POSTs take backends out of rotation: so a remote address must be asked
+ * for (admin-allow-remote), and then POST always needs the token.
+ */
+export function buildAdminOptions(values: ParsedValues): AdminOptions | undefined {
+  const raw = values.admin;
+  const allowRemote = values['admin-allow-remote'] === true;
+  const tokenFile = typeof values['admin-token-file'] === 'string' && values['admin-token-file'] !== ''
+    ? values['admin-token-file'] : undefined;
+  if (typeof raw !== 'string' || raw === '') {
+    if (allowRemote || tokenFile) throw new ConfigError('--admin-allow-remote and --admin-token-file need --admin ADDR:PORT');
+    return undefined;
+  }
+  if (raw.startsWith('/')) return Object.freeze({ listen: { kind: 'unix' as const, path: raw }, allowRemote, tokenFile });
+  const endpoint = parseEndpoint(raw, '--admin');
+  if (!isLoopback(endpoint.address) && !allowRemote) {
+    throw new ConfigError(`--admin ${formatEndpoint(endpoint.address, endpoint.port)} is not a loopback address: ` +
+      'the admin API can drain backends, so by default it listens only on loopback or a unix socket',
+      'use 127.0.0.1:PORT or a socket path, or set --admin-allow-remote with --admin-token-file (POST then needs the token)');
+  }
+  return Object.freeze({ listen: { kind: 'tcp' as const, endpoint }, allowRemote, tokenFile });
+}
+
 export const RUN_FLAGS: Record<string, FlagSpec> = {
   config: CONFIG_FLAG,
   'check-config': { type: 'boolean', help: 'with --config: validate the file, print the effective configuration and exit' },
   'pid-file': PID_FILE_FLAG,
   workers: { type: 'string', value: 'N|auto',
     help: 'N worker processes sharing every listener (SO_REUSEPORT), supervised by a primary; auto: one per CPU (default 1)' },
+  ...ADMIN_FLAGS,
   ...DATA_PATH_FLAGS,
   check: { type: 'boolean', help: "run relay doctor's checks first and refuse to start on a FAIL" },
   'check-continue': { type: 'boolean', help: 'with --check: print the failures and start anyway' },

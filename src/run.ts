@@ -5,7 +5,7 @@
 // any connection ends relay with one line and a non-zero status, for a
 // supervisor to restart it.
 import * as fs from 'node:fs';
-import type { LogLevel, RelayConfig } from './config';
+import type { AdminOptions, LogLevel, RelayConfig } from './config';
 import type { FileConfig } from './config-file';
 import type { ServiceConfig } from './config-file';
 import { createLogger, flushLogger, droppedLogLines, errorWithStack, Logger } from './log';
@@ -17,6 +17,7 @@ import { fdsNeeded } from './limits';
 import { writePidFile, removePidFile } from './pid-file';
 import { reportReady, WorkerRole, workerShare } from './workers';
 import { joinHealthLink } from './health-link';
+import { sameValue } from './service';
 
 /** What a run serves: from flags, one service named `default`; from a file, its services. */
 export interface RunPlan {
@@ -32,6 +33,13 @@ export interface RunPlan {
   readonly worker?: WorkerRole;
   /** Read and check the file again, as at start (throws ConfigError). */
   readonly reread?: () => Promise<FileConfig>;
+  /** --admin: /metrics and the admin API; undefined: no admin listener. */
+  readonly admin?: AdminOptions;
+}
+
+/** Shared by the shutdown and the admin API's /healthz. */
+interface RunState {
+  stopping: boolean;
 }
 
 export async function runRelay(plan: RunPlan): Promise<void> {
@@ -60,21 +68,50 @@ export async function runRelay(plan: RunPlan): Promise<void> {
     }
     services.set(name, service);
   }
+  const state: RunState = { stopping: false };
+  const admin = plan.admin ? await startAdmin(plan.admin, services, state, log) : undefined;
   if (plan.pidFile) writePidFile(plan.pidFile, log);
-  const process_ = { node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10, openFileLimit: fileLimit };
+  const process_ = { node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10, openFileLimit: fileLimit,
+    ...(admin ? { admin: admin.where } : {}) };
   if (fromFile) {
     for (const [name, service] of services) log.info({ service: name, ...service.startFields() }, 'service started');
     log.info({ config: plan.configPath, services: [...services.keys()], ...process_ }, worker ? 'worker started' : 'relay started');
   } else {
     log.info({ ...[...services.values()][0].startFields(), ...process_ }, worker ? 'worker started' : 'relay started');
   }
-  installShutdown(services, log, plan.pidFile);
+  installShutdown(services, log, plan.pidFile, state);
   installOperatorSignals(services, log, plan);
   if (worker) {
     // The primary is gone (killed outright): nobody would restart or stop
     // this worker, so it drains and exits as on SIGTERM.
     process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     reportReady();
+  }
+}
+
+/**
+ * The admin listener, loaded only when asked for (prom-client and its
+ * default metrics' timers cost nothing otherwise). A failure stops the
+ * services and refuses the start: an operator who asked for metrics wants
+ * to know at once that there will be none.
+ */
+async function startAdmin(options: AdminOptions, services: Map<string, Service>, state: RunState, log: Logger) {
+  try {
+    const { AdminServer } = await import('./admin/server');
+    return await AdminServer.start(options, { services, serving: () => !state.stopping }, log, relayVersion());
+  } catch (err) {
+    for (const service of services.values()) service.stop();
+    flushLogger(log);
+    throw err;
+  }
+}
+
+/** package.json's version: dist/src/run.js sits two directories below it. */
+function relayVersion(): string {
+  try {
+    return String(JSON.parse(fs.readFileSync(`${__dirname}/../../package.json`, 'utf8')).version);
+  } catch {
+    return 'unknown';
   }
 }
 
@@ -109,7 +146,7 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
     const service = services.get(name);
     if (service) {
       const change = service.reload(run);
-      if (change.applied.length > 0 || change.needsRestart.length > 0) changed[name] = change;
+      if (change.applied.length > 0 || change.needsRestart.length > 0 || change.undrained.length > 0) changed[name] = change;
       continue;
     }
     const fresh = new Service(name, run, log.child({ service: name }));
@@ -124,11 +161,13 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
   }
   const restart = Object.entries(changed).filter(([, c]) => c.needsRestart.length > 0);
   const pidFileMoved = plan.pidFile !== undefined && next.global.pidFile !== plan.pidFile;
-  if (restart.length > 0 || pidFileMoved) {
+  const adminMoved = !sameValue(plan.admin, next.global.admin);
+  const globalKeys = [...(pidFileMoved ? ['pid-file'] : []), ...(adminMoved ? ['admin'] : [])];
+  if (restart.length > 0 || globalKeys.length > 0) {
     log.warn({
       config: plan.configPath,
       ...Object.fromEntries(restart.map(([name, c]) => [name, c.needsRestart])),
-      ...(pidFileMoved ? { global: ['pid-file'] } : {}),
+      ...(globalKeys.length > 0 ? { global: globalKeys } : {}),
     }, 'reload: these keys need a restart; the rest is applied');
   }
   for (const [name, why] of Object.entries(failed)) {
@@ -149,6 +188,7 @@ function summarize(changed: Record<string, ServiceChange>): object {
     keys: c.applied,
     ...(c.backendsAdded.length > 0 ? { backendsAdded: c.backendsAdded } : {}),
     ...(c.backendsRemoved.length > 0 ? { backendsRemoved: c.backendsRemoved, draining: c.draining } : {}),
+    ...(c.undrained.length > 0 ? { undrained: c.undrained } : {}),
   }]));
 }
 
@@ -233,16 +273,15 @@ function checkFileLimit(configs: readonly RelayConfig[], log: Logger): number {
   return limit.soft;
 }
 
-function installShutdown(services: Map<string, Service>, log: Logger, pidFile: string | undefined): void {
-  let stopping = false;
+function installShutdown(services: Map<string, Service>, log: Logger, pidFile: string | undefined, state: RunState): void {
   const open = () => [...services.values()].reduce((n, s) => n + s.openConnections, 0);
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) {
+    if (state.stopping) {
       log.warn({ signal, open: open() }, 'second signal: closing open connections now');
       for (const service of services.values()) service.endDrainNow();
       return;
     }
-    stopping = true;
+    state.stopping = true;
     const sessions = [...services.values()].reduce((n, s) => n + s.openSessions, 0);
     const drainTimeoutMs = Math.max(...[...services.values()].map((s) => s.config.drainTimeoutMs));
     log.info({ signal, open: open(), sessions, drainTimeoutMs }, 'stopping: draining connections');

@@ -3,13 +3,14 @@
 // from flags is one service named `default`; a configuration file has many.
 import type { RelayConfig, Protocol } from './config';
 import type { Logger } from './log';
-import { TcpRelay } from '../protocols/tcp';
-import { UdpRelay } from '../protocols/udp';
+import { TcpRelay, TcpStats } from '../protocols/tcp';
+import { UdpRelay, UdpStats } from '../protocols/udp';
 import { createBalancer, Balancer, backendName } from './balance';
 import { HealthChecker } from './health';
 import { formatEndpoint, type Endpoint } from './addr';
 import { healthLink, healthKey } from './health-link';
 import { isWellKnownPrefix, WELL_KNOWN_WARNING } from './map-prefix';
+import type { BackendCounterTable } from './admin/counters';
 
 interface BackendPool {
   balancer: Balancer;
@@ -44,11 +45,34 @@ export interface ServiceChange {
   backendsRemoved: string[];
   /** Connections and sessions still on removed backends, given drain-timeout to finish. */
   draining: number;
+  /** Backends the admin API had drained: a reload puts them back in rotation. */
+  undrained: string[];
 }
+
+/** One backend of one protocol, as /status and /metrics show it. */
+export interface BackendView {
+  readonly name: string;
+  readonly weight: number;
+  /** What health checks and passive reports say. */
+  readonly healthy: boolean;
+  /** Taken out of rotation through the admin API (until the next reload). */
+  readonly drained: boolean;
+  /** Connections or sessions open on it. */
+  readonly active: number;
+}
+
+/** One protocol of a service: its counters and backends. */
+export type ProtocolView =
+  | { readonly protocol: 'tcp'; readonly open: number; readonly stats: TcpStats; readonly backends: readonly BackendView[];
+      readonly counters: BackendCounterTable }
+  | { readonly protocol: 'udp'; readonly open: number; readonly stats: UdpStats; readonly backends: readonly BackendView[];
+      readonly counters: BackendCounterTable; readonly boundAddresses: readonly string[] };
 
 export class Service {
   private tcp?: { relay: TcpRelay; pool: BackendPool };
   private udp?: { relay: UdpRelay; pool: BackendPool };
+  /** Backends the admin API drained (ADDR:PORT): no new connections or sessions until enabled or a reload. */
+  private readonly drained = new Set<string>();
 
   constructor(readonly name: string, private current: RelayConfig, private readonly log: Logger) {}
 
@@ -127,6 +151,7 @@ export class Service {
       backendsAdded: [...after].filter((n) => !before.has(n)),
       backendsRemoved: [...before].filter((n) => !after.has(n)),
       draining: 0,
+      undrained: this.undrainAll(),
     };
     if (applied.length === 0) return change;
     // What cannot change live keeps its old value; the rest is the new config's.
@@ -150,6 +175,55 @@ export class Service {
     return change;
   }
 
+  /**
+   * Admin API: take a backend out of rotation (drained) or put it back. A
+   * drained backend gets no new connections or sessions; open ones finish.
+   * Health goes on being checked, so enable gives it back the state its
+   * checks say. Returns false when the service has no such backend.
+   */
+  setDrained(name: string, drained: boolean): boolean {
+    const backend = this.current.backends.find((b) => backendName(b.endpoint) === name);
+    if (backend === undefined) return false;
+    if (drained) this.drained.add(name);
+    else this.drained.delete(name);
+    for (const pool of this.pools()) pool.balancer.setUp(backend.endpoint, !drained && pool.health.isUp(backend.endpoint));
+    return true;
+  }
+
+  /** A reload ends every admin drain (the docs say so): each backend gets its health's state back. */
+  private undrainAll(): string[] {
+    const names = [...this.drained];
+    for (const name of names) this.setDrained(name, false);
+    return names;
+  }
+
+  private pools(): BackendPool[] {
+    return [this.tcp?.pool, this.udp?.pool].filter((p): p is BackendPool => p !== undefined);
+  }
+
+  /** Counters, backends and their states, for /status and /metrics. */
+  protocolViews(): ProtocolView[] {
+    const views: ProtocolView[] = [];
+    if (this.tcp) {
+      const { relay, pool } = this.tcp;
+      views.push({ protocol: 'tcp', open: relay.openConnections, stats: relay.stats, backends: this.backendViews(pool),
+        counters: relay.backends });
+    }
+    if (this.udp) {
+      const { relay, pool } = this.udp;
+      views.push({ protocol: 'udp', open: relay.openSessions, stats: relay.stats, backends: this.backendViews(pool),
+        counters: relay.backends, boundAddresses: relay.boundAddresses });
+    }
+    return views;
+  }
+
+  private backendViews(pool: BackendPool): BackendView[] {
+    return pool.balancer.status().map(({ backend, active }) => {
+      const name = backendName(backend.endpoint);
+      return { name, weight: backend.weight, healthy: pool.health.isUp(backend.endpoint), drained: this.drained.has(name), active };
+    });
+  }
+
   /** A new balancer and checker that take over the old ones' knowledge of the backends they share. */
   private replacePool(old: BackendPool, config: RelayConfig, protocol: Protocol): BackendPool {
     const pool = this.pool(config, protocol);
@@ -166,7 +240,10 @@ export class Service {
     const link = healthLink();
     const shared = link ? { link, keyOf: (backend: Endpoint) => healthKey(this.name, protocol, backend) } : undefined;
     const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
-      balancer.setUp(backend, up);
+      const counters = (protocol === 'tcp' ? this.tcp : this.udp)?.relay.backends.of(backend);
+      if (counters) counters[up ? 'wentUp' : 'wentDown']++;
+      // A drained backend stays out of rotation whatever its health; enable gives it this state.
+      balancer.setUp(backend, up && !this.drained.has(backendName(backend)));
       const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
       // With workers, the leader's line says it once for the relay; the others apply it quietly.
       if (link && !link.leader) this.log.debug(fields, up ? 'backend up (from the leader)' : 'backend down (from the leader)');

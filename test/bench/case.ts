@@ -104,6 +104,12 @@ export interface BenchCase {
    * the client namespace is made fresh again, with the kernel's defaults.
    */
   series?: { clientSysctls?: readonly string[] };
+  /**
+   * Interleaved runs (no series) in a client namespace made fresh for the case
+   * with these sysctls, e.g. so that the TIME_WAIT of many short connections
+   * does not slow the later runs; made fresh again with the defaults after.
+   */
+  clientSysctls?: readonly string[];
   /** Further figures read from this case's samples, each reported and judged as a case of its own. */
   derived?: readonly DerivedCase[];
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
@@ -176,6 +182,10 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         for (let run = 1; run <= options.runs; run++) await measureOne(prepared, target, run);
       }
     } else {
+      if (benchCase.clientSysctls) {
+        renewClientNamespace(ctx.net);
+        setSysctls(ctx.net.client, benchCase.clientSysctls);
+      }
       for (let run = 1; run <= options.runs; run++) {
         for (const target of benchCase.targets) await measureOne(prepared, target, run);
       }
@@ -183,7 +193,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
   } finally {
     await prepared.close();
     // What the series left on the client (TIME_WAIT, tuned sysctls) must not reach the next case.
-    if (benchCase.series) renewClientNamespace(ctx.net);
+    if (benchCase.series || benchCase.clientSysctls) renewClientNamespace(ctx.net);
   }
   return { benchCase, samples, discarded };
 }

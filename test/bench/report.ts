@@ -97,8 +97,10 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
     const variant = summarizeVariant(samples, g.variant);
     if (!variant) return { goal, verdict: 'FAIL', why: `no ${g.variant} measurement` };
     const r = variant.median / relay.median;
+    const spread = (values: number[]) => `${fmt(Math.min(...values), benchCase.decimals)}-${fmt(Math.max(...values), benchCase.decimals)}`;
     return { goal, verdict: r >= g.min ? 'PASS' : 'FAIL', why: `${g.variant}/relay = ${r.toFixed(3)} ` +
-      `(${fmt(variant.median, benchCase.decimals)} against ${fmt(relay.median, benchCase.decimals)} ${benchCase.unit})` };
+      `(${fmt(variant.median, benchCase.decimals)} against ${fmt(relay.median, benchCase.decimals)} ${benchCase.unit}; ` +
+      `runs ${spread(variant.values)} against ${spread(relay.values)})` };
   }
   if (g.kind === 'ratio-at-most') {
     if (!nginx) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };
@@ -120,7 +122,7 @@ function fmt(value: number | undefined, decimals: number): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'nginx', 'haproxy', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'nginx', 'haproxy', 'kernel'];
 
 /** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
 function namesIn(summaries: CaseSummary[]): TargetName[] {

@@ -12,7 +12,8 @@ import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyCon
 import { descendants, exePath } from './proc';
 
 /** relay-wildcard: relay listening on 0.0.0.0 rather than on the address the client uses (UDP). */
-export type TargetName = 'relay' | 'relay-wildcard' | 'nginx' | 'haproxy' | 'kernel';
+/** relay-admin: relay with --admin (metrics and the admin API on). */
+export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -62,6 +63,20 @@ export const relayTarget: Target = {
   setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto tcp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
     `--backend BACKEND --log-level warn --max-conns ${RELAY_MAX_CONNS}\` in the relay namespace`,
   start: (ctx, backend) => startRelayTarget(ctx, backend, 'tcp', ['--max-conns', String(RELAY_MAX_CONNS)]),
+};
+
+/** Where relay-admin serves /metrics, inside the relay namespace. */
+export const BENCH_ADMIN = '127.0.0.1:9901';
+
+/** relay as relayTarget runs it, with --admin: what metrics and the admin API cost the data path. */
+export const relayAdminTarget: Target = {
+  name: 'relay-admin',
+  variant: `--admin ${BENCH_ADMIN}`,
+  setup: `as relay, with \`--admin ${BENCH_ADMIN}\``,
+  start: async (ctx, backend) => ({
+    ...await startRelayTarget(ctx, backend, 'tcp', ['--max-conns', String(RELAY_MAX_CONNS), '--admin', BENCH_ADMIN]),
+    name: 'relay-admin',
+  }),
 };
 
 export interface UdpRelayOptions {

@@ -7,7 +7,9 @@ import { Namespace, SpawnedProcess, waitForListener } from '../../src/lab/netns'
 import { formatEndpoint } from '../../src/addr';
 import { BenchCase, BenchOptions, DerivedCase, PreparedCase, measureWindow } from './case';
 import { ADDR, LOAD_CPU, TUNED_CLIENT_SYSCTLS, runBounded, sleep, spawnPinned, stopWithin, waitUntil } from './lab';
-import { BenchContext, HostPort, ProxyUnderTest, TARGETS, haproxyTarget, kernelTarget, relayTarget, nginxTarget } from './targets';
+import {
+  BenchContext, HostPort, ProxyUnderTest, TARGETS, haproxyTarget, kernelTarget, relayTarget, nginxTarget, relayAdminTarget, BENCH_ADMIN,
+} from './targets';
 import { httpBackendConfig, startNginx } from './nginx';
 import { openFds, totalRssKiB } from './proc';
 
@@ -155,6 +157,34 @@ export const tcpConnRateTunedClient = connRateCase({
     'hides a proxy that leaves it there. Reported beside the main case, not judged.',
 });
 
+/**
+ * What --admin costs new connections: relay with and without it, runs
+ * interleaved (relay, relay-admin, relay, ...) so drift on the machine falls
+ * on both alike. The data path bumps the same counters either way; --admin
+ * adds the listener, prom-client's default metrics (an event-loop delay
+ * monitor, a GC observer) and the scrapes. The client is tuned so that the
+ * TIME_WAIT of earlier runs does not slow later ones.
+ */
+export const tcpConnRateAdmin: BenchCase = {
+  ...connRateCase({
+    id: 'tcp-conn-rate-admin',
+    title: 'New TCP connections per second, with --admin against without',
+    clientSysctls: [],
+    goal: { kind: 'variant-at-least', variant: 'relay-admin', min: 0.97 }, // issue 12: --admin costs under 3%
+    timeWaitGoal: { kind: 'none', why: 'not measured here' },
+    note: '',
+  }),
+  targets: [relayTarget, relayAdminTarget],
+  series: undefined,
+  derived: undefined,
+  clientSysctls: TUNED_CLIENT_SYSCTLS,
+  method: (o) => `As tcp-conn-rate (wrk, \`Connection: close\`, nginx backend), relay alone against relay with ` +
+    `\`--admin ${BENCH_ADMIN}\`, ${o.runs} runs each, interleaved, in one client namespace tuned with ` +
+    `${TUNED_CLIENT_SYSCTLS.map((x) => `\`${x}\``).join(', ')} (the TIME_WAIT of earlier runs would otherwise slow later ` +
+    'ones). During each relay-admin run /metrics is scraped once a second (curl in the relay namespace, off the proxy CPU), ' +
+    'harsher than a usual 15 s scrape interval. The verdict gives both medians and the lowest and highest run of each.',
+};
+
 /** TIME_WAIT sockets in ns now, and the counters of sockets that have left TIME_WAIT (or never got one). */
 function timeWaitState(ns: Namespace): { now: number; left: number; overflow: number } {
   const now = ns.tryRun('ss', '-tanH', 'state', 'time-wait').stdout.split('\n').filter(Boolean).length;
@@ -176,6 +206,15 @@ function timeWaitEntered(before: { now: number; left: number; overflow: number }
   return (after.now - before.now) + (after.left - before.left) + (after.overflow - before.overflow);
 }
 
+/** relay-admin: GET /metrics once a second while it runs (curl on the load CPU); returns what stops it. */
+function scrapeEverySecond(ctx: BenchContext, proxy: ProxyUnderTest): () => void {
+  if (proxy.name !== 'relay-admin') return () => undefined;
+  const timer = setInterval(() => {
+    spawnPinned(ctx.lab, ctx.net.relay, LOAD_CPU, ['curl', '-s', '-o', '/dev/null', '-m', '1', `http://${BENCH_ADMIN}/metrics`]);
+  }, 1000);
+  return () => clearInterval(timer);
+}
+
 async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
   const backend = { host: ADDR.backend4, port: HTTP_PORT };
   const nginx = await startNginx(ctx.lab, ctx.net.backend, LOAD_CPU, 'http', (dir) => httpBackendConfig(dir, backend), HTTP_PORT);
@@ -188,8 +227,9 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promis
       const before = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
       const argv = ['wrk', '-t1', `-c${options.rateConns}`, `-d${options.seconds}s`, '--timeout', '2s',
         '-H', 'Connection: close', url];
+      const stopScraping = scrapeEverySecond(ctx, proxy);
       const window = await measureWindow(proxy, () =>
-        runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS));
+        runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS)).finally(stopScraping);
       const after = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
       const report = parseWrk(window.result.stdout, window.result.stderr);
       const per10k = (k: keyof typeof spaces) => report.requests > 0
@@ -354,4 +394,4 @@ function idlePeersPath(): string {
 }
 
 /** In running order; the tuned-client case runs only when asked for (--tuned-client, or by --only). */
-export const TCP_CASES: readonly BenchCase[] = [tcpThroughput, tcpConnRate, tcpConnRateTunedClient, tcpIdleMemory];
+export const TCP_CASES: readonly BenchCase[] = [tcpThroughput, tcpConnRate, tcpConnRateTunedClient, tcpConnRateAdmin, tcpIdleMemory];

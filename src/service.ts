@@ -28,7 +28,7 @@ const KEY_OF: Record<keyof RelayConfig, string> = {
   keepClientPort: 'keep-client-port', connectTimeoutMs: 'connect-timeout', idleTimeoutMs: 'idle-timeout',
   drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch', maxConns: 'max-conns',
   maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
-  logLevel: 'log-level',
+  proxyProtocol: 'proxy-*', sendProxy: 'send-proxy', upstreamSource: 'upstream-source', logLevel: 'log-level',
 };
 
 /** What a reload did to one service. */
@@ -91,6 +91,9 @@ export class Service {
       ...(this.udp ? { maxSessions: config.maxSessions, sessionTimeoutMs: config.sessionTimeoutMs,
         udpResponses: config.udpResponses } : {}),
       onFamilyMismatch: config.onFamilyMismatch,
+      ...(config.proxyProtocol ? { proxyProtocol: config.proxyProtocol.version, proxyFrom: config.proxyProtocol.from } : {}),
+      ...(config.sendProxy ? { sendProxy: config.sendProxy } : {}),
+      ...(config.upstreamSource !== 'client' ? { upstreamSource: config.upstreamSource } : {}),
     };
   }
 
@@ -170,7 +173,8 @@ export class Service {
   /** Counters for the stats and stop lines. */
   stats(): { tcp?: object; udp?: object } {
     return {
-      ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections } } : {}),
+      ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections,
+        ...(this.current.proxyProtocol ? { proxyRefusedBy: this.tcp.relay.proxyRefusedBy } : {}) } } : {}),
       ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions } } : {}),
     };
   }

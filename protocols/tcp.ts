@@ -13,6 +13,9 @@ import { SysError, describeError } from '../src/errors';
 import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
 import { openUpstream, UpstreamSockets } from './upstream';
+import { ProxyHeaderReader, type HeaderResult } from './proxy-header';
+import { trustedSenders } from '../src/proxy-protocol/trust';
+import { writeProxyHeader, type ProxyHeader } from '../src/proxy-protocol';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -30,6 +33,26 @@ export interface TcpStats {
   closed: number;
   /** Connections closed because relay's own handling of them threw (logged with the stack). */
   internalErrors: number;
+  /** PROXY protocol in: headers that named a client. */
+  proxyHeaders: number;
+  /** PROXY protocol in: LOCAL (or UNKNOWN) headers, served from relay's own address. */
+  proxyLocal: number;
+  /** PROXY protocol in: connections from outside proxy-from, closed unread. */
+  proxyUntrusted: number;
+  /** PROXY protocol in: connections closed for their header (bad, too long, too slow); by reason in proxyRefused. */
+  proxyRefused: number;
+}
+
+/** Where one client's upstream comes from and what it first sends. */
+interface ClientIdentity {
+  address: string;
+  port: number;
+  /** The front that sent the PROXY header, when there was one. */
+  front?: { address: string; port: number };
+  /** Connect from relay's own address: upstream-source relay, or a LOCAL header. */
+  ownSource: boolean;
+  /** Bytes for the backend before the client's own: a send-proxy header, then what followed the front's header. */
+  firstBytes?: Buffer;
 }
 
 /**
@@ -65,7 +88,13 @@ export class TcpRelay implements ConnectionOwner {
   readonly stats: TcpStats = {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
+    proxyHeaders: 0, proxyLocal: 0, proxyUntrusted: 0, proxyRefused: 0,
   };
+  /** Front connections closed for their header, by why. */
+  readonly proxyRefusedBy: Record<string, number> = {};
+  /** Fronts' connections whose header is still being read. */
+  private readonly awaitingHeader = new Set<ProxyHeaderReader>();
+  private isTrustedFront: (address: string) => boolean;
   private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
   /** Flushed at shutdown, so counts held back in a window are not lost. */
@@ -78,6 +107,8 @@ export class TcpRelay implements ConnectionOwner {
   private readonly mismatchLog: RateLimitedLog;
   private readonly upstreamFailedLog: RateLimitedLog;
   private readonly portFallbackLog: RateLimitedLog;
+  private readonly untrustedLog: RateLimitedLog;
+  private readonly badHeaderLog: RateLimitedLog;
   private upstreamSockets: UpstreamSockets<TcpHandle>;
 
   constructor(
@@ -91,8 +122,12 @@ export class TcpRelay implements ConnectionOwner {
       'address cannot be kept: closing (--on-family-mismatch reject)');
     this.upstreamFailedLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: closing client');
     this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: connecting from an ephemeral port");
-    this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog);
+    this.untrustedLog = new RateLimitedLog(log, 'warn', 'connection from outside proxy-from: closing (a PROXY header is trusted from those fronts only)');
+    this.badHeaderLog = new RateLimitedLog(log, 'warn', 'no valid PROXY protocol header from the front: closing');
+    this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog,
+      this.untrustedLog, this.badHeaderLog);
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
 
   get openConnections(): number {
@@ -109,6 +144,7 @@ export class TcpRelay implements ConnectionOwner {
     this.balancer = balancer;
     this.health = health;
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
 
   /**
@@ -150,7 +186,7 @@ export class TcpRelay implements ConnectionOwner {
   }
 
   private accept(client: TcpHandle, log: Logger, maxConnsLog: RateLimitedLog): void {
-    if (this.open.size >= this.config.maxConns) {
+    if (this.open.size + this.awaitingHeader.size >= this.config.maxConns) {
       this.stats.rejectedMaxConns++;
       client.close();
       maxConnsLog.write({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns });
@@ -162,9 +198,84 @@ export class TcpRelay implements ConnectionOwner {
       return;
     }
     injectFault('tcp-listener', peer.port);
+    const address = unmapAddress(peer.address);
+    if (this.config.proxyProtocol) {
+      this.readProxyHeader(client, { address, port: peer.port }, log);
+      return;
+    }
     this.stats.accepted++;
-    const clientAddress = unmapAddress(peer.address);
-    const clientPort = peer.port;
+    const ownSource = this.config.upstreamSource === 'relay';
+    const identity: ClientIdentity = { address, port: peer.port, ownSource };
+    if (this.config.sendProxy) identity.firstBytes = this.sendProxyHeader(identity, client.local());
+    this.connectClient(client, identity, log);
+  }
+
+  /**
+   * A front's connection: only a trusted front is read from; its header
+   * names the client (or, LOCAL, the front itself) before a backend is chosen.
+   */
+  private readProxyHeader(client: TcpHandle, front: { address: string; port: number }, log: Logger): void {
+    const ingress = this.config.proxyProtocol!;
+    if (!this.isTrustedFront(front.address)) {
+      this.stats.proxyUntrusted++;
+      this.untrustedLog.write(() => ({ ...log.bindings(), front: formatEndpoint(front.address, front.port),
+        untrusted: this.stats.proxyUntrusted }));
+      client.close();
+      return;
+    }
+    const reader = new ProxyHeaderReader(client, ingress.version, ingress.headerTimeoutMs, (result) => {
+      this.awaitingHeader.delete(reader);
+      try {
+        this.headerRead(client, front, result, log);
+      } catch (err) {
+        this.stats.internalErrors++;
+        log.error({ err: errorWithStack(err), front: formatEndpoint(front.address, front.port) }, 'internal error: connection closed');
+        client.close();
+      }
+    });
+    this.awaitingHeader.add(reader);
+  }
+
+  private headerRead(client: TcpHandle, front: { address: string; port: number }, result: HeaderResult, log: Logger): void {
+    if (!result.ok) {
+      this.stats.proxyRefused++;
+      this.proxyRefusedBy[result.why] = (this.proxyRefusedBy[result.why] ?? 0) + 1;
+      this.badHeaderLog.write(() => ({ ...log.bindings(), front: formatEndpoint(front.address, front.port), why: result.why,
+        ...(result.code ? { code: result.code } : {}), refused: this.stats.proxyRefused }));
+      client.close();
+      return;
+    }
+    this.stats.accepted++;
+    const identity = this.identityFromHeader(result.header, front);
+    const toBackend = [
+      this.config.sendProxy ? this.sendProxyHeader(identity, headerDestination(result.header) ?? client.local()) : undefined,
+      result.rest,
+    ].filter((b): b is Buffer => b !== undefined);
+    if (toBackend.length > 0) identity.firstBytes = toBackend.length === 1 ? toBackend[0] : Buffer.concat(toBackend);
+    this.connectClient(client, identity, log, result.rest?.length ?? 0);
+  }
+
+  /** The header's client, or for LOCAL (the front's own check) the front, served from relay's address. */
+  private identityFromHeader(header: ProxyHeader, front: { address: string; port: number }): ClientIdentity {
+    if (header.command === 'local') {
+      this.stats.proxyLocal++;
+      return { address: front.address, port: front.port, front, ownSource: true };
+    }
+    this.stats.proxyHeaders++;
+    return { address: header.source.address, port: header.source.port, front,
+      ownSource: this.config.upstreamSource === 'relay' };
+  }
+
+  /** send-proxy: the header naming the client to the backend; destination is where the client connected to. */
+  private sendProxyHeader(identity: ClientIdentity, destination: { address: string; port: number } | undefined): Buffer {
+    const to = destination ? { address: unmapAddress(destination.address), port: destination.port }
+      : { address: familyOfAddress(identity.address) === 4 ? '0.0.0.0' : '::', port: 0 };
+    return writeProxyHeader(this.config.sendProxy!, 'stream', identity, to);
+  }
+
+  /** Choose a backend for the client and open its upstream; the client is closed if that fails. */
+  private connectClient(client: TcpHandle, identity: ClientIdentity, log: Logger, payloadAhead = 0): void {
+    const { address: clientAddress, port: clientPort } = identity;
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
@@ -174,14 +285,15 @@ export class TcpRelay implements ConnectionOwner {
       return;
     }
     this.balancer.onOpen(backend);
-    const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint);
+    const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint, identity.ownSource, identity.front);
     const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, connLog);
     if (!upstream) {
       this.balancer.onClose(backend);
       client.close();
       return;
     }
-    this.open.add(new ProxiedConnection(client, upstream, backend, this, this.config, connLog));
+    this.open.add(new ProxiedConnection(client, upstream, backend, this, this.config, connLog,
+      identity.firstBytes, payloadAhead));
   }
 
   release(backend: WeightedBackend): void {
@@ -232,6 +344,7 @@ export class TcpRelay implements ConnectionOwner {
    * client must be turned away (already logged).
    */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
+    if (log.ownSource) return this.upstreamSockets.unbound(backend.family);
     const port = this.config.keepClientPort ? clientPort : 0;
     return openUpstream(this.upstreamSockets, {
       rejectedMismatch: () => {
@@ -256,6 +369,12 @@ export class TcpRelay implements ConnectionOwner {
   async drain(): Promise<void> {
     this.closeListeners();
     this.drainDeadline = Date.now() + this.config.drainTimeoutMs;
+    // A front's connection still in its header has no client yet to drain.
+    for (const reader of [...this.awaitingHeader]) {
+      reader.cancel();
+      reader.client.close();
+    }
+    this.awaitingHeader.clear();
     await this.waitForClose();
     // Each close logs its line and leaves this.open at once.
     for (const conn of [...this.open]) conn.close('shutdown');
@@ -312,7 +431,12 @@ class ProxiedConnection implements FaultOwner {
     private readonly owner: ConnectionOwner,
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
+    /** Written to the backend first, once connected (send-proxy's header; bytes read with a front's header). */
+    private firstBytes?: Buffer,
+    /** How many of firstBytes the client sent (counted as its bytes). */
+    payloadAhead = 0,
   ) {
+    this.bytesFromClient = payloadAhead;
     client.owner = this;
     this.connectUpstream();
   }
@@ -344,6 +468,13 @@ class ProxiedConnection implements FaultOwner {
     this.connected = true;
     this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
+    if (this.firstBytes) {
+      // Queued ahead of the client's next bytes (libuv keeps the order of writes).
+      this.upstream.write(this.firstBytes, (err) => {
+        if (err) this.failed('backend', err);
+      });
+      this.firstBytes = undefined;
+    }
     // The client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
     this.client.readStart(this.forward(this.client, this.upstream, 'client'));
@@ -554,6 +685,10 @@ class ConnectionLog {
     readonly clientAddress: string,
     readonly clientPort: number,
     private backend: Endpoint,
+    /** The upstream comes from relay's own address (upstream-source relay, a LOCAL header): retries too. */
+    readonly ownSource = false,
+    /** The front that named this client in a PROXY header. */
+    private readonly front?: { address: string; port: number },
   ) {}
 
   enabled(level: 'info' | 'warn'): boolean {
@@ -577,6 +712,7 @@ class ConnectionLog {
     return {
       client: formatEndpoint(this.clientAddress, this.clientPort),
       backend: formatEndpoint(this.backend.address, this.backend.port),
+      ...(this.front ? { front: formatEndpoint(this.front.address, this.front.port) } : {}),
       ...fields,
     };
   }
@@ -596,6 +732,11 @@ class ConnectionLog {
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
   }
+}
+
+/** Where the front's client connected to, as its header says (undefined for LOCAL). */
+function headerDestination(header: ProxyHeader): { address: string; port: number } | undefined {
+  return header.command === 'proxy' ? header.destination : undefined;
 }
 
 /** How this relay's upstream sockets are opened, from the config (again at each reload). */

@@ -70,3 +70,26 @@ export async function startToolServer(lab: Lab, ns: Namespace, mode: string, lis
 export function events(proc: SpawnedProcess): Record<string, unknown>[] {
   return proc.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
 }
+
+/**
+ * HAProxy in the foreground inside ns with the given `frontend`/`backend`
+ * sections (tcp mode defaults are added), listening on waitPort before it returns.
+ */
+export async function startHaproxy(lab: Lab, ns: Namespace, sections: string, waitPort: number): Promise<SpawnedProcess> {
+  const dir = fs.mkdtempSync(path.join(lab.dir, 'haproxy-'));
+  const conf = `
+global
+  pidfile ${dir}/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+${sections}
+`;
+  const confFile = path.join(dir, 'haproxy.cfg');
+  fs.writeFileSync(confFile, conf);
+  const proc = lab.spawn(ns, ['haproxy', '-db', '-f', confFile]);
+  await waitForListener(ns, 'tcp', waitPort);
+  return proc;
+}

@@ -191,6 +191,13 @@ export class TcpHandle {
     return { address: out.address, port: out.port };
   }
 
+  /** The socket's own address and port (where an accepted client connected to), or undefined once gone. */
+  local(): { address: string; port: number } | undefined {
+    const out: { address?: string; port?: number } = {};
+    if (this.raw.getsockname(out) < 0 || out.address === undefined || out.port === undefined) return undefined;
+    return { address: out.address, port: out.port };
+  }
+
   /**
    * Send small writes at once: a proxy must not add Nagle's delay to its
    * peers' exchanges. (Accepted clients have it from their listener.)

@@ -7,14 +7,19 @@ import { distFile } from './topology';
 
 export interface NginxBackend {
   proc: SpawnedProcess;
-  /** Lines of the access log: "$remote_addr $remote_port \"$request\" $server_addr". */
+  /**
+   * Lines of the access log: "$remote_addr $remote_port \"$request\" $server_addr $proxy_protocol_addr
+   * $proxy_protocol_port" (the last two empty unless it listens with proxyProtocol).
+   */
   accessLog(): string[];
 }
 
-export async function startNginxHttp(lab: Lab, ns: Namespace, addresses: string[], port: number): Promise<NginxBackend> {
+export async function startNginxHttp(lab: Lab, ns: Namespace, addresses: string[], port: number,
+  options: { proxyProtocol?: boolean } = {}): Promise<NginxBackend> {
   const dir = fs.mkdtempSync(path.join(lab.dir, 'nginx-'));
   const logFile = path.join(dir, 'access.log');
-  const listens = addresses.map((a) => `    listen ${a.includes(':') ? `[${a}]` : a}:${port};`).join('\n');
+  const pp = options.proxyProtocol ? ' proxy_protocol' : '';
+  const listens = addresses.map((a) => `    listen ${a.includes(':') ? `[${a}]` : a}:${port}${pp};`).join('\n');
   const conf = `
 daemon off;
 worker_processes 1;
@@ -24,7 +29,7 @@ events { worker_connections 1024; }
 http {
   access_log off;
 ${nginxTempPaths(dir)}
-  log_format peer '$remote_addr $remote_port "$request" $server_addr';
+  log_format peer '$remote_addr $remote_port "$request" $server_addr $proxy_protocol_addr $proxy_protocol_port';
   server {
 ${listens}
     access_log ${logFile} peer;

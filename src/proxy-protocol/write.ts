@@ -36,14 +36,9 @@ function sameFamily(a: string, b: string): [ipaddr.IPv4 | ipaddr.IPv6, ipaddr.IP
 
 function v1Line(src: ipaddr.IPv4 | ipaddr.IPv6, sport: number, dst: ipaddr.IPv4 | ipaddr.IPv6, dport: number): Buffer {
   const proto = src.kind() === 'ipv4' ? 'TCP4' : 'TCP6';
-  // toNormalizedString would print a mapped address in hex groups; the short form is valid too.
-  const text = (x: ipaddr.IPv4 | ipaddr.IPv6) => (x.kind() === 'ipv4' ? x.toString() : v6Hex(x as ipaddr.IPv6));
+  // Compressed hex groups (RFC 5952), never a dotted quad inside IPv6, as the spec's v1 form wants.
+  const text = (x: ipaddr.IPv4 | ipaddr.IPv6) => (x.kind() === 'ipv4' ? x.toString() : (x as ipaddr.IPv6).toRFC5952String());
   return Buffer.from(`PROXY ${proto} ${text(src)} ${text(dst)} ${sport} ${dport}\r\n`, 'latin1');
-}
-
-/** Hex groups only (the spec's v1 form: no dotted quad inside IPv6). */
-function v6Hex(x: ipaddr.IPv6): string {
-  return x.parts.map((p) => p.toString(16)).join(':');
 }
 
 function v2Header(transport: ProxyTransport, src: ipaddr.IPv4 | ipaddr.IPv6, sport: number,

@@ -9,7 +9,7 @@ import {
 } from '../src/proxy-protocol';
 
 /** Why a front's connection is closed before its header is read. */
-export type HeaderFailure = ProxyHeaderProblem | 'timeout' | 'closed' | 'client error' | 'internal error';
+export type HeaderFailure = ProxyHeaderProblem | 'wrong-transport' | 'timeout' | 'closed' | 'client error' | 'internal error';
 
 export type HeaderResult =
   | { ok: true; header: ProxyHeader; /** Bytes after the header, already read; undefined if none. */ rest?: Buffer }
@@ -62,6 +62,10 @@ export class ProxyHeaderReader implements FaultOwner {
     }
     if (result.status === 'invalid') {
       this.finish({ ok: false, why: result.problem });
+      return;
+    }
+    if (result.header.command === 'proxy' && result.header.transport !== 'stream') {
+      this.finish({ ok: false, why: 'wrong-transport' }); // a UDP client's header on a TCP connection
       return;
     }
     this.client.pauseReading();

@@ -175,7 +175,8 @@ export class Service {
     return {
       ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections,
         ...(this.current.proxyProtocol ? { proxyRefusedBy: this.tcp.relay.proxyRefusedBy } : {}) } } : {}),
-      ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions } } : {}),
+      ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions,
+        ...(this.current.proxyProtocol ? { proxyRefusedBy: this.udp.relay.proxyRefusedBy } : {}) } } : {}),
     };
   }
 

@@ -116,3 +116,24 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
   t.match(relayLogs(proc, 'relay stopped')[0], { tcp: { proxyHeaders: 3, proxyUntrusted: 1, proxyRefused: 5,
     proxyRefusedBy: { 'not-proxy': 1, malformed: 1, 'too-long': 1, 'bad-command': 1, timeout: 1 } } });
 });
+
+t.test('a header client of the other family follows on-family-mismatch', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'ppfm');
+  const echo = await toolServer(topo, 'echo', 7100, [ADDR.backend4]);
+  const to = { address: ADDR.relayClientSide4, port: 8092 };
+  const header = writeProxyHeader('v2', 'stream', { address: '2001:db8:7::50', port: 40050 }, { address: ADDR.relayClientSide6, port: 8092 });
+  for (const policy of ['reject', 'masquerade']) {
+    const proc = await relay(topo, ['--listen', `0.0.0.0:${to.port}`, '--proxy-protocol', 'v2', '--proxy-from', `${ADDR.client4}/32`,
+      '--on-family-mismatch', policy, '--backend', formatEndpoint(ADDR.backend4, 7100)]);
+    const out = await clientSession(topo, formatEndpoint(to.address, to.port),
+      ['--send-hex', Buffer.concat([header, Buffer.from(`${policy}\n`)]).toString('hex')], 2000);
+    await proc.stop('SIGTERM');
+    if (policy === 'reject') {
+      t.equal(out.received, '', 'reject: an IPv6 client for an IPv4-only backend is closed');
+      t.match(relayLogs(proc, 'relay stopped')[0], { tcp: { rejectedFamilyMismatch: 1 } });
+    } else {
+      t.equal(out.received, 'masquerade\n', "masquerade: relayed from relay's own address");
+    }
+  }
+  t.same(accepts(echo).map((a) => a.remote), [ADDR.relayBackendSide4], "only the masquerade connection, from relay's address");
+});

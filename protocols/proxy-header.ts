@@ -16,15 +16,20 @@ export type HeaderResult =
   | { ok: false; why: HeaderFailure; code?: string };
 
 /**
- * Reads one header from client, then stops reading and calls done once. The
- * client is the caller's to close on a failure and to go on with on success;
+ * Reads one header from client and calls done once. On success the client is
+ * still reading: whoever goes on with it gives its reads new handlers at once
+ * (TcpHandle.setReader). The client is the caller's to close on a failure;
  * nothing is buffered beyond the header's bound (107 bytes for v1, the v2
  * maximum otherwise) plus the read that completed it.
  */
 export class ProxyHeaderReader implements FaultOwner {
   private received: Buffer | undefined;
-  private readonly timer: NodeJS.Timeout;
   private finished = false;
+  /**
+   * When the header must be complete: the owner's one sweep calls expire()
+   * after it (a timer per connection showed in the header's cost).
+   */
+  readonly deadline: number;
 
   constructor(
     readonly client: TcpHandle,
@@ -33,7 +38,7 @@ export class ProxyHeaderReader implements FaultOwner {
     private readonly done: (result: HeaderResult) => void,
   ) {
     client.owner = this;
-    this.timer = setTimeout(() => this.finish({ ok: false, why: 'timeout' }), timeoutMs);
+    this.deadline = Date.now() + timeoutMs;
     client.readStart({
       data: (chunk) => this.onData(chunk),
       end: (err) => this.finish({ ok: false, why: err ? 'client error' : 'closed', code: err?.code }),
@@ -43,7 +48,11 @@ export class ProxyHeaderReader implements FaultOwner {
   /** Give up now (relay is stopping); done is not called. */
   cancel(): void {
     this.finished = true;
-    clearTimeout(this.timer);
+  }
+
+  /** The deadline passed: done with 'timeout'. */
+  expire(): void {
+    this.finish({ ok: false, why: 'timeout' });
   }
 
   internalError(): void {
@@ -68,7 +77,6 @@ export class ProxyHeaderReader implements FaultOwner {
       this.finish({ ok: false, why: 'wrong-transport' }); // a UDP client's header on a TCP connection
       return;
     }
-    this.client.pauseReading();
     const rest = received.length > result.length ? received.subarray(result.length) : undefined;
     this.finish({ ok: true, header: result.header, rest });
   }
@@ -76,7 +84,6 @@ export class ProxyHeaderReader implements FaultOwner {
   private finish(result: HeaderResult): void {
     if (this.finished) return;
     this.finished = true;
-    clearTimeout(this.timer);
     this.received = undefined;
     this.client.owner = undefined;
     this.done(result);

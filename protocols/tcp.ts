@@ -94,6 +94,8 @@ export class TcpRelay implements ConnectionOwner {
   readonly proxyRefusedBy: Record<string, number> = {};
   /** Fronts' connections whose header is still being read. */
   private readonly awaitingHeader = new Set<ProxyHeaderReader>();
+  /** Runs while headers are awaited: closes those past proxy-header-timeout. */
+  private headerSweep: NodeJS.Timeout | undefined;
   private isTrustedFront: (address: string) => boolean;
   private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
@@ -234,6 +236,19 @@ export class TcpRelay implements ConnectionOwner {
       }
     });
     this.awaitingHeader.add(reader);
+    this.headerSweep ??= setInterval(() => this.expireHeaders(), headerSweepMs(ingress.headerTimeoutMs)).unref();
+  }
+
+  /** Close the fronts' connections whose header is late; stop sweeping when none is awaited. */
+  private expireHeaders(): void {
+    const now = Date.now();
+    for (const reader of [...this.awaitingHeader]) if (reader.deadline <= now) reader.expire();
+    if (this.awaitingHeader.size === 0) this.stopHeaderSweep();
+  }
+
+  private stopHeaderSweep(): void {
+    clearInterval(this.headerSweep);
+    this.headerSweep = undefined;
   }
 
   private headerRead(client: TcpHandle, front: { address: string; port: number }, result: HeaderResult, log: Logger): void {
@@ -252,7 +267,7 @@ export class TcpRelay implements ConnectionOwner {
       result.rest,
     ].filter((b): b is Buffer => b !== undefined);
     if (toBackend.length > 0) identity.firstBytes = toBackend.length === 1 ? toBackend[0] : Buffer.concat(toBackend);
-    this.connectClient(client, identity, log, result.rest?.length ?? 0);
+    this.connectClient(client, identity, log, result.rest?.length ?? 0, true);
   }
 
   /** The header's client, or for LOCAL (the front's own check) the front, served from relay's address. */
@@ -274,7 +289,8 @@ export class TcpRelay implements ConnectionOwner {
   }
 
   /** Choose a backend for the client and open its upstream; the client is closed if that fails. */
-  private connectClient(client: TcpHandle, identity: ClientIdentity, log: Logger, payloadAhead = 0): void {
+  private connectClient(client: TcpHandle, identity: ClientIdentity, log: Logger, payloadAhead = 0,
+    clientReading = false): void {
     const { address: clientAddress, port: clientPort } = identity;
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
@@ -293,7 +309,7 @@ export class TcpRelay implements ConnectionOwner {
       return;
     }
     this.open.add(new ProxiedConnection(client, upstream, backend, this, this.config, connLog,
-      identity.firstBytes, payloadAhead));
+      identity.firstBytes, payloadAhead, clientReading));
   }
 
   release(backend: WeightedBackend): void {
@@ -375,6 +391,7 @@ export class TcpRelay implements ConnectionOwner {
       reader.client.close();
     }
     this.awaitingHeader.clear();
+    this.stopHeaderSweep();
     await this.waitForClose();
     // Each close logs its line and leaves this.open at once.
     for (const conn of [...this.open]) conn.close('shutdown');
@@ -423,6 +440,10 @@ class ProxiedConnection implements FaultOwner {
   /** Whether this.backend has been handed back to the balancer. */
   private released = false;
   private retried = false;
+  /** A front's client is already reading (its header was read): what comes before the upstream connects is held. */
+  private clientReading = false;
+  private heldFromClient: Buffer | undefined;
+  private heldClientEnd: SysError | 'fin' | undefined;
 
   constructor(
     private readonly client: TcpHandle,
@@ -435,9 +456,11 @@ class ProxiedConnection implements FaultOwner {
     private firstBytes?: Buffer,
     /** How many of firstBytes the client sent (counted as its bytes). */
     payloadAhead = 0,
+    clientReading = false,
   ) {
     this.bytesFromClient = payloadAhead;
     client.owner = this;
+    if (clientReading) this.holdClientReads();
     this.connectUpstream();
   }
 
@@ -463,21 +486,66 @@ class ProxiedConnection implements FaultOwner {
     upstream.readStart(this.forward(upstream, this.client, 'backend'));
   }
 
+  /**
+   * Until the upstream connects, a reading client's bytes (rare: a front sends
+   * the header and the first request together) are held, and reading paused:
+   * at most one chunk waits. Left reading otherwise, so that connecting costs
+   * no read stop and start.
+   */
+  private holdClientReads(): void {
+    this.clientReading = true;
+    this.client.setReader({
+      data: (chunk) => {
+        this.heldFromClient = this.heldFromClient ? Buffer.concat([this.heldFromClient, chunk]) : chunk;
+        this.client.pauseReading();
+        this.clientReading = false;
+      },
+      end: (err) => {
+        this.heldClientEnd = err ?? 'fin';
+        this.clientReading = false;
+      },
+    });
+  }
+
+  /** What the backend gets before the client's next read: send-proxy's header, bytes read with the front's, held bytes. */
+  private writeFirstBytes(): void {
+    const held = this.heldFromClient;
+    if (held) this.bytesFromClient += held.length;
+    const first = this.firstBytes && held ? Buffer.concat([this.firstBytes, held]) : this.firstBytes ?? held;
+    this.firstBytes = undefined;
+    this.heldFromClient = undefined;
+    if (!first) return;
+    // Queued ahead of the client's next bytes (libuv keeps the order of writes).
+    this.upstream.write(first, (err) => {
+      if (err) this.failed('backend', err);
+    });
+  }
+
+  /** Start passing the client's bytes on: from where its reads stand. */
+  private forwardClient(): void {
+    const handlers = this.forward(this.client, this.upstream, 'client');
+    const ended = this.heldClientEnd;
+    if (ended === 'fin') {
+      this.client.setReader(handlers);
+      this.finFrom('client', this.upstream);
+    } else if (ended) {
+      this.failed('client', ended);
+    } else if (this.clientReading) {
+      this.client.setReader(handlers);
+    } else {
+      this.client.readStart(handlers);
+    }
+  }
+
   private onConnected(): void {
     clearTimeout(this.timer);
     this.connected = true;
     this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
-    if (this.firstBytes) {
-      // Queued ahead of the client's next bytes (libuv keeps the order of writes).
-      this.upstream.write(this.firstBytes, (err) => {
-        if (err) this.failed('backend', err);
-      });
-      this.firstBytes = undefined;
-    }
-    // The client has not been read from until now (the kernel held its
+    this.writeFirstBytes();
+    // A plain client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
-    this.client.readStart(this.forward(this.client, this.upstream, 'client'));
+    this.forwardClient();
     if (this.config.idleTimeoutMs > 0) this.armIdleTimer(this.config.idleTimeoutMs);
   }
 
@@ -732,6 +800,11 @@ class ConnectionLog {
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
   }
+}
+
+/** How often late headers are looked for: a quarter of the timeout, between 10 ms and 1 s. */
+function headerSweepMs(timeoutMs: number): number {
+  return Math.min(1000, Math.max(10, timeoutMs / 4));
 }
 
 /** Where the front's client connected to, as its header says (undefined for LOCAL). */

@@ -25,7 +25,7 @@ export function parseCidrList(list: readonly string[], what: string): string[] {
  */
 export function trustedSenders(cidrs: readonly string[]): (address: string) => boolean {
   const ranges = cidrs.map((c) => ipaddr.parseCIDR(c));
-  return (address) => {
+  const matches = (address: string): boolean => {
     let parsed: ipaddr.IPv4 | ipaddr.IPv6;
     try {
       parsed = ipaddr.process(address);
@@ -34,4 +34,19 @@ export function trustedSenders(cidrs: readonly string[]): (address: string) => b
     }
     return ranges.some(([network, bits]) => network.kind() === parsed.kind() && parsed.match(network, bits));
   };
+  // Fronts are few and each sends many connections: parsing the address
+  // every time showed in the header's cost per connection. Bounded: a flood
+  // of untrusted senders empties it, it never grows past SENDER_CACHE_SIZE.
+  const known = new Map<string, boolean>();
+  return (address) => {
+    let trusted = known.get(address);
+    if (trusted === undefined) {
+      trusted = matches(address);
+      if (known.size >= SENDER_CACHE_SIZE) known.clear();
+      known.set(address, trusted);
+    }
+    return trusted;
+  };
 }
+
+const SENDER_CACHE_SIZE = 1024;

@@ -229,6 +229,16 @@ export class TcpHandle {
   }
 
   readStart(handlers: ReadHandlers): void {
+    this.setReader(handlers);
+    this.resumeReading();
+  }
+
+  /**
+   * Give reads to other handlers without touching the reading state: for a
+   * socket already reading (uv_read_start twice is an error), a read stop
+   * and start, two epoll_ctl calls, fewer.
+   */
+  setReader(handlers: ReadHandlers): void {
     const b = bindings();
     const handle = this;
     this.reader = handlers;
@@ -244,7 +254,6 @@ export class TcpHandle {
         handle.fault(err);
       }
     };
-    this.resumeReading();
   }
 
   /** Stop reading until resumeReading(): what the kernel keeps meanwhile slows the sender down. */

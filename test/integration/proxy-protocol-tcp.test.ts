@@ -83,8 +83,13 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
   const v6 = writeProxyHeader('v2', 'stream', { address: '2001:db8:7::12', port: 40012 }, { address: '2001:db8:2::1', port: 8090 });
   const out6 = await session(Buffer.concat([v6, Buffer.from('six\n')]).toString('hex'));
   t.equal(out6.received, 'six\n', 'an IPv6 client named over an IPv4 front connection goes to the IPv6 backend');
+  // The header alone, then the payload in a write of its own: it may arrive while the upstream still connects (held).
+  const v2b = writeProxyHeader('v2', 'stream', { address: '203.0.113.13', port: 40013 }, to);
+  const outHeld = await session(v2b.toString('hex'), ['--send', 'second write\n']);
+  t.equal(outHeld.received, 'second write\n', 'a payload in its own segment after the header arrives too');
   t.same(accepts(echo).map((a) => `${a.remote}:${a.port}`).sort(),
-    ['2001:db8:7::12:40012', '203.0.113.10:40010', '203.0.113.11:40011'], 'the backend saw the clients the headers named, ports kept');
+    ['2001:db8:7::12:40012', '203.0.113.10:40010', '203.0.113.11:40011', '203.0.113.13:40013'],
+    'the backend saw the clients the headers named, ports kept');
 
   const bad: [string, string][] = [
     ['GET / HTTP/1.0\r\n\r\n', 'not-proxy'],
@@ -103,7 +108,7 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
   t.ok(slow.closedAfterMs >= 450 && slow.closedAfterMs < 2000, `a header not complete in 500ms is closed (${slow.closedAfterMs} ms)`);
   const untrusted = await session(Buffer.concat([v2, Buffer.from('spoof me\n')]).toString('hex'), ['--local-address', '192.0.2.3']);
   t.equal(untrusted.received, '', 'a sender outside proxy-from gets nothing through');
-  t.equal(accepts(echo).length, 3, 'no refused front reached the backend');
+  t.equal(accepts(echo).length, 4, 'no refused front reached the backend');
 
   const badHeaderLines = () => relayLogs(proc, 'no valid PROXY protocol header from the front: closing');
   const lines = await eventually(() => (badHeaderLines().length >= 5 ? badHeaderLines() : undefined), 3000, 'five lines');
@@ -113,7 +118,7 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
     .find((l) => l.front?.toString().startsWith('192.0.2.3:')), 3000, 'the untrusted sender\'s line');
   t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
   await proc.stop('SIGTERM');
-  t.match(relayLogs(proc, 'relay stopped')[0], { tcp: { proxyHeaders: 3, proxyUntrusted: 1, proxyRefused: 5,
+  t.match(relayLogs(proc, 'relay stopped')[0], { tcp: { proxyHeaders: 4, proxyUntrusted: 1, proxyRefused: 5,
     proxyRefusedBy: { 'not-proxy': 1, malformed: 1, 'too-long': 1, 'bad-command': 1, timeout: 1 } } });
 });
 

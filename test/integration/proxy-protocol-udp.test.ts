@@ -9,7 +9,7 @@ import {
 } from './lab-fixture';
 import { waitForListener } from '../../src/lab/netns';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
-import { writeProxyHeader } from '../../src/proxy-protocol';
+import { writeProxyHeader, writeLocalHeader } from '../../src/proxy-protocol';
 
 const hex = (src: { address: string; port: number }, dst: { address: string; port: number }) =>
   writeProxyHeader('v2', 'dgram', src, dst).toString('hex');
@@ -56,9 +56,13 @@ t.test('UDP v2 in: the backend sees the clients the front names; replies go back
     t.same(out.replies, [], `${why}: dropped, no reply`);
   }
   t.equal(udpSeen(echo).length, 4, 'nothing dropped reached the backend');
+  // LOCAL (the front speaking for itself): relayed from relay's own address, the reply back to the front.
+  const local = await udpSend(topo, target4, ['--sizes', '50', '--prefix-hex', writeLocalHeader().toString('hex')]);
+  t.same(local.replies.map((r) => r.exact), [true], 'LOCAL: the reply came back to the front');
+  t.match(udpSeen(echo).at(-1), { remote: ADDR.relayBackendSide4, bytes: 50 }, "LOCAL: the backend saw relay's own address");
   t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back once the sessions timed out");
   await proc.stop('SIGTERM');
-  t.match(relayLogs(proc, 'relay stopped')[0], { udp: { sessionsOpened: 3, proxyHeaders: 4, proxyUntrusted: 1, proxyRefused: 3,
+  t.match(relayLogs(proc, 'relay stopped')[0], { udp: { sessionsOpened: 4, proxyHeaders: 4, proxyLocal: 1, proxyUntrusted: 1, proxyRefused: 3,
     proxyRefusedBy: { 'not-proxy': 1, truncated: 1, 'wrong-transport': 1 } } });
 });
 

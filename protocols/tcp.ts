@@ -14,6 +14,9 @@ import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
 import { openUpstream, UpstreamSockets } from './upstream';
 import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
+import { ProxyHeaderReader, type HeaderResult } from './proxy-header';
+import { trustedSenders } from '../src/proxy-protocol/trust';
+import { writeProxyHeader, type ProxyHeader } from '../src/proxy-protocol';
 
 /** Clients the kernel may queue before relay accepts them (net.core.somaxconn caps it). */
 const LISTEN_BACKLOG = 4096;
@@ -35,6 +38,26 @@ export interface TcpStats {
   internalErrors: number;
   /** Connections that got a backend and ended, by why (the reasons their close lines give). */
   closedBy: Record<EndReason, number>;
+  /** PROXY protocol in: headers that named a client. */
+  proxyHeaders: number;
+  /** PROXY protocol in: LOCAL (or UNKNOWN) headers, served from relay's own address. */
+  proxyLocal: number;
+  /** PROXY protocol in: connections from outside proxy-from, closed unread. */
+  proxyUntrusted: number;
+  /** PROXY protocol in: connections closed for their header (bad, too long, too slow); by reason in proxyRefused. */
+  proxyRefused: number;
+}
+
+/** Where one client's upstream comes from and what it first sends. */
+interface ClientIdentity {
+  address: string;
+  port: number;
+  /** The front that sent the PROXY header, when there was one. */
+  front?: { address: string; port: number };
+  /** Connect from relay's own address: upstream-source relay, or a LOCAL header. */
+  ownSource: boolean;
+  /** Bytes for the backend before the client's own: a send-proxy header, then what followed the front's header. */
+  firstBytes?: Buffer;
 }
 
 /**
@@ -72,9 +95,17 @@ export class TcpRelay implements ConnectionOwner {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
     closedBy: Object.fromEntries(END_REASONS.map((r) => [r, 0])) as Record<EndReason, number>,
+    proxyHeaders: 0, proxyLocal: 0, proxyUntrusted: 0, proxyRefused: 0,
   };
   /** Per backend, bumped in place by the connections (read by /metrics). */
   readonly backends = new BackendCounterTable();
+  /** Front connections closed for their header, by why. */
+  readonly proxyRefusedBy: Record<string, number> = {};
+  /** Fronts' connections whose header is still being read. */
+  private readonly awaitingHeader = new Set<ProxyHeaderReader>();
+  /** Runs while headers are awaited: closes those past proxy-header-timeout. */
+  private headerSweep: NodeJS.Timeout | undefined;
+  private isTrustedFront: (address: string) => boolean;
   private readonly listeners: TcpListener[] = [];
   private readonly open = new Set<ProxiedConnection>();
   /** Flushed at shutdown, so counts held back in a window are not lost. */
@@ -87,6 +118,8 @@ export class TcpRelay implements ConnectionOwner {
   private readonly mismatchLog: RateLimitedLog;
   private readonly upstreamFailedLog: RateLimitedLog;
   private readonly portFallbackLog: RateLimitedLog;
+  private readonly untrustedLog: RateLimitedLog;
+  private readonly badHeaderLog: RateLimitedLog;
   private upstreamSockets: UpstreamSockets<TcpHandle>;
 
   constructor(
@@ -100,8 +133,12 @@ export class TcpRelay implements ConnectionOwner {
       'address cannot be kept: closing (--on-family-mismatch reject)');
     this.upstreamFailedLog = new RateLimitedLog(log, 'error', 'cannot open upstream socket: closing client');
     this.portFallbackLog = new RateLimitedLog(log, 'warn', "client's port is in use on this host: connecting from an ephemeral port");
-    this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog);
+    this.untrustedLog = new RateLimitedLog(log, 'warn', 'connection from outside proxy-from: closing (a PROXY header is trusted from those fronts only)');
+    this.badHeaderLog = new RateLimitedLog(log, 'warn', 'no valid PROXY protocol header from the front: closing');
+    this.rateLimitedLogs.push(this.noBackendLog, this.mismatchLog, this.upstreamFailedLog, this.portFallbackLog,
+      this.untrustedLog, this.badHeaderLog);
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
 
   get openConnections(): number {
@@ -119,6 +156,7 @@ export class TcpRelay implements ConnectionOwner {
     this.health = health;
     this.upstreamSockets = upstreamSocketsFor(config);
     this.backends.forgetObjects();
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
 
   /**
@@ -162,7 +200,7 @@ export class TcpRelay implements ConnectionOwner {
   }
 
   private accept(client: TcpHandle, log: Logger, maxConnsLog: RateLimitedLog): void {
-    if (this.open.size >= this.config.maxConns) {
+    if (this.open.size + this.awaitingHeader.size >= this.config.maxConns) {
       this.stats.rejectedMaxConns++;
       client.close();
       maxConnsLog.write({ maxConns: this.config.maxConns, rejected: this.stats.rejectedMaxConns });
@@ -174,9 +212,98 @@ export class TcpRelay implements ConnectionOwner {
       return;
     }
     injectFault('tcp-listener', peer.port);
+    const address = unmapAddress(peer.address);
+    if (this.config.proxyProtocol) {
+      this.readProxyHeader(client, { address, port: peer.port }, log);
+      return;
+    }
     this.stats.accepted++;
-    const clientAddress = unmapAddress(peer.address);
-    const clientPort = peer.port;
+    const ownSource = this.config.upstreamSource === 'relay';
+    const identity: ClientIdentity = { address, port: peer.port, ownSource };
+    if (this.config.sendProxy) identity.firstBytes = this.sendProxyHeader(identity, client.local());
+    this.connectClient(client, identity, log);
+  }
+
+  /**
+   * A front's connection: only a trusted front is read from; its header
+   * names the client (or, LOCAL, the front itself) before a backend is chosen.
+   */
+  private readProxyHeader(client: TcpHandle, front: { address: string; port: number }, log: Logger): void {
+    const ingress = this.config.proxyProtocol!;
+    if (!this.isTrustedFront(front.address)) {
+      this.stats.proxyUntrusted++;
+      this.untrustedLog.write(() => ({ ...log.bindings(), front: formatEndpoint(front.address, front.port),
+        untrusted: this.stats.proxyUntrusted }));
+      client.close();
+      return;
+    }
+    const reader = new ProxyHeaderReader(client, ingress.version, ingress.headerTimeoutMs, (result) => {
+      this.awaitingHeader.delete(reader);
+      try {
+        this.headerRead(client, front, result, log);
+      } catch (err) {
+        this.stats.internalErrors++;
+        log.error({ err: errorWithStack(err), front: formatEndpoint(front.address, front.port) }, 'internal error: connection closed');
+        client.close();
+      }
+    });
+    this.awaitingHeader.add(reader);
+    this.headerSweep ??= setInterval(() => this.expireHeaders(), headerSweepMs(ingress.headerTimeoutMs)).unref();
+  }
+
+  /** Close the fronts' connections whose header is late; stop sweeping when none is awaited. */
+  private expireHeaders(): void {
+    const now = Date.now();
+    for (const reader of [...this.awaitingHeader]) if (reader.deadline <= now) reader.expire();
+    if (this.awaitingHeader.size === 0) this.stopHeaderSweep();
+  }
+
+  private stopHeaderSweep(): void {
+    clearInterval(this.headerSweep);
+    this.headerSweep = undefined;
+  }
+
+  private headerRead(client: TcpHandle, front: { address: string; port: number }, result: HeaderResult, log: Logger): void {
+    if (!result.ok) {
+      this.stats.proxyRefused++;
+      this.proxyRefusedBy[result.why] = (this.proxyRefusedBy[result.why] ?? 0) + 1;
+      this.badHeaderLog.write(() => ({ ...log.bindings(), front: formatEndpoint(front.address, front.port), why: result.why,
+        ...(result.code ? { code: result.code } : {}), refused: this.stats.proxyRefused }));
+      client.close();
+      return;
+    }
+    this.stats.accepted++;
+    const identity = this.identityFromHeader(result.header, front);
+    const toBackend = [
+      this.config.sendProxy ? this.sendProxyHeader(identity, headerDestination(result.header) ?? client.local()) : undefined,
+      result.rest,
+    ].filter((b): b is Buffer => b !== undefined);
+    if (toBackend.length > 0) identity.firstBytes = toBackend.length === 1 ? toBackend[0] : Buffer.concat(toBackend);
+    this.connectClient(client, identity, log, result.rest?.length ?? 0, true);
+  }
+
+  /** The header's client, or for LOCAL (the front's own check) the front, served from relay's address. */
+  private identityFromHeader(header: ProxyHeader, front: { address: string; port: number }): ClientIdentity {
+    if (header.command === 'local') {
+      this.stats.proxyLocal++;
+      return { address: front.address, port: front.port, front, ownSource: true };
+    }
+    this.stats.proxyHeaders++;
+    return { address: header.source.address, port: header.source.port, front,
+      ownSource: this.config.upstreamSource === 'relay' };
+  }
+
+  /** send-proxy: the header naming the client to the backend; destination is where the client connected to. */
+  private sendProxyHeader(identity: ClientIdentity, destination: { address: string; port: number } | undefined): Buffer {
+    const to = destination ? { address: unmapAddress(destination.address), port: destination.port }
+      : { address: familyOfAddress(identity.address) === 4 ? '0.0.0.0' : '::', port: 0 };
+    return writeProxyHeader(this.config.sendProxy!, 'stream', identity, to);
+  }
+
+  /** Choose a backend for the client and open its upstream; the client is closed if that fails. */
+  private connectClient(client: TcpHandle, identity: ClientIdentity, log: Logger, payloadAhead = 0,
+    clientReading = false): void {
+    const { address: clientAddress, port: clientPort } = identity;
     const backend = this.balancer.pick({ address: clientAddress, family: familyOfAddress(clientAddress) });
     if (!backend) {
       this.stats.rejectedNoBackend++;
@@ -185,14 +312,15 @@ export class TcpRelay implements ConnectionOwner {
       client.reset();
       return;
     }
-    const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint);
+    const connLog = new ConnectionLog(log, clientAddress, clientPort, backend.endpoint, identity.ownSource, identity.front);
     const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, connLog);
     if (!upstream) {
       client.close();
       return;
     }
     const counters = this.take(backend);
-    this.open.add(new ProxiedConnection(client, upstream, backend, counters, this, this.config, connLog));
+    this.open.add(new ProxiedConnection(client, upstream, backend, counters, this, this.config, connLog,
+      identity.firstBytes, payloadAhead, clientReading));
   }
 
   /** A connection now uses backend: the balancer and the backend's counters count it. */
@@ -255,6 +383,7 @@ export class TcpRelay implements ConnectionOwner {
    * client must be turned away (already logged).
    */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint, log: ConnectionLog): TcpHandle | undefined {
+    if (log.ownSource) return this.upstreamSockets.unbound(backend.family);
     const port = this.config.keepClientPort ? clientPort : 0;
     log.setUpstreamSource(undefined); // a retry's backend may be of the client's own family
     return openUpstream(this.upstreamSockets, {
@@ -284,6 +413,13 @@ export class TcpRelay implements ConnectionOwner {
   async drain(): Promise<void> {
     this.closeListeners();
     this.drainDeadline = Date.now() + this.config.drainTimeoutMs;
+    // A front's connection still in its header has no client yet to drain.
+    for (const reader of [...this.awaitingHeader]) {
+      reader.cancel();
+      reader.client.close();
+    }
+    this.awaitingHeader.clear();
+    this.stopHeaderSweep();
     await this.waitForClose();
     // Each close logs its line and leaves this.open at once.
     for (const conn of [...this.open]) conn.close('shutdown');
@@ -334,6 +470,10 @@ class ProxiedConnection implements FaultOwner {
   private retried = false;
   /** When the current connect began (performance.now()), for the connect-time histogram. */
   private connectStartedAt = 0;
+  /** A front's client is already reading (its header was read): what comes before the upstream connects is held. */
+  private clientReading = false;
+  private heldFromClient: Buffer | undefined;
+  private heldClientEnd: SysError | 'fin' | undefined;
 
   constructor(
     private readonly client: TcpHandle,
@@ -344,8 +484,15 @@ class ProxiedConnection implements FaultOwner {
     private readonly owner: ConnectionOwner,
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
+    /** Written to the backend first, once connected (send-proxy's header; bytes read with a front's header). */
+    private firstBytes?: Buffer,
+    /** How many of firstBytes the client sent (counted as its bytes). */
+    payloadAhead = 0,
+    clientReading = false,
   ) {
+    this.bytesFromClient = payloadAhead;
     client.owner = this;
+    if (clientReading) this.holdClientReads();
     this.connectUpstream();
   }
 
@@ -377,15 +524,67 @@ class ProxiedConnection implements FaultOwner {
     upstream.readStart(this.forward(upstream, this.client, 'backend'));
   }
 
+  /**
+   * Until the upstream connects, a reading client's bytes (rare: a front sends
+   * the header and the first request together) are held, and reading paused:
+   * at most one chunk waits. Left reading otherwise, so that connecting costs
+   * no read stop and start.
+   */
+  private holdClientReads(): void {
+    this.clientReading = true;
+    this.client.setReader({
+      data: (chunk) => {
+        this.heldFromClient = this.heldFromClient ? Buffer.concat([this.heldFromClient, chunk]) : chunk;
+        this.client.pauseReading();
+        this.clientReading = false;
+      },
+      end: (err) => {
+        this.heldClientEnd = err ?? 'fin';
+        this.clientReading = false;
+      },
+    });
+  }
+
+  /** What the backend gets before the client's next read: send-proxy's header, bytes read with the front's, held bytes. */
+  private writeFirstBytes(): void {
+    const held = this.heldFromClient;
+    if (held) this.bytesFromClient += held.length;
+    const first = this.firstBytes && held ? Buffer.concat([this.firstBytes, held]) : this.firstBytes ?? held;
+    this.firstBytes = undefined;
+    this.heldFromClient = undefined;
+    if (!first) return;
+    // Queued ahead of the client's next bytes (libuv keeps the order of writes).
+    this.upstream.write(first, (err) => {
+      if (err) this.failed('backend', err);
+    });
+  }
+
+  /** Start passing the client's bytes on: from where its reads stand. */
+  private forwardClient(): void {
+    const handlers = this.forward(this.client, this.upstream, 'client');
+    const ended = this.heldClientEnd;
+    if (ended === 'fin') {
+      this.client.setReader(handlers);
+      this.finFrom('client', this.upstream);
+    } else if (ended) {
+      this.failed('client', ended);
+    } else if (this.clientReading) {
+      this.client.setReader(handlers);
+    } else {
+      this.client.readStart(handlers);
+    }
+  }
+
   private onConnected(): void {
     clearTimeout(this.timer);
     this.connected = true;
     this.counters.observeConnect((performance.now() - this.connectStartedAt) / 1000);
     this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
-    // The client has not been read from until now (the kernel held its
+    this.writeFirstBytes();
+    // A plain client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
-    this.client.readStart(this.forward(this.client, this.upstream, 'client'));
+    this.forwardClient();
     if (this.config.idleTimeoutMs > 0) this.armIdleTimer(this.config.idleTimeoutMs);
   }
 
@@ -602,6 +801,10 @@ class ConnectionLog {
     readonly clientAddress: string,
     readonly clientPort: number,
     private backend: Endpoint,
+    /** The upstream comes from relay's own address (upstream-source relay, a LOCAL header): retries too. */
+    readonly ownSource = false,
+    /** The front that named this client in a PROXY header. */
+    private readonly front?: { address: string; port: number },
   ) {}
 
   enabled(level: 'info' | 'warn'): boolean {
@@ -630,6 +833,7 @@ class ConnectionLog {
       client: formatEndpoint(this.clientAddress, this.clientPort),
       backend: formatEndpoint(this.backend.address, this.backend.port),
       ...(this.upstreamSource ? { upstreamSource: this.upstreamSource } : {}),
+      ...(this.front ? { front: formatEndpoint(this.front.address, this.front.port) } : {}),
       ...fields,
     };
   }
@@ -649,6 +853,16 @@ class ConnectionLog {
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
   }
+}
+
+/** How often late headers are looked for: a quarter of the timeout, between 10 ms and 1 s. */
+function headerSweepMs(timeoutMs: number): number {
+  return Math.min(1000, Math.max(10, timeoutMs / 4));
+}
+
+/** Where the front's client connected to, as its header says (undefined for LOCAL). */
+function headerDestination(header: ProxyHeader): { address: string; port: number } | undefined {
+  return header.command === 'proxy' ? header.destination : undefined;
 }
 
 /** How this relay's upstream sockets are opened, from the config (again at each reload). */

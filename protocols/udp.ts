@@ -20,6 +20,8 @@ import { SessionTable, SessionEnd, sessionKey } from './udp-sessions';
 import { ListenerOwner, UdpListener, UdpListeners } from './udp-listeners';
 import { openUpstream, UpstreamOutcomes, UpstreamSockets } from './upstream';
 import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
+import { parseProxyHeader, writeProxyHeader, type ProxyAddress } from '../src/proxy-protocol';
+import { trustedSenders } from '../src/proxy-protocol/trust';
 
 export interface UdpStats {
   sessionsOpened: number;
@@ -35,14 +37,37 @@ export interface UdpStats {
   sendFailed: number;
   /** Sessions ended because relay's own handling of them threw (logged with the stack). */
   internalErrors: number;
+  /** PROXY protocol in: datagrams whose header named a client. */
+  proxyHeaders: number;
+  /** PROXY protocol in: datagrams with a LOCAL (or UNSPEC) header, relayed from relay's own address. */
+  proxyLocal: number;
+  /** PROXY protocol in: datagrams from outside proxy-from, dropped. */
+  proxyUntrusted: number;
+  /** PROXY protocol in: datagrams dropped for their header; by reason in proxyRefusedBy. */
+  proxyRefused: number;
+}
+
+/** Who a datagram is from, once a front's header (if any) is read. */
+interface DatagramOrigin {
+  client: ProxyAddress;
+  /** The front that sent it with a PROXY header: replies go back to it. */
+  front?: ProxyAddress;
+  /** Where the client sent it, as the header says. */
+  destination?: ProxyAddress;
+  /** From relay's own address: upstream-source relay, or a LOCAL header. */
+  ownSource: boolean;
 }
 
 class UdpSession {
   readonly startedAt = Date.now();
   /** When a reply last refreshed the session in the table. */
   refreshedByReplyAt = this.startedAt;
-  /** Where replies go, encoded once for the session's life. */
+  /** Where replies go (the client, or the front that named it), encoded once for the session's life. */
   readonly clientSockaddr: Buffer;
+  /** send-proxy: the v2 header before each datagram to the backend. */
+  sendPrefix?: Buffer;
+  /** proxy-reply-header: the v2 header before each reply to the front. */
+  replyPrefix?: Buffer;
   errorCode: string | undefined;
   closed = false;
   datagramsFromClient = 0;
@@ -60,8 +85,9 @@ class UdpSession {
     readonly backend: WeightedBackend,
     /** The backend's counters, bumped in place per datagram (no lookup). */
     readonly counters: BackendCounters,
+    readonly front?: ProxyAddress,
   ) {
-    this.clientSockaddr = encodeSockaddr(clientAddress, clientPort);
+    this.clientSockaddr = encodeSockaddr(front?.address ?? clientAddress, front?.port ?? clientPort);
   }
 }
 
@@ -70,11 +96,16 @@ export class UdpRelay implements ListenerOwner {
     sessionsOpened: 0,
     sessionsEnded: { idle: 0, evicted: 0, responses: 0, refused: 0, error: 0, shutdown: 0, 'address-removed': 0,
       'backend-removed': 0 },
-    droppedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0, sendFailed: 0,
-    internalErrors: 0,
+    droppedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0, refused: 0, droppedNoBackend: 0,
+    sendFailed: 0, internalErrors: 0, proxyHeaders: 0, proxyLocal: 0, proxyUntrusted: 0, proxyRefused: 0,
   };
   /** Per backend, bumped in place by the sessions (read by /metrics). */
   readonly backends = new BackendCounterTable();
+  /** Front datagrams dropped for their header, by why. */
+  readonly proxyRefusedBy: Record<string, number> = {};
+  private isTrustedFront: (address: string) => boolean;
+  private readonly untrustedLog: RateLimitedLog;
+  private readonly badHeaderLog: RateLimitedLog;
   private readonly listeners: UdpListeners;
   private readonly sessions: SessionTable<UdpSession>;
   private readonly evictionLog: RateLimitedLog;
@@ -117,6 +148,9 @@ export class UdpRelay implements ListenerOwner {
       onEnd: (session, reason) => this.onSessionEnd(session, reason),
     });
     this.upstreamSockets = upstreamSocketsFor(config);
+    this.untrustedLog = new RateLimitedLog(log, 'warn', 'datagram from outside proxy-from: dropped (a PROXY header is trusted from those fronts only)');
+    this.badHeaderLog = new RateLimitedLog(log, 'warn', 'datagram without a valid PROXY protocol v2 header: dropped');
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
     this.listeners = new UdpListeners({ endpoints: config.listeners, reusePort: config.reusePort, log, owner: this });
   }
 
@@ -135,6 +169,7 @@ export class UdpRelay implements ListenerOwner {
     this.health = health;
     this.upstreamSockets = upstreamSocketsFor(config);
     this.backends.forgetObjects();
+    this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
 
   /**
@@ -183,17 +218,62 @@ export class UdpRelay implements ListenerOwner {
     this.stats.sendFailed++;
   }
 
-  private fromClient(listener: UdpListener, datagram: Buffer, fromAddress: string, clientPort: number): void {
-    const clientAddress = unmapAddress(fromAddress);
-    const key = sessionKey(listener.address, listener.port, clientAddress, clientPort);
-    const session = this.sessions.get(key) ?? this.openSession(key, listener, clientAddress, clientPort);
-    if (!session) return;
+  private fromClient(listener: UdpListener, datagram: Buffer, fromAddress: string, fromPort: number): void {
+    const sender = { address: unmapAddress(fromAddress), port: fromPort };
+    if (this.config.proxyProtocol) {
+      this.fromFront(listener, datagram, sender);
+      return;
+    }
+    const key = sessionKey(listener.address, listener.port, sender.address, sender.port);
+    const session = this.sessions.get(key) ??
+      this.openSession(key, listener, { client: sender, ownSource: this.config.upstreamSource === 'relay' });
+    if (session) this.queueToBackend(session, datagram);
+  }
+
+  /**
+   * A datagram from a front (go-mmproxy's format): a trusted sender, a v2
+   * header, then the client's payload. Two clients behind one front are two
+   * sessions; one client behind two fronts too.
+   */
+  private fromFront(listener: UdpListener, datagram: Buffer, front: ProxyAddress): void {
+    if (!this.isTrustedFront(front.address)) {
+      this.stats.proxyUntrusted++;
+      this.untrustedLog.write(() => ({ ...listener.log.bindings(), front: formatEndpoint(front.address, front.port),
+        untrusted: this.stats.proxyUntrusted }));
+      return;
+    }
+    const parsed = parseProxyHeader(datagram, 'v2');
+    const why = parsed.status === 'incomplete' ? 'truncated' : parsed.status === 'invalid' ? parsed.problem
+      : parsed.header.command === 'proxy' && parsed.header.transport !== 'dgram' ? 'wrong-transport' : undefined;
+    if (why !== undefined || parsed.status !== 'ok') {
+      this.refuseHeader(listener, front, why ?? 'truncated');
+      return;
+    }
+    const header = parsed.header;
+    const origin: DatagramOrigin = header.command === 'local'
+      ? { client: front, front, ownSource: true }
+      : { client: header.source, front, destination: header.destination, ownSource: this.config.upstreamSource === 'relay' };
+    if (header.command === 'local') this.stats.proxyLocal++;
+    else this.stats.proxyHeaders++;
+    const key = `${sessionKey(listener.address, listener.port, origin.client.address, origin.client.port)}|${front.address}|${front.port}`;
+    const session = this.sessions.get(key) ?? this.openSession(key, listener, origin);
+    if (session) this.queueToBackend(session, datagram.subarray(parsed.length));
+  }
+
+  private refuseHeader(listener: UdpListener, front: ProxyAddress, why: string): void {
+    this.stats.proxyRefused++;
+    this.proxyRefusedBy[why] = (this.proxyRefusedBy[why] ?? 0) + 1;
+    this.badHeaderLog.write(() => ({ ...listener.log.bindings(), front: formatEndpoint(front.address, front.port), why,
+      refused: this.stats.proxyRefused }));
+  }
+
+  private queueToBackend(session: UdpSession, payload: Buffer): void {
     session.datagramsFromClient++;
-    session.bytesFromClient += datagram.length;
+    session.bytesFromClient += payload.length;
     session.counters.datagramsFromClient++;
-    session.counters.bytesFromClient += datagram.length;
+    session.counters.bytesFromClient += payload.length;
     this.toBackends.push(session);
-    this.datagramsToBackends.push(datagram);
+    this.datagramsToBackends.push(session.sendPrefix ? Buffer.concat([session.sendPrefix, payload]) : payload);
   }
 
   /**
@@ -211,7 +291,8 @@ export class UdpRelay implements ListenerOwner {
     datagrams.length = 0;
   }
 
-  private openSession(key: string, listener: UdpListener, clientAddress: string, clientPort: number): UdpSession | undefined {
+  private openSession(key: string, listener: UdpListener, origin: DatagramOrigin): UdpSession | undefined {
+    const { address: clientAddress, port: clientPort } = origin.client;
     if (this.draining) return undefined; // a removed service: its sessions finish, no new ones start
     // A session stays on its backend for life; source and maglev bring the
     // client back to the same backend after its session ended.
@@ -222,13 +303,20 @@ export class UdpRelay implements ListenerOwner {
       return undefined;
     }
     let mappedFrom: string | undefined;
-    const upstream = this.openUpstream(clientAddress, clientPort, backend.endpoint, (source) => { mappedFrom = source; });
+    const upstream = origin.ownSource ? this.upstreamSockets.unbound(backend.endpoint.family)
+      : this.openUpstream(clientAddress, clientPort, backend.endpoint, (source) => { mappedFrom = source; });
     if (!upstream) return undefined;
     this.balancer.onOpen(backend);
     const counters = this.backends.of(backend);
     counters.opened++;
-    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend, counters);
+    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend, counters, origin.front);
     session.upstreamSource = mappedFrom;
+    const destination = origin.destination ?? { address: listener.address, port: listener.port };
+    if (this.config.sendProxy) session.sendPrefix = writeProxyHeader('v2', 'dgram', origin.client, destination);
+    // A reply goes from the address the client sent to, to the client.
+    if (origin.front && this.config.proxyProtocol?.replyHeader) {
+      session.replyPrefix = writeProxyHeader('v2', 'dgram', destination, origin.client);
+    }
     this.stats.sessionsOpened++;
     this.sessions.add(key, session);
     try {
@@ -305,7 +393,7 @@ export class UdpRelay implements ListenerOwner {
     session.bytesToClient += reply.length;
     session.counters.datagramsToClient++;
     session.counters.bytesToClient += reply.length;
-    session.listener.replies.add(reply, session.clientSockaddr);
+    session.listener.replies.add(session.replyPrefix ? Buffer.concat([session.replyPrefix, reply]) : reply, session.clientSockaddr);
     // Like nginx's proxy_responses: N replies expected per client datagram, so
     // two queries in flight on one port (a resolver's A and AAAA) both get answers.
     if (this.config.udpResponses > 0 &&
@@ -386,7 +474,8 @@ export class UdpRelay implements ListenerOwner {
   close(): void {
     this.listeners.close();
     this.sessions.clear('shutdown');
-    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog, this.portFallbackLog]) {
+    for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog, this.portFallbackLog,
+      this.untrustedLog, this.badHeaderLog]) {
       limited.flush();
     }
   }
@@ -398,6 +487,7 @@ function sessionFields(session: UdpSession, reason: SessionEnd): object {
     client: formatEndpoint(session.clientAddress, session.clientPort),
     backend: formatEndpoint(session.backend.endpoint.address, session.backend.endpoint.port),
     ...(session.upstreamSource ? { upstreamSource: session.upstreamSource } : {}),
+    ...(session.front ? { front: formatEndpoint(session.front.address, session.front.port) } : {}),
     datagramsFromClient: session.datagramsFromClient,
     bytesFromClient: session.bytesFromClient,
     datagramsToClient: session.datagramsToClient,

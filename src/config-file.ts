@@ -326,5 +326,13 @@ function serviceLines(run: RelayConfig): string[] {
     `session-timeout = ${d(run.sessionTimeoutMs)}`,
     `udp-responses = ${run.udpResponses}`,
     ...(run.mark ? [`mark = 0x${run.mark.toString(16)}`] : []),
+    ...(run.proxyProtocol ? [
+      `proxy-protocol = "${run.proxyProtocol.version}"`,
+      `proxy-from = ${list(run.proxyProtocol.from)}`,
+      `proxy-header-timeout = ${d(run.proxyProtocol.headerTimeoutMs)}`,
+      ...(run.protocols.includes('udp') ? [`proxy-reply-header = ${run.proxyProtocol.replyHeader}`] : []),
+    ] : []),
+    ...(run.sendProxy ? [`send-proxy = "${run.sendProxy}"`] : []),
+    `upstream-source = "${run.upstreamSource}"`,
   ];
 }

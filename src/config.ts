@@ -12,9 +12,24 @@ import { Algorithm, ALGORITHMS, WeightedBackend, parseAlgorithm, parseBackend } 
 import type { HealthOptions } from './health';
 import type { Family } from './sys/sockaddr';
 import { MapPrefix, parseMapPrefix } from './map-prefix';
+import type { ProxyVersionMode, SendProxyVersion } from './proxy-protocol';
+import { parseCidrList } from './proxy-protocol/trust';
 
 export type Protocol = 'tcp' | 'udp';
 export type FamilyMismatchPolicy = 'reject' | 'masquerade';
+/** Where an upstream connection comes from: the client's address (transparent) or relay's own. */
+export type UpstreamSource = 'client' | 'relay';
+
+/** A service that reads a PROXY protocol header from its fronts before anything else. */
+export interface ProxyIngress {
+  readonly version: ProxyVersionMode;
+  /** The fronts trusted to name a client: CIDRs, canonical ("192.0.2.0/24"). */
+  readonly from: readonly string[];
+  readonly headerTimeoutMs: number;
+  /** UDP: put a v2 header before each reply to the front too. */
+  readonly replyHeader: boolean;
+}
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface RelayConfig {
@@ -36,6 +51,11 @@ export interface RelayConfig {
   /** Close a UDP session after this many replies; 0 = no limit. */
   readonly udpResponses: number;
   readonly mark: number;
+  /** PROXY protocol in (proxy-protocol); absent: the service reads no header. */
+  readonly proxyProtocol?: ProxyIngress;
+  /** PROXY protocol out (send-proxy): a header before each connection's (datagram's) bytes to the backend. */
+  readonly sendProxy?: SendProxyVersion;
+  readonly upstreamSource: UpstreamSource;
   readonly logLevel: LogLevel;
   /**
    * Set in worker processes (--workers): every listener joins a SO_REUSEPORT
@@ -103,6 +123,7 @@ export const DEFAULTS = {
   table: 2017,
   rulePriority: 2017,
   probeTimeoutMs: 2000,
+  proxyHeaderTimeoutMs: 3000,
 };
 
 /** Not the relay's own and not a real client's: TEST-NET-1's last address, and its IPv6 counterpart. */
@@ -160,6 +181,20 @@ export const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
   mark: { type: 'string', value: 'N',
     help: "SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from --fwmark " +
       "and from the fwmark of any rule that looks up --table (default none)" },
+  'proxy-protocol': { type: 'string', value: 'v1|v2|any',
+    help: "read a PROXY protocol header from the front first; its client becomes the connection's client " +
+      '(TCP: v1, v2 or any; UDP: v2 before each datagram). Needs --proxy-from' },
+  'proxy-from': { type: 'string', multiple: true, value: 'CIDR',
+    help: 'with --proxy-protocol: the fronts trusted to send a header; repeatable. Others are refused' },
+  'proxy-header-timeout': { type: 'string', value: 'DURATION',
+    help: `close a front's connection whose header is not complete after this (default ${formatDuration(DEFAULTS.proxyHeaderTimeoutMs)})` },
+  'proxy-reply-header': { type: 'boolean',
+    help: 'UDP with --proxy-protocol: put a v2 header before each reply to the front (default: replies as the backend sent them)' },
+  'send-proxy': { type: 'string', value: 'v1|v2',
+    help: "write a PROXY protocol header with the client's address to every backend (UDP: v2 before each datagram)" },
+  'upstream-source': { type: 'string', value: 'client|relay',
+    help: "connect to backends from the client's address (client, the default) or from relay's own (relay: " +
+      'with --send-proxy, backends then need no return path)' },
   'log-level': { type: 'string', value: 'LEVEL', help: 'fatal|error|warn|info|debug|trace|silent (default info)' },
 };
 
@@ -349,8 +384,53 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, 1),
     udpResponses: integerFlag(values, 'udp-responses', 0, 0, 1_000_000),
     mark: upstreamMark(values),
+    ...proxyOptions(values),
     logLevel: parseLogLevel(values['log-level']),
   });
+}
+
+/** The PROXY protocol keys, checked together: each needs the others it depends on. */
+function proxyOptions(values: ParsedValues): Pick<RelayConfig, 'proxyProtocol' | 'sendProxy' | 'upstreamSource'> {
+  const protocols = parseProtocols(values.proto);
+  const sendProxy = oneOf(values, 'send-proxy', ['v1', 'v2'] as const);
+  if (sendProxy === 'v1' && protocols.includes('udp')) {
+    throw new ConfigError('--send-proxy v1 is for TCP only: UDP carries v2 before each datagram (use v2)');
+  }
+  const upstreamSource = oneOf(values, 'upstream-source', ['client', 'relay'] as const) ?? 'client';
+  return { proxyProtocol: proxyIngress(values, protocols), sendProxy, upstreamSource };
+}
+
+function proxyIngress(values: ParsedValues, protocols: readonly Protocol[]): ProxyIngress | undefined {
+  const version = oneOf(values, 'proxy-protocol', ['v1', 'v2', 'any'] as const);
+  const from = values['proxy-from'] as string[] | undefined ?? [];
+  if (version === undefined) {
+    const stray = ['proxy-from', 'proxy-header-timeout', 'proxy-reply-header'].find((k) => values[k] !== undefined);
+    if (stray) throw new ConfigError(`--${stray} needs --proxy-protocol`);
+    return undefined;
+  }
+  if (from.length === 0) {
+    throw new ConfigError('--proxy-protocol needs --proxy-from CIDR: only trusted fronts may name a client address');
+  }
+  if (version !== 'v2' && protocols.includes('udp')) {
+    throw new ConfigError(`--proxy-protocol ${version}: UDP takes v2 only (go-mmproxy's format, a header before each datagram)`);
+  }
+  if (values['proxy-reply-header'] === true && !protocols.includes('udp')) {
+    throw new ConfigError('--proxy-reply-header is for UDP only');
+  }
+  return Object.freeze({
+    version,
+    from: Object.freeze(parseCidrList(from, '--proxy-from')),
+    headerTimeoutMs: durationFlag(values, 'proxy-header-timeout', DEFAULTS.proxyHeaderTimeoutMs, 1),
+    replyHeader: values['proxy-reply-header'] === true,
+  });
+}
+
+/** A string flag that takes one of a few words, or undefined when not given. */
+function oneOf<T extends string>(values: ParsedValues, flag: string, allowed: readonly T[]): T | undefined {
+  const raw = values[flag];
+  if (raw === undefined) return undefined;
+  if ((allowed as readonly unknown[]).includes(raw)) return raw as T;
+  throw new ConfigError(`--${flag} must be ${allowed.join(', ').replace(/, ([^,]*)$/, ' or $1')}: got '${echo(String(raw))}'`);
 }
 
 export function buildRoutesConfig(values: ParsedValues): RoutesConfig {

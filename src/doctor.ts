@@ -24,6 +24,7 @@ import { relayHostSteps, backendRecipes } from './routes';
 import { describeError } from './errors';
 import { isWellKnownPrefix, mapIpv4, WELL_KNOWN_WARNING } from './map-prefix';
 import { fdsNeeded } from './limits';
+import { writeProxyHeader } from './proxy-protocol';
 
 /** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -43,10 +44,13 @@ const ok = (name: string, detail?: string): CheckResult => ({ name, status: 'ok'
 export type DoctorOptions = RunOptions;
 
 export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> {
-  const families = [...new Set(options.run.backends.map((b) => b.endpoint.family))];
+  // upstream-source relay: relay connects from its own address, so the
+  // transparent pieces (privilege, return paths, relay's routes) are not needed.
+  const transparent = options.run.upstreamSource === 'client';
+  const families = transparent ? [...new Set(options.run.backends.map((b) => b.endpoint.family))] : [];
   const privilege = families.map(checkPrivilege);
   const fileLimit = checkFileLimit(options.run);
-  const returnPaths = judgeReturnPaths(options);
+  const returnPaths = transparent ? judgeReturnPaths(options) : [];
   const listens = await checkListenBinds(options.run);
   const privileged = privilege.every((r) => r.status === 'ok');
   const probes: ProbeOutcome[] = [];
@@ -62,9 +66,10 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
   // Relay's own pieces are judged last: a probe may have shown replies delivered by rules doctor cannot read.
   settleWithProbes(returnPaths, probes);
   return [
+    ...checkProxyProtocol(options.run),
     ...privilege,
     fileLimit,
-    ...checkRelayRoutes(options.routes, families, returnPaths),
+    ...(transparent ? checkRelayRoutes(options.routes, families, returnPaths) : []),
     ...checkMapPrefix(options.run),
     ...returnPaths.map((p) => p.result),
     ...options.run.listeners.map(checkListenAddress),
@@ -365,8 +370,40 @@ interface ProbeOutcome {
   readonly returnPath?: boolean;
 }
 
+/**
+ * PROXY protocol: who may name a client (proxy-from), and what the
+ * deployment needs (upstream-source relay: no return path at all).
+ */
+export function checkProxyProtocol(run: RelayConfig): CheckResult[] {
+  const results: CheckResult[] = [];
+  const ingress = run.proxyProtocol;
+  if (ingress) {
+    const name = `PROXY protocol ${ingress.version} in: proxy-from`;
+    const everyone = ingress.from.filter((c) => c.endsWith('/0'));
+    if (ingress.from.length === 0) {
+      results.push({ name, status: 'fail', detail: 'not set: any sender could make relay spoof any address',
+        fix: ["proxy-from = [\"ADDRESS/LEN\"] with your fronts' addresses only (e.g. the load balancer's subnet)"] });
+    } else if (everyone.length > 0) {
+      results.push({ name, status: 'warn', detail: `${everyone.join(', ')} trusts every sender: anyone who reaches ` +
+        'the listener can make relay connect from any address', fix: ["narrow proxy-from to your fronts' addresses"] });
+    } else {
+      results.push(ok(name, `${ingress.from.join(', ')}: only these fronts may name a client; others are refused`));
+    }
+  }
+  if (run.upstreamSource === 'relay') {
+    results.push(ok('upstream-source relay', "relay connects to backends from its own address: they need no return " +
+      'path through relay, no routes, no IP_TRANSPARENT' + (run.sendProxy ? `; the client is in the ${run.sendProxy} header` :
+      "; backends see relay's address, not the client's (add send-proxy to tell them)")));
+  } else if (run.sendProxy) {
+    results.push(ok(`send-proxy ${run.sendProxy}`, "backends get a header naming the client and still see the client's " +
+      'address (upstream-source client): they need the return path below; upstream-source relay would not'));
+  }
+  return results;
+}
+
 async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions,
   returnPaths: readonly ReturnPath[], source: string): Promise<ProbeOutcome> {
+  if (options.run.upstreamSource === 'relay') return probeFromRelay(backend, protocol, options);
   const mapped = source !== options.probeSources[backend.family] ? ` (${options.probeSources[4]} in --map-ipv4-prefix)` : '';
   const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from ${source}${mapped}`;
   if (protocol === 'udp' && !options.run.health.udpProbe) {
@@ -374,7 +411,7 @@ async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options
     // `relay --check` must not refuse to start for want of one.
     return { backend, protocol, result: ok(name, 'not checked: give --health-udp-probe HEX (e.g. a DNS query) to check UDP end to end') };
   }
-  const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs)
+  const failure = protocol === 'tcp' ? await probeTcp(backend, source, options.probeTimeoutMs, options.run.sendProxy)
     : await probeUdp(backend, source, options);
   if (failure === undefined) return { backend, protocol, result: ok(name, 'the backend\'s reply came back through relay') };
   if (!failure.returnPath) return { backend, protocol, result: { name, status: 'fail', detail: failure.detail, fix: failure.fix ?? [] } };
@@ -442,11 +479,35 @@ function recipeFor(backend: Endpoint, routes: RoutesConfig): string[] {
   });
 }
 
-function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise<ProbeFailure | undefined> {
+/** upstream-source relay: the probe is an ordinary connect (or datagram) from relay's own address. */
+async function probeFromRelay(backend: Endpoint, protocol: 'tcp' | 'udp', options: DoctorOptions): Promise<ProbeOutcome> {
+  const name = `end to end ${protocol} ${formatEndpoint(backend.address, backend.port)} from relay's own address`;
+  if (protocol === 'udp' && !options.run.health.udpProbe) {
+    return { backend, protocol, result: ok(name, 'not checked: give --health-udp-probe HEX to check UDP end to end') };
+  }
+  const failure = protocol === 'tcp' ? await probeTcp(backend, undefined, options.probeTimeoutMs, options.run.sendProxy)
+    : await probeUdp(backend, undefined, options);
+  return { backend, protocol, result: failure ? { name, status: 'fail', detail: failure.detail, fix: failure.fix ?? [] }
+    : ok(name, "the backend answered") };
+}
+
+/**
+ * With send-proxy, what the backend expects first: a header naming the probe's
+ * source as the client (the probe is a client like any other).
+ */
+function probeHeader(sendProxy: 'v1' | 'v2', transport: 'stream' | 'dgram', source: string | undefined, backend: Endpoint): Buffer {
+  const client = source ?? (backend.family === 4 ? '0.0.0.0' : '::');
+  return writeProxyHeader(sendProxy, transport, { address: client, port: 0 }, backend);
+}
+
+/** source undefined: from relay's own address (upstream-source relay). */
+function probeTcp(backend: Endpoint, source: string | undefined, timeoutMs: number,
+  sendProxy?: 'v1' | 'v2'): Promise<ProbeFailure | undefined> {
   return new Promise((resolve) => {
     let socket: net.Socket;
     try {
-      socket = connectTransparent({ transport: 'tcp', address: source, port: 0 }, backend);
+      socket = source === undefined ? net.connect({ host: backend.address, port: backend.port })
+        : connectTransparent({ transport: 'tcp', address: source, port: 0 }, backend);
     } catch (err) {
       resolve({ detail: describeError(err) });
       return;
@@ -456,10 +517,15 @@ function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise
       socket.destroy();
       resolve(failure);
     };
-    const timer = setTimeout(() => finish({ returnPath: true,
-      detail: `no answer to a connect from ${source} within ${timeoutMs} ms: the SYN-ACK did not come back through relay` }),
+    const timer = setTimeout(() => finish({ returnPath: source !== undefined,
+      detail: source === undefined ? `no answer to a connect within ${timeoutMs} ms`
+        : `no answer to a connect from ${source} within ${timeoutMs} ms: the SYN-ACK did not come back through relay` }),
     timeoutMs);
-    socket.once('connect', () => finish(undefined));
+    socket.once('connect', () => {
+      // A backend that reads PROXY headers logs a connection without one as an error: send what relay would.
+      if (sendProxy) socket.end(probeHeader(sendProxy, 'stream', source, backend), () => finish(undefined));
+      else finish(undefined);
+    });
     socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNREFUSED'
       ? { detail: 'connection refused: the backend answered through relay, but nothing listens on that port',
         fix: [`start the service on ${formatEndpoint(backend.address, backend.port)}`] }
@@ -471,15 +537,16 @@ function probeTcp(backend: Endpoint, source: string, timeoutMs: number): Promise
  * An unconnected socket, so a reply from another source address (a service on
  * a wildcard address answering from the host's primary address) is seen and named.
  */
-function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Promise<ProbeFailure | undefined> {
+function probeUdp(backend: Endpoint, source: string | undefined, options: DoctorOptions): Promise<ProbeFailure | undefined> {
   const probe = options.run.health.udpProbe;
   if (!probe) {
     return Promise.resolve(undefined);
   }
   return new Promise((resolve) => {
-    let socket: ReturnType<typeof bindTransparentUdp>;
+    let socket: dgram.Socket;
     try {
-      socket = bindTransparentUdp({ address: source, port: 0 });
+      socket = source === undefined ? dgram.createSocket(backend.family === 4 ? 'udp4' : 'udp6')
+        : bindTransparentUdp({ address: source, port: 0 });
     } catch (err) {
       resolve({ detail: describeError(err) });
       return;
@@ -490,7 +557,8 @@ function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Pr
       resolve(failure);
     };
     const timer = setTimeout(() => finish({ returnPath: true,
-      detail: `no reply to the probe from ${source} within ${options.probeTimeoutMs} ms: the reply did not come back ` +
+      detail: source === undefined ? `no reply to the probe within ${options.probeTimeoutMs} ms`
+        : `no reply to the probe from ${source} within ${options.probeTimeoutMs} ms: the reply did not come back ` +
         'through relay (no return route, or the service answered from another address)' }), options.probeTimeoutMs);
     socket.on('message', (_msg, rinfo) => {
       if (rinfo.address === backend.address && rinfo.port === backend.port) return finish(undefined);
@@ -500,7 +568,9 @@ function probeUdp(backend: Endpoint, source: string, options: DoctorOptions): Pr
       ] });
     });
     socket.on('error', (err: NodeJS.ErrnoException) => finish({ detail: `probe ${err.code}` }));
-    socket.send(probe, backend.port, backend.address);
+    // send-proxy: the backend reads a v2 header before each datagram, the probe's too.
+    const datagram = options.run.sendProxy ? Buffer.concat([probeHeader('v2', 'dgram', source, backend), probe]) : probe;
+    socket.send(datagram, backend.port, backend.address);
   });
 }
 

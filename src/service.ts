@@ -32,7 +32,8 @@ const KEY_OF: Record<keyof RelayConfig, string> = {
   drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch',
   mapIpv4Prefix: 'map-ipv4-prefix', maxConns: 'max-conns',
   maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
-  logLevel: 'log-level', reusePort: 'workers',
+  proxyProtocol: 'proxy-*', sendProxy: 'send-proxy', upstreamSource: 'upstream-source', logLevel: 'log-level',
+  reusePort: 'workers',
 };
 
 /** What a reload did to one service. */
@@ -120,6 +121,9 @@ export class Service {
         udpResponses: config.udpResponses } : {}),
       onFamilyMismatch: config.onFamilyMismatch,
       ...(config.mapIpv4Prefix ? { mapIpv4Prefix: config.mapIpv4Prefix.text } : {}),
+      ...(config.proxyProtocol ? { proxyProtocol: config.proxyProtocol.version, proxyFrom: config.proxyProtocol.from } : {}),
+      ...(config.sendProxy ? { sendProxy: config.sendProxy } : {}),
+      ...(config.upstreamSource !== 'client' ? { upstreamSource: config.upstreamSource } : {}),
     };
   }
 
@@ -264,8 +268,10 @@ export class Service {
   /** Counters for the stats and stop lines. */
   stats(): { tcp?: object; udp?: object } {
     return {
-      ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections } } : {}),
-      ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions } } : {}),
+      ...(this.tcp ? { tcp: { ...this.tcp.relay.stats, open: this.tcp.relay.openConnections,
+        ...(this.current.proxyProtocol ? { proxyRefusedBy: this.tcp.relay.proxyRefusedBy } : {}) } } : {}),
+      ...(this.udp ? { udp: { ...this.udp.relay.stats, sessions: this.udp.relay.openSessions,
+        ...(this.current.proxyProtocol ? { proxyRefusedBy: this.udp.relay.proxyRefusedBy } : {}) } } : {}),
     };
   }
 

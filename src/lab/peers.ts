@@ -7,14 +7,19 @@ import { distFile } from './topology';
 
 export interface NginxBackend {
   proc: SpawnedProcess;
-  /** Lines of the access log: "$remote_addr $remote_port \"$request\" $server_addr". */
+  /**
+   * Lines of the access log: "$remote_addr $remote_port \"$request\" $server_addr $proxy_protocol_addr
+   * $proxy_protocol_port" (the last two empty unless it listens with proxyProtocol).
+   */
   accessLog(): string[];
 }
 
-export async function startNginxHttp(lab: Lab, ns: Namespace, addresses: string[], port: number): Promise<NginxBackend> {
+export async function startNginxHttp(lab: Lab, ns: Namespace, addresses: string[], port: number,
+  options: { proxyProtocol?: boolean } = {}): Promise<NginxBackend> {
   const dir = fs.mkdtempSync(path.join(lab.dir, 'nginx-'));
   const logFile = path.join(dir, 'access.log');
-  const listens = addresses.map((a) => `    listen ${a.includes(':') ? `[${a}]` : a}:${port};`).join('\n');
+  const pp = options.proxyProtocol ? ' proxy_protocol' : '';
+  const listens = addresses.map((a) => `    listen ${a.includes(':') ? `[${a}]` : a}:${port}${pp};`).join('\n');
   const conf = `
 daemon off;
 worker_processes 1;
@@ -24,7 +29,7 @@ events { worker_connections 1024; }
 http {
   access_log off;
 ${nginxTempPaths(dir)}
-  log_format peer '$remote_addr $remote_port "$request" $server_addr';
+  log_format peer '$remote_addr $remote_port "$request" $server_addr $proxy_protocol_addr $proxy_protocol_port';
   server {
 ${listens}
     access_log ${logFile} peer;
@@ -69,4 +74,27 @@ export async function startToolServer(lab: Lab, ns: Namespace, mode: string, lis
 /** Events a tools.ts process printed, parsed. */
 export function events(proc: SpawnedProcess): Record<string, unknown>[] {
   return proc.stdout().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+}
+
+/**
+ * HAProxy in the foreground inside ns with the given `frontend`/`backend`
+ * sections (tcp mode defaults are added), listening on waitPort before it returns.
+ */
+export async function startHaproxy(lab: Lab, ns: Namespace, sections: string, waitPort: number): Promise<SpawnedProcess> {
+  const dir = fs.mkdtempSync(path.join(lab.dir, 'haproxy-'));
+  const conf = `
+global
+  pidfile ${dir}/haproxy.pid
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+${sections}
+`;
+  const confFile = path.join(dir, 'haproxy.cfg');
+  fs.writeFileSync(confFile, conf);
+  const proc = lab.spawn(ns, ['haproxy', '-db', '-f', confFile]);
+  await waitForListener(ns, 'tcp', waitPort);
+  return proc;
 }

@@ -12,8 +12,8 @@
 //              relay's own TcpHandle sends a last reply), then read to the end
 // Clients:
 //   hello      connect, send "hello", print the reply ({"event":"reply",...})
-//   session    one connection scripted by flags (--send, --end, --send-after-end,
-//              --reset-after, --local-port); prints what happened as {"event":"session",...}
+//   session    one connection scripted by flags (--send, --send-hex, --end, --send-after-end,
+//              --reset-after, --local-address, --local-port); prints what happened as {"event":"session",...}
 //   bulk       N concurrent connections each sending B random bytes through an
 //              echo server; prints counts of byte-exact round trips
 import * as net from 'node:net';
@@ -125,10 +125,13 @@ function hello(target: string, timeoutMs: number): void {
 interface SessionScript {
   target: string;
   send?: string;
+  /** Bytes (hex) written in one write, before --send: a PROXY header and what follows it in one segment. */
+  sendHex?: string;
   end: boolean;
   sendAfterEnd?: string;
   resetAfterMs?: number;
   localPort?: number;
+  localAddress?: string;
   waitMs: number;
 }
 
@@ -138,7 +141,8 @@ function session(script: SessionScript): void {
   const started = Date.now();
   const outcome = { event: 'session', connected: false, local: '', localPort: 0, received: '',
     gotEnd: false, error: null as string | null, closedAfterMs: -1 };
-  const socket = net.connect({ host, port, allowHalfOpen: true, ...(script.localPort ? { localPort: script.localPort } : {}) });
+  const socket = net.connect({ host, port, allowHalfOpen: true, ...(script.localPort ? { localPort: script.localPort } : {}),
+    ...(script.localAddress ? { localAddress: script.localAddress } : {}) });
   const report = () => { clearTimeout(timer); print(outcome); socket.destroy(); };
   const timer = setTimeout(report, script.waitMs);
   socket.setEncoding('utf8');
@@ -146,6 +150,7 @@ function session(script: SessionScript): void {
     outcome.connected = true;
     outcome.local = socket.localAddress ?? '';
     outcome.localPort = socket.localPort ?? 0;
+    if (script.sendHex !== undefined) socket.write(Buffer.from(script.sendHex, 'hex'));
     if (script.send !== undefined) socket.write(script.send);
     if (script.end) socket.end();
     if (script.resetAfterMs !== undefined) setTimeout(() => socket.resetAndDestroy(), script.resetAfterMs);
@@ -206,6 +211,8 @@ function main(): void {
       bytes: { type: 'string', default: '1024' },
       timeout: { type: 'string', default: '60000' },
       send: { type: 'string' },
+      'send-hex': { type: 'string' },
+      'local-address': { type: 'string' },
       end: { type: 'boolean', default: false },
       'send-after-end': { type: 'string' },
       'reset-after': { type: 'string' },
@@ -218,6 +225,8 @@ function main(): void {
     return session({
       target: values.target ?? '',
       send: values.send,
+      sendHex: values['send-hex'],
+      localAddress: values['local-address'],
       end: values.end ?? false,
       sendAfterEnd: values['send-after-end'],
       resetAfterMs: values['reset-after'] === undefined ? undefined : Number(values['reset-after']),

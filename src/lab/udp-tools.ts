@@ -2,14 +2,17 @@
 // lines on stdout (like tools.ts).
 //   echo   --listen ADDR:PORT...  print {"event":"udp","remote","port","bytes"} per datagram and echo it back
 //          (--push N --push-every MS: then send it back N more times, MS apart: a backend that talks on its own)
+//          (--proxy-v2: each datagram starts with a PROXY v2 header: print its source too, echo the payload alone)
 //   send   --target ADDR:PORT [--local-address A] [--local-port P] [--sizes 0,100,65507] [--replies N]
 //          send from ONE socket, wait for the replies (one per datagram, or N); print {"event":"send-result",...}
+//          (--prefix-hex H: H before each datagram, a front's PROXY header; --reply-prefix-hex H: replies start with H)
 //   flows  --target ADDR:PORT --flows N [--batch B]: N sockets (N client ports), one
 //          request each, in batches; print {"event":"flows-result","answered",...}
 import * as dgram from 'node:dgram';
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
 import { print, splitHostPort } from './peer-io';
+import { parseProxyHeader } from '../proxy-protocol';
 
 function typeOf(host: string): 'udp4' | 'udp6' {
   return net.isIPv6(host) ? 'udp6' : 'udp4';
@@ -22,12 +25,24 @@ function typeOf(host: string): 'udp4' | 'udp6' {
  */
 const ECHO_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
 
-function echo(listen: string[], push: { count: number; everyMs: number }): void {
+function echo(listen: string[], push: { count: number; everyMs: number }, proxyV2 = false): void {
   for (const spec of listen) {
     const { host, port } = splitHostPort(spec);
     const socket = dgram.createSocket({ type: typeOf(host), recvBufferSize: ECHO_RECEIVE_BUFFER_BYTES });
-    socket.on('message', (msg, rinfo) => {
-      print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length });
+    socket.on('message', (received, rinfo) => {
+      let msg = received;
+      if (proxyV2) {
+        const parsed = parseProxyHeader(received, 'v2');
+        if (parsed.status !== 'ok' || parsed.header.command !== 'proxy') {
+          print({ event: 'udp-bad-header', remote: rinfo.address, status: parsed.status });
+          return;
+        }
+        msg = received.subarray(parsed.length);
+        print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length,
+          proxySource: parsed.header.source.address, proxyPort: parsed.header.source.port });
+      } else {
+        print({ event: 'udp', remote: rinfo.address, port: rinfo.port, bytes: msg.length });
+      }
       socket.send(msg, rinfo.port, rinfo.address);
       for (let i = 1; i <= push.count; i++) {
         setTimeout(() => socket.send(msg, rinfo.port, rinfo.address), i * push.everyMs);
@@ -38,7 +53,8 @@ function echo(listen: string[], push: { count: number; everyMs: number }): void 
 }
 
 async function send(target: string, localAddress: string | undefined, localPort: number, sizes: number[],
-  expectedReplies: number | undefined, timeoutMs: number): Promise<void> {
+  expectedReplies: number | undefined, timeoutMs: number,
+  prefixes: { send: Buffer; reply: Buffer } = { send: Buffer.alloc(0), reply: Buffer.alloc(0) }): Promise<void> {
   const { host, port } = splitHostPort(target);
   const socket = dgram.createSocket({ type: typeOf(host) });
   const replies: { from: string; bytes: number; exact: boolean }[] = [];
@@ -49,13 +65,14 @@ async function send(target: string, localAddress: string | undefined, localPort:
     const timer = setTimeout(resolve, timeoutMs);
     socket.on('message', (msg, rinfo) => {
       const expected = payloads[replies.length];
-      replies.push({ from: `${rinfo.address}:${rinfo.port}`, bytes: msg.length, exact: expected !== undefined && msg.equals(expected) });
+      const exact = expected !== undefined && msg.equals(Buffer.concat([prefixes.reply, expected]));
+      replies.push({ from: `${rinfo.address}:${rinfo.port}`, bytes: msg.length, exact });
       if (replies.length === (expectedReplies ?? payloads.length)) { clearTimeout(timer); resolve(); }
     });
     socket.on('error', (err: NodeJS.ErrnoException) => print({ event: 'error', code: err.code }));
   });
   for (const payload of payloads) {
-    socket.send(payload, port, host);
+    socket.send(prefixes.send.length > 0 ? Buffer.concat([prefixes.send, payload]) : payload, port, host);
     await new Promise((r) => setTimeout(r, 5)); // keep order: one datagram at a time
   }
   await done;
@@ -101,13 +118,19 @@ function main(): void {
       replies: { type: 'string' },
       push: { type: 'string', default: '0' },
       'push-every': { type: 'string', default: '100' },
+      'proxy-v2': { type: 'boolean', default: false },
+      'prefix-hex': { type: 'string', default: '' },
+      'reply-prefix-hex': { type: 'string', default: '' },
     },
   });
   const timeout = Number(values.timeout);
-  if (mode === 'echo') return echo(values.listen ?? [], { count: Number(values.push), everyMs: Number(values['push-every']) });
+  if (mode === 'echo') {
+    return echo(values.listen ?? [], { count: Number(values.push), everyMs: Number(values['push-every']) }, values['proxy-v2']);
+  }
   if (mode === 'send') {
     void send(values.target!, values['local-address'], Number(values['local-port']),
-      values.sizes!.split(',').map(Number), values.replies === undefined ? undefined : Number(values.replies), timeout);
+      values.sizes!.split(',').map(Number), values.replies === undefined ? undefined : Number(values.replies), timeout,
+      { send: Buffer.from(values['prefix-hex']!, 'hex'), reply: Buffer.from(values['reply-prefix-hex']!, 'hex') });
     return;
   }
   if (mode === 'flows') {

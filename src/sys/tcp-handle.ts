@@ -191,6 +191,13 @@ export class TcpHandle {
     return { address: out.address, port: out.port };
   }
 
+  /** The socket's own address and port (where an accepted client connected to), or undefined once gone. */
+  local(): { address: string; port: number } | undefined {
+    const out: { address?: string; port?: number } = {};
+    if (this.raw.getsockname(out) < 0 || out.address === undefined || out.port === undefined) return undefined;
+    return { address: out.address, port: out.port };
+  }
+
   /**
    * Send small writes at once: a proxy must not add Nagle's delay to its
    * peers' exchanges. (Accepted clients have it from their listener.)
@@ -222,6 +229,16 @@ export class TcpHandle {
   }
 
   readStart(handlers: ReadHandlers): void {
+    this.setReader(handlers);
+    this.resumeReading();
+  }
+
+  /**
+   * Give reads to other handlers without touching the reading state: for a
+   * socket already reading (uv_read_start twice is an error), a read stop
+   * and start, two epoll_ctl calls, fewer.
+   */
+  setReader(handlers: ReadHandlers): void {
     const b = bindings();
     const handle = this;
     this.reader = handlers;
@@ -237,7 +254,6 @@ export class TcpHandle {
         handle.fault(err);
       }
     };
-    this.resumeReading();
   }
 
   /** Stop reading until resumeReading(): what the kernel keeps meanwhile slows the sender down. */

@@ -6,8 +6,11 @@
 // proxy stayed transparent. A fixed count, not a duration as with wrk, so the
 // proxy's system calls divide by an exact number of connections. Prints one
 // JSON line: {"event":"done","ok":N,"failed":N,"errors":{...},"saw":{...},"ms":N}.
+// --proxy-v2: each connection starts with a PROXY v2 header naming its own
+// address, in the same write as the request (as a front sends it).
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
+import { writeProxyHeader } from '../../src/proxy-protocol';
 
 function splitHostPort(spec: string): { host: string; port: number } {
   const cut = spec.lastIndexOf(':');
@@ -15,12 +18,17 @@ function splitHostPort(spec: string): { host: string; port: number } {
 }
 
 /** One request on its own connection; resolves with the body, or rejects. */
-function request(host: string, port: number, timeoutMs: number): Promise<string> {
+function request(host: string, port: number, timeoutMs: number, proxyV2 = false): Promise<string> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host, port });
     const chunks: Buffer[] = [];
     socket.setTimeout(timeoutMs, () => socket.destroy(new Error('timeout')));
-    socket.once('connect', () => socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`));
+    socket.once('connect', () => {
+      const get = Buffer.from(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      const header = proxyV2 ? writeProxyHeader('v2', 'stream', { address: socket.localAddress!, port: socket.localPort! },
+        { address: host, port }) : undefined;
+      socket.write(header ? Buffer.concat([header, get]) : get);
+    });
     socket.on('data', (chunk: Buffer) => chunks.push(chunk));
     socket.once('error', reject);
     // The server closes after its reply (Connection: close); Node then closes our side too.
@@ -41,6 +49,7 @@ async function main(): Promise<void> {
       conns: { type: 'string', default: '1' },
       parallel: { type: 'string', default: '1' },
       timeout: { type: 'string', default: '5000' },
+      'proxy-v2': { type: 'boolean', default: false },
     },
   });
   if (!values.target) {
@@ -59,7 +68,7 @@ async function main(): Promise<void> {
     while (next < conns) {
       next++;
       try {
-        const body = await request(host, port, timeoutMs);
+        const body = await request(host, port, timeoutMs, values['proxy-v2']);
         saw[body] = (saw[body] ?? 0) + 1;
         ok++;
       } catch (err) {

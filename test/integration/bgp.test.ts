@@ -14,6 +14,7 @@ import { startNginxHttp, NginxBackend } from '../../src/lab/peers';
 import { Bird, nextHops, relayVipEnv, relayVipScript, renderExample, startBird } from '../../src/lab/bgp';
 import { createBalancer, parseBackend } from '../../src/balance';
 import { formatEndpoint } from '../../src/addr';
+import { relayPid, fdCount, settleFds } from '../torture/harness';
 import { canRunLab, SKIP_REASON, eventually, relayLogs } from './lab-fixture';
 
 const VIP4 = '203.0.113.100';
@@ -132,6 +133,12 @@ t.test('relay hosts announced over BGP by BIRD, withdrawn before they drain', { 
   }, 15_000, 'the router\'s ECMP routes over all three hosts');
   t.pass(`the router installed both ECMP routes over ${HOSTS} hosts ${Date.now() - started} ms after the relays listened`);
 
+  // Every relay's fds, before any client connected: they must come back there.
+  const fdsBefore = hosts.map((h) => fdCount(relayPid(h.relay)));
+  const checkFds = async (t: Test, i: number) => {
+    const pid = relayPid(hosts[i].relay);
+    t.equal(await settleFds(pid, fdsBefore[i], 0), fdsBefore[i], `relay on host${i + 1}: its fds are back where they were`);
+  };
   const predictor = createBalancer('maglev', [...BACKENDS4, ...BACKENDS6].map((a) => parseBackend(formatEndpoint(a, 7000))));
   const predicted = (client: string) => predictor.pick({ address: client, family: client.includes(':') ? 6 : 4 })!.endpoint.address;
   const url = (client: string, path: string) => `http://${client.includes(':') ? `[${VIP6}]` : VIP4}/${path}`;
@@ -208,6 +215,7 @@ t.test('relay hosts announced over BGP by BIRD, withdrawn before they drain', { 
     t.equal(moved4[0], 0, `host1's IPv4 flows went to the others: ${moved4.join(', ')}`);
     const moved6 = await round(t, 'after-term-v6', CLIENTS6, 1);
     t.equal(moved6[0], 0, `host1's IPv6 flows went to the others: ${moved6.join(', ')}`);
+    await checkFds(t, 1);
   });
 
   t.test('a relay killed outright (SIGKILL) is withdrawn within the bound', async (t) => {
@@ -224,6 +232,7 @@ t.test('relay hosts announced over BGP by BIRD, withdrawn before they drain', { 
     t.equal(left4[2], CLIENTS4.length, 'host3 carried every IPv4 flow');
     const left6 = await round(t, 'after-kill-v6', CLIENTS6, 1);
     t.equal(left6[2], CLIENTS6.length, 'host3 carried every IPv6 flow');
+    await checkFds(t, 2);
   });
 });
 

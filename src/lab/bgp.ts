@@ -45,7 +45,7 @@ export async function startBird(lab: Lab, ns: Namespace, name: string, config: s
   while (!ns.tryRun('birdc', '-s', socket, 'show', 'status').ok) {
     if (proc.child.exitCode !== null || Date.now() > deadline) {
       await proc.stop('SIGKILL');
-      throw new Error(`BIRD in ${ns.name} did not start: ${proc.stderr().trim()}`);
+      throw new Error(`BIRD in ${ns.name} did not start (is bird2 installed? apt-get install bird2): ${proc.stderr().trim()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }

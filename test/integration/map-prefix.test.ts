@@ -49,7 +49,9 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
     const closed = await eventually(() => relayLogs(proc, 'connection closed')[0], 5000, 'connection closed line');
     t.equal(closed.client, `${ADDR.client4}:43017`, 'the log names the client as it is');
     t.equal(closed.upstreamSource, MAPPED_CLIENT, '... and the address the backend saw');
-    t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+    // At most: the count taken just after start may still hold the address watcher's spawn pipes.
+    const settled = await settleFds(pid, fdsBefore, 0);
+    t.ok(settled <= fdsBefore, `relay's fds are back where they were (${settled}, before ${fdsBefore})`);
     proc.child.kill('SIGTERM');
     await proc.exited(5000);
     const stats = relayLogs(proc, 'relay stopped')[0]?.tcp as { upstreamsMapped: number };
@@ -70,7 +72,9 @@ t.test('IPv4 clients to an IPv6-only backend through --map-ipv4-prefix', { skip:
     const ended = await eventually(() => relayLogs(proc, 'session ended')[0], 5000, 'session ended line');
     t.equal(ended.client, `${ADDR.client4}:42017`);
     t.equal(ended.upstreamSource, MAPPED_CLIENT);
-    t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+    // At most: the count taken just after start may still hold the address watcher's spawn pipes.
+    const settled = await settleFds(pid, fdsBefore, 0);
+    t.ok(settled <= fdsBefore, `relay's fds are back where they were (${settled}, before ${fdsBefore})`);
   });
 
   t.test('UDP: dnsmasq logs the query from the mapped address; dig gets the answer', async (t) => {

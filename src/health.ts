@@ -57,6 +57,8 @@ export class HealthState {
 export class HealthChecker {
   /** By ADDR:PORT: connections opened before a reload report with endpoints of the config they came from. */
   private readonly states = new Map<string, HealthState>();
+  /** The same states by the endpoints this checker was given: the data path reports with them, no string per report. */
+  private readonly byEndpoint = new Map<Endpoint, HealthState>();
   private timer: NodeJS.Timeout | undefined;
   private readonly retries = new Set<NodeJS.Timeout>();
   private checking = false;
@@ -69,7 +71,11 @@ export class HealthChecker {
     /** With workers: one state per relay, decided by the leader (src/health-link.ts). */
     private readonly shared?: { link: HealthLink; keyOf(backend: Endpoint): string },
   ) {
-    for (const backend of backends) this.states.set(nameOf(backend), new HealthState(options.rise, options.fall));
+    for (const backend of backends) {
+      const state = new HealthState(options.rise, options.fall);
+      this.states.set(nameOf(backend), state);
+      this.byEndpoint.set(backend, state);
+    }
     for (const backend of shared ? backends : []) {
       shared!.link.register(shared!.keyOf(backend),
         (ok, reason) => this.record(backend, ok, reason),
@@ -151,12 +157,17 @@ export class HealthChecker {
     }
   }
 
+  /** By identity first (this config's endpoints), else by ADDR:PORT (a connection opened before a reload). */
+  private stateOf(backend: Endpoint): HealthState | undefined {
+    return this.byEndpoint.get(backend) ?? this.states.get(nameOf(backend));
+  }
+
   private record(backend: Endpoint, ok: boolean, reason: string): void {
     if (this.follower) {
       this.shared!.link.report(this.shared!.keyOf(backend), ok, reason);
       return;
     }
-    const state = this.states.get(nameOf(backend));
+    const state = this.stateOf(backend);
     if (!state?.record(ok)) return;
     this.changed(backend, state.up, reason);
     if (!state.up && !this.active) this.retryLater(backend, state);

@@ -110,6 +110,8 @@ export interface BenchCase {
    * does not slow the later runs; made fresh again with the defaults after.
    */
   clientSysctls?: readonly string[];
+  /** At least this many runs per target, whatever --runs says (an issue asks for 5 interleaved runs). */
+  minRuns?: number;
   /** Further figures read from this case's samples, each reported and judged as a case of its own. */
   derived?: readonly DerivedCase[];
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
@@ -170,6 +172,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
     }
   };
+  const runs = Math.max(options.runs, benchCase.minRuns ?? 0);
   const prepared = await benchCase.prepare(ctx, options);
   try {
     if (benchCase.series) {
@@ -177,16 +180,16 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         seriesRuns = 0;
         renewClientNamespace(ctx.net);
         setSysctls(ctx.net.client, benchCase.series.clientSysctls ?? []);
-        log(`${benchCase.id}: ${target.name}, ${options.runs} run(s) back to back in a fresh client namespace` +
+        log(`${benchCase.id}: ${target.name}, ${runs} run(s) back to back in a fresh client namespace` +
           (benchCase.series.clientSysctls?.length ? ` tuned with ${benchCase.series.clientSysctls.join(', ')}` : ' (kernel defaults)'));
-        for (let run = 1; run <= options.runs; run++) await measureOne(prepared, target, run);
+        for (let run = 1; run <= runs; run++) await measureOne(prepared, target, run);
       }
     } else {
       if (benchCase.clientSysctls) {
         renewClientNamespace(ctx.net);
         setSysctls(ctx.net.client, benchCase.clientSysctls);
       }
-      for (let run = 1; run <= options.runs; run++) {
+      for (let run = 1; run <= runs; run++) {
         for (const target of benchCase.targets) await measureOne(prepared, target, run);
       }
     }

@@ -67,7 +67,7 @@ export function applyRelayRoutes(ns: Namespace): string {
   return ns.run(process.execPath, cliPath(), 'routes', 'apply');
 }
 
-/** Start relay inside ns and wait until it listens on every --listen port (whatever its log level). */
+/** Start relay inside ns and wait until it listens on every --listen port and, at info level, has logged its start line. */
 export async function startRelay(lab: Lab, ns: Namespace, args: string[], timeoutMs = 10_000): Promise<SpawnedProcess> {
   const proc = lab.spawn(ns, [process.execPath, cliPath(), ...args]);
   const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
@@ -83,5 +83,24 @@ export async function startRelay(lab: Lab, ns: Namespace, args: string[], timeou
       await new Promise((r) => setTimeout(r, 25));
     }
   }
+  // One socket seen is not all of them: a wildcard UDP listener binds each
+  // address in turn, and a caller that counts relay's fds now would count half
+  // a start. The start line comes once every listener is bound.
+  if (logsStartLine(args)) {
+    while (!/"msg":"(relay|worker) started"/.test(proc.stdout())) {
+      if (proc.child.exitCode !== null || Date.now() > deadline) {
+        await proc.stop('SIGKILL');
+        throw new Error(`relay did not log its start line: ${proc.stderr().trim() || proc.stdout().trim()}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
   return proc;
+}
+
+/** Whether relay run with args prints its start line (info level; a config file sets its own level). */
+function logsStartLine(args: string[]): boolean {
+  if (args.includes('--config')) return false;
+  const level = args[args.lastIndexOf('--log-level') + 1];
+  return !args.includes('--log-level') || level === 'info' || level === 'debug' || level === 'trace';
 }

@@ -70,32 +70,39 @@ export function applyRelayRoutes(ns: Namespace): string {
 /** Start relay inside ns and wait until it listens on every --listen port and, at info level, has logged its start line. */
 export async function startRelay(lab: Lab, ns: Namespace, args: string[], timeoutMs = 10_000): Promise<SpawnedProcess> {
   const proc = lab.spawn(ns, [process.execPath, cliPath(), ...args]);
-  const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
-  const proto = args[args.indexOf('--proto') + 1] ?? 'tcp';
-  const ssFlags = [...(proto.includes('tcp') || !args.includes('--proto') ? ['-Hltn'] : []), ...(proto.includes('udp') ? ['-Hlun'] : [])];
+  await waitUntilRelayServes(proc, ns, args, timeoutMs);
+  return proc;
+}
+
+/**
+ * Wait until relay run with args listens on every --listen port and, at info
+ * level, has logged its start line; kill it and throw what it said if it exits
+ * or the time runs out first.
+ */
+export async function waitUntilRelayServes(proc: SpawnedProcess, ns: Namespace, args: string[], timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  for (const [port, flags] of ports.flatMap((p) => ssFlags.map((f) => [p, f] as const))) {
-    while (ns.tryRun('ss', flags, `sport = :${port}`).stdout.trim() === '') {
+  const waitFor = async (ready: () => boolean, what: string) => {
+    while (!ready()) {
       if (proc.child.exitCode !== null || Date.now() > deadline) {
         await proc.stop('SIGKILL');
-        throw new Error(`relay did not start listening on ${port}: ${proc.stderr().trim() || proc.stdout().trim()}`);
+        await new Promise((r) => setTimeout(r, 100)); // what it wrote before exiting is still in the pipes
+        throw new Error(`relay did not ${what}: ${proc.stderr().trim() || proc.stdout().trim()}`);
       }
       await new Promise((r) => setTimeout(r, 25));
+    }
+  };
+  const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
+  const protos = (args.includes('--proto') ? args[args.indexOf('--proto') + 1] : 'tcp').split(',');
+  for (const port of ports) {
+    for (const proto of protos) {
+      const flags = proto === 'udp' ? '-Hlun' : '-Hltn';
+      await waitFor(() => ns.tryRun('ss', flags, `sport = :${port}`).stdout.trim() !== '', `start listening on ${proto}/${port}`);
     }
   }
   // One socket seen is not all of them: a wildcard UDP listener binds each
   // address in turn, and a caller that counts relay's fds now would count half
   // a start. The start line comes once every listener is bound.
-  if (logsStartLine(args)) {
-    while (!/"msg":"(relay|worker) started"/.test(proc.stdout())) {
-      if (proc.child.exitCode !== null || Date.now() > deadline) {
-        await proc.stop('SIGKILL');
-        throw new Error(`relay did not log its start line: ${proc.stderr().trim() || proc.stdout().trim()}`);
-      }
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-  return proc;
+  if (logsStartLine(args)) await waitFor(() => /"msg":"(relay|worker) started"/.test(proc.stdout()), 'log its start line');
 }
 
 /** Whether relay run with args prints its start line (info level; a config file sets its own level). */

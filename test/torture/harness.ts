@@ -3,7 +3,7 @@
 // USR2 stats line where relay has one).
 import * as fs from 'node:fs';
 import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
-import { cliPath, distFile, Topology, ADDR } from '../../src/lab/topology';
+import { cliPath, distFile, Topology, ADDR, waitUntilRelayServes } from '../../src/lab/topology';
 import { events } from '../../src/lab/peers';
 import { formatEndpoint } from '../../src/addr';
 
@@ -27,27 +27,12 @@ export interface RelayOptions {
   timeoutMs?: number;
 }
 
-/** Start relay inside the lab's relay namespace and wait until it listens on every --listen port. */
+/** Start relay inside the lab's relay namespace (with wrap and env) and wait until it serves. */
 export async function startRelay(topo: Topology, args: string[], options: RelayOptions = {}): Promise<SpawnedProcess> {
   const health = args.includes('--health-interval') ? [] : ['--health-interval', '0'];
   const argv = [...(options.wrap ?? []), process.execPath, cliPath(), ...args, ...health];
   const proc = topo.lab.spawn(topo.relay, argv, options.env ?? {});
-  const ports = args.flatMap((arg, i) => (args[i - 1] === '--listen' ? [Number(arg.slice(arg.lastIndexOf(':') + 1))] : []));
-  const protos = (args.includes('--proto') ? args[args.indexOf('--proto') + 1] : 'tcp').split(',');
-  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
-  for (const port of ports) {
-    for (const proto of protos) {
-      const flag = proto === 'udp' ? '-Hlun' : '-Hltn';
-      while (topo.relay.tryRun('ss', flag, `sport = :${port}`).stdout.trim() === '') {
-        if (proc.child.exitCode !== null || Date.now() > deadline) {
-          await proc.stop('SIGKILL');
-          await sleep(100); // what it wrote before exiting is still in the pipes
-          throw new Error(`relay did not start listening on ${proto}/${port}: ${proc.stderr().trim() || proc.stdout().trim()}`);
-        }
-        await sleep(25);
-      }
-    }
-  }
+  await waitUntilRelayServes(proc, topo.relay, args, options.timeoutMs);
   return proc;
 }
 

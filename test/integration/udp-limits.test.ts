@@ -94,10 +94,10 @@ t.test('UDP session limits', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   });
 
   t.test('--udp-responses counts per request: two queries in flight on one port both get answers', async (t) => {
-    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5409', '--backend', formatEndpoint(ADDR.backend4, 5400),
+    await relay(topo, ['--proto', 'udp', '--listen', '0.0.0.0:5411', '--backend', formatEndpoint(ADDR.backend4, 5400),
       '--udp-responses', '1']);
     // Two datagrams from one socket, 5 ms apart: the second is sent before the first reply returns.
-    const out = await udpSend(topo, `${ADDR.relayClientSide4}:5409`, ['--local-port', '41060', '--sizes', '10,20']);
+    const out = await udpSend(topo, `${ADDR.relayClientSide4}:5411`, ['--local-port', '41060', '--sizes', '10,20']);
     t.same(out.replies.map((r) => r.bytes), [10, 20]);
   });
 

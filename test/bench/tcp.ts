@@ -11,7 +11,7 @@ import {
   BenchContext, HostPort, ProxyUnderTest, TARGETS, haproxyTarget, kernelTarget, relayTarget, nginxTarget, relayAdminTarget, BENCH_ADMIN,
 } from './targets';
 import { httpBackendConfig, startNginx } from './nginx';
-import { openFds, totalRssKiB } from './proc';
+import { openFds, totalCpuSeconds, totalRssKiB } from './proc';
 
 const IPERF_PORT = 5201;
 const HTTP_PORT = 80;
@@ -219,6 +219,27 @@ function scrapeEverySecond(ctx: BenchContext, proxy: ProxyUnderTest): () => void
   return () => clearInterval(timer);
 }
 
+/** Scrapes timed on the idle relay after a relay-admin run, to price one. */
+const PRICED_SCRAPES = 20;
+
+/**
+ * Where --admin's cost goes: relay's CPU per GET /metrics, timed on the idle
+ * relay right after the run, and the share of the run's CPU the run's
+ * scrapes (one a second) took at that price. The rest of any gap is the
+ * default metrics' event-loop delay monitor and GC observer, which run
+ * whether or not anyone scrapes.
+ */
+function scrapeCost(ctx: BenchContext, proxy: ProxyUnderTest, seconds: number, runCpuSeconds: number | undefined) {
+  const pids = proxy.pids();
+  const before = totalCpuSeconds(pids);
+  ctx.net.relay.run('sh', '-c', `for i in $(seq ${PRICED_SCRAPES}); do curl -s -o /dev/null -m 1 http://${BENCH_ADMIN}/metrics; done`);
+  const perScrapeMs = ((totalCpuSeconds(pids) - before) / PRICED_SCRAPES) * 1000;
+  return {
+    scrapeCpuMs: Number(perScrapeMs.toFixed(2)),
+    scrapesShareOfRunCpu: runCpuSeconds ? Number(((seconds * perScrapeMs) / 1000 / runCpuSeconds).toFixed(4)) : undefined,
+  };
+}
+
 async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
   const backend = { host: ADDR.backend4, port: HTTP_PORT };
   const nginx = await startNginx(ctx.lab, ctx.net.backend, LOAD_CPU, 'http', (dir) => httpBackendConfig(dir, backend), HTTP_PORT);
@@ -236,6 +257,7 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promis
         runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, options.seconds * 1000 + SLACK_MS)).finally(stopScraping);
       const after = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
       const report = parseWrk(window.result.stdout, window.result.stderr);
+      const scrapes = proxy.name === 'relay-admin' ? scrapeCost(ctx, proxy, options.seconds, window.proxyCpuSeconds) : {};
       const per10k = (k: keyof typeof spaces) => report.requests > 0
         ? Math.round(timeWaitEntered(before[k], after[k]) / report.requests * PER_CONNS) : 0;
       return {
@@ -245,7 +267,7 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions): Promis
         details: { requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx,
           clientTimeWaitPer10k: per10k('client'), relayNsTimeWaitPer10k: per10k('relay'),
           backendTimeWaitPer10k: per10k('backend'), clientTimeWaitAfter: after.client.now,
-          clientTimeWaitOverflow: after.client.overflow - before.client.overflow, backendSaw: saw },
+          clientTimeWaitOverflow: after.client.overflow - before.client.overflow, backendSaw: saw, ...scrapes },
       };
     },
     close: async () => {

@@ -17,6 +17,12 @@ export interface Libc {
   setrlimit(resource: number, limits: Buffer): number;
   sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
   recvmmsg(fd: number, messages: Buffer, count: number, flags: number, timeout: null): number;
+  sendmsg(fd: number, message: Buffer, flags: number): number;
+  /**
+   * recvmmsg on one of koffi's worker threads, for a blocking socket: done
+   * gets the count (-1 on failure; errno is the worker's, not readable here).
+   */
+  recvmmsgAsync(fd: number, messages: Buffer, count: number, flags: number, done: (result: number) => void): void;
   errno(): number;
   /** Where a Buffer's bytes are in memory, for the pointers inside structs relay builds (sendmmsg's). */
   addressOf(buffer: Buffer): number;
@@ -31,6 +37,7 @@ export function libc(): Libc {
 
 function load(): Libc {
   const lib = koffi.load('libc.so.6');
+  const recvmmsg = lib.func('int recvmmsg(int, void *, uint32_t, int, void *)');
   // Addresses and option values are passed as raw Buffers: the layouts are
   // built (and unit-tested) in sockaddr.ts, so koffi needs no struct types.
   return {
@@ -45,7 +52,10 @@ function load(): Libc {
     getrlimit: lib.func('int getrlimit(int, void *)'),
     setrlimit: lib.func('int setrlimit(int, void *)'),
     sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),
-    recvmmsg: lib.func('int recvmmsg(int, void *, uint32_t, int, void *)'),
+    recvmmsg,
+    sendmsg: lib.func('long sendmsg(int, void *, int)'),
+    recvmmsgAsync: (fd, messages, count, flags, done) =>
+      recvmmsg.async(fd, messages, count, flags, null, (err: unknown, result: number) => done(err ? -1 : result)),
     errno: () => koffi.errno(),
     // User-space addresses on 64-bit Linux fit in 47 bits, well inside a double's 53.
     addressOf: (buffer) => Number(koffi.address(buffer)),

@@ -79,7 +79,7 @@ function configureTransparent(fd: number, family: Family, options: TransparentSo
 }
 
 /** Set an int option or throw a SysError naming it (and the address, when there is one). */
-function setIntOption(
+export function setIntOption(
   fd: number, level: number, name: number, value: number, label: string,
   target?: { address: string; port: number }, hintOnEperm?: string,
 ): void {
@@ -102,7 +102,7 @@ function trySetIntOption(fd: number, level: number, name: number, value: number)
   return libc().setsockopt(fd, level, name, optionValue, optionValue.length) === 0;
 }
 
-function bindTo(fd: number, address: string, port: number): void {
+export function bindTo(fd: number, address: string, port: number): void {
   const sockaddr = encodeSockaddr(address, port);
   if (libc().bind(fd, sockaddr, sockaddr.length) !== 0) {
     throw new SysError({ errno: libc().errno(), syscall: 'bind', address, port });
@@ -208,9 +208,7 @@ export function openUdpListener(address: string, port: number, receiveBufferByte
     // Workers: one socket each in the group; the kernel keeps a client's
     // four-tuple on one of them while the group does not change.
     if (reusePort) setIntOption(fd, C.SOL_SOCKET, C.SO_REUSEPORT, 1, 'SO_REUSEPORT', { address, port });
-    if (!trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUFFORCE, receiveBufferBytes)) {
-      trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUF, receiveBufferBytes); // tolerated: the default still works
-    }
+    setReceiveBuffer(fd, receiveBufferBytes);
     if (family === 6) setIntOption(fd, C.SOL_IPV6, C.IPV6_V6ONLY, 1, 'IPV6_V6ONLY', { address, port });
     bindTo(fd, address, port);
   } catch (err) {
@@ -218,6 +216,14 @@ export function openUdpListener(address: string, port: number, receiveBufferByte
     throw err;
   }
   return adoptUdp(fd, family);
+}
+
+/**
+ * A receive buffer of the given size: past net.core.rmem_max where relay may
+ * (SO_RCVBUFFORCE, CAP_NET_ADMIN), else up to it. Tolerated: the default works.
+ */
+export function setReceiveBuffer(fd: number, bytes: number): void {
+  if (!trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUFFORCE, bytes)) trySetIntOption(fd, C.SOL_SOCKET, C.SO_RCVBUF, bytes);
 }
 
 function adoptUdp(fd: number, family: Family): UdpHandle {

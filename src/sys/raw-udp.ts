@@ -1,0 +1,284 @@
+// The kernel half of a UDP engine with no socket per session (issue 15).
+//
+// Send: one raw IPPROTO_UDP socket per family with IP_TRANSPARENT. relay
+// writes the 8-byte UDP header (source port = the client's), the kernel the
+// IP header, and an IP_PKTINFO / IPV6_PKTINFO control message names the
+// client's address as the source. So one fd sends for every session.
+//
+// Receive: the backends' replies, addressed to the client, are steered by an
+// nftables tproxy rule onto one IP_TRANSPARENT UDP socket with
+// IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR: each arrives with the client
+// address and port it was meant for. Node's UDP handle drops control
+// messages, so the socket is blocking and read with recvmmsg on one of
+// koffi's worker threads, which calls back on the event loop.
+//
+// Structs are laid out by hand for 64-bit Linux (LP64, little-endian), as in
+// udp-batch.ts and sockaddr.ts.
+import { libc } from './libc';
+import * as C from './constants';
+import { encodeSockaddr, familyOf, formatIpv6, ipv6Bytes, type Family } from './sockaddr';
+import { SysError } from '../errors';
+import { PRIVILEGE_HINT, bindTo, setIntOption, setReceiveBuffer } from './transparent';
+
+export interface UdpAddress {
+  address: string;
+  port: number;
+}
+
+/** struct msghdr offsets (LP64). */
+const MSGHDR_SIZE = 56;
+const MSG_NAME = 0;
+const MSG_NAMELEN = 8;
+const MSG_IOV = 16;
+const MSG_IOVLEN = 24;
+const MSG_CONTROL = 32;
+const MSG_CONTROLLEN = 40;
+/** struct mmsghdr: msghdr, then msg_len, padded to 8. */
+const MMSGHDR_SIZE = 64;
+const MSG_LEN = 56;
+const IOVEC_SIZE = 16;
+/** struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type. */
+const CMSG_HEADER = 16;
+const UDP_HEADER = 8;
+/** The largest UDP payload in one IPv4 datagram (65,535 less the IP and UDP headers). */
+const MAX_PAYLOAD = 65_535 - 20 - UDP_HEADER;
+/** Room for a sockaddr_in6. */
+const NAME_SLOT = 28;
+
+/** CMSG_SPACE(n) for 8-byte alignment. */
+function cmsgSpace(n: number): number {
+  return CMSG_HEADER + Math.ceil(n / 8) * 8;
+}
+
+function writePointer(buf: Buffer, offset: number, value: number): void {
+  buf.writeUInt32LE(value % 0x1_0000_0000, offset);
+  buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), offset + 4);
+}
+
+function openFd(family: Family, type: number, protocol: number): number {
+  const fd = libc().socket(family === 4 ? C.AF_INET : C.AF_INET6, type | C.SOCK_CLOEXEC, protocol);
+  if (fd < 0) {
+    const errno = libc().errno();
+    throw new SysError({ errno, syscall: type === C.SOCK_RAW ? 'socket(SOCK_RAW, IPPROTO_UDP)' : 'socket',
+      hint: errno === C.EPERM ? 'a raw socket needs CAP_NET_RAW: run relay as root or with that capability' : undefined });
+  }
+  return fd;
+}
+
+/**
+ * A classic BPF program of one instruction, "return 0": the raw socket would
+ * otherwise get a copy of every UDP datagram the host receives, which relay
+ * would read and throw away. The kernel copies the program in.
+ */
+function attachDropAllFilter(fd: number): void {
+  const filter = Buffer.alloc(8);
+  filter.writeUInt16LE(0x06, 0); // BPF_RET | BPF_K, k = 0: keep no bytes
+  const program = Buffer.alloc(16);
+  program.writeUInt16LE(1, 0);
+  writePointer(program, 8, libc().addressOf(filter));
+  if (libc().setsockopt(fd, C.SOL_SOCKET, C.SO_ATTACH_FILTER, program, program.length) !== 0) {
+    throw new SysError({ errno: libc().errno(), syscall: 'setsockopt(SO_ATTACH_FILTER)' });
+  }
+}
+
+/**
+ * Sends datagrams from any client's address and port to any backend, through
+ * one raw socket of one family. send() is synchronous; a datagram the kernel
+ * refuses (a full buffer, no route) is reported, as UDP may drop.
+ */
+export class RawUdpSender {
+  readonly fd: number;
+  private readonly message = Buffer.alloc(MSGHDR_SIZE);
+  private readonly iovec = Buffer.alloc(IOVEC_SIZE);
+  private readonly name = Buffer.alloc(NAME_SLOT);
+  private readonly control: Buffer;
+  private readonly packet = Buffer.allocUnsafeSlow(UDP_HEADER + MAX_PAYLOAD);
+  private closed = false;
+
+  constructor(readonly family: Family, options: { mark?: number } = {}) {
+    this.fd = openFd(family, C.SOCK_RAW | C.SOCK_NONBLOCK, C.IPPROTO_UDP);
+    try {
+      const level = family === 4 ? C.SOL_IP : C.SOL_IPV6;
+      setIntOption(this.fd, level, family === 4 ? C.IP_TRANSPARENT : C.IPV6_TRANSPARENT, 1,
+        family === 4 ? 'IP_TRANSPARENT' : 'IPV6_TRANSPARENT', undefined, PRIVILEGE_HINT);
+      // IPv6 requires a UDP checksum: the kernel computes it at offset 6 of what relay writes.
+      if (family === 6) setIntOption(this.fd, C.SOL_IPV6, C.IPV6_CHECKSUM, 6, 'IPV6_CHECKSUM');
+      if (options.mark) setIntOption(this.fd, C.SOL_SOCKET, C.SO_MARK, options.mark, 'SO_MARK');
+      attachDropAllFilter(this.fd);
+    } catch (err) {
+      libc().close(this.fd);
+      throw err;
+    }
+    // IP_PKTINFO: in_pktinfo (12 bytes); IPV6_PKTINFO: in6_pktinfo (20 bytes).
+    const infoSize = family === 4 ? 12 : 20;
+    this.control = Buffer.alloc(cmsgSpace(infoSize));
+    writePointer(this.control, 0, CMSG_HEADER + infoSize);
+    this.control.writeInt32LE(family === 4 ? C.SOL_IP : C.SOL_IPV6, 8);
+    this.control.writeInt32LE(family === 4 ? C.IP_PKTINFO : C.IPV6_PKTINFO, 12);
+    writePointer(this.message, MSG_NAME, libc().addressOf(this.name));
+    writePointer(this.message, MSG_IOV, libc().addressOf(this.iovec));
+    writePointer(this.message, MSG_IOVLEN, 1);
+    writePointer(this.message, MSG_CONTROL, libc().addressOf(this.control));
+    writePointer(this.message, MSG_CONTROLLEN, this.control.length);
+    writePointer(this.iovec, 0, libc().addressOf(this.packet));
+  }
+
+  /**
+   * Send payload from source (the client) to destination (the backend).
+   * Returns 0, or the errno the kernel refused it with (e.g. EAGAIN).
+   */
+  send(source: UdpAddress, destination: UdpAddress, payload: Buffer): number {
+    if (payload.length > MAX_PAYLOAD) return -90; // EMSGSIZE
+    // Raw sockets take no port in the destination (IPv6 refuses one): the UDP header carries both.
+    const sockaddr = encodeSockaddr(destination.address, 0);
+    sockaddr.copy(this.name, 0);
+    this.message.writeUInt32LE(sockaddr.length, MSG_NAMELEN);
+    if (this.family === 4) {
+      // ipi_ifindex 0, ipi_spec_dst = the source to use, ipi_addr unused on send.
+      const octets = source.address.split('.');
+      for (let i = 0; i < 4; i++) this.control[CMSG_HEADER + 4 + i] = Number(octets[i]);
+    } else {
+      ipv6Bytes(source.address).copy(this.control, CMSG_HEADER);
+    }
+    const length = UDP_HEADER + payload.length;
+    this.packet.writeUInt16BE(source.port, 0);
+    this.packet.writeUInt16BE(destination.port, 2);
+    this.packet.writeUInt16BE(length, 4);
+    // IPv4 UDP may carry no checksum (0, RFC 768); IPv6 gets the kernel's (IPV6_CHECKSUM).
+    this.packet.writeUInt16BE(0, 6);
+    payload.copy(this.packet, UDP_HEADER);
+    writePointer(this.iovec, 8, length);
+    return libc().sendmsg(this.fd, this.message, C.MSG_DONTWAIT) >= 0 ? 0 : -libc().errno();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    libc().close(this.fd);
+  }
+}
+
+/** Datagrams one receive takes at most. */
+const RECEIVE_SLOTS = 64;
+const RECEIVE_SLOT_BYTES = 65_536;
+const ORIGDST_CONTROL = cmsgSpace(NAME_SLOT);
+
+export type ReplyHandler = (datagram: Buffer, from: UdpAddress, to: UdpAddress) => void;
+
+/**
+ * The socket tproxy steers the backends' replies onto: each datagram comes
+ * with its sender (the backend) and the address and port it was sent to (the
+ * client's). Reads run on a worker thread, one blocking recvmmsg at a time.
+ */
+export class TproxyReceiver {
+  readonly fd: number;
+  private readonly messages = Buffer.alloc(RECEIVE_SLOTS * MMSGHDR_SIZE);
+  private readonly iovecs = Buffer.alloc(RECEIVE_SLOTS * IOVEC_SIZE);
+  private readonly names = Buffer.alloc(RECEIVE_SLOTS * NAME_SLOT);
+  private readonly controls = Buffer.alloc(RECEIVE_SLOTS * ORIGDST_CONTROL);
+  private readonly data = Buffer.allocUnsafeSlow(RECEIVE_SLOTS * RECEIVE_SLOT_BYTES);
+  private closing = false;
+  private reading = false;
+
+  /** receiveBufferBytes: every session's replies queue here while the loop is busy. */
+  constructor(readonly local: UdpAddress, private readonly onReply: ReplyHandler, receiveBufferBytes = 4 * 1024 * 1024) {
+    const family = familyOf(local.address);
+    this.fd = openFd(family, C.SOCK_DGRAM, 0);
+    try {
+      setReceiveBuffer(this.fd, receiveBufferBytes);
+      if (family === 4) {
+        setIntOption(this.fd, C.SOL_IP, C.IP_TRANSPARENT, 1, 'IP_TRANSPARENT', local, PRIVILEGE_HINT);
+        setIntOption(this.fd, C.SOL_IP, C.IP_RECVORIGDSTADDR, 1, 'IP_RECVORIGDSTADDR', local);
+      } else {
+        setIntOption(this.fd, C.SOL_IPV6, C.IPV6_TRANSPARENT, 1, 'IPV6_TRANSPARENT', local, PRIVILEGE_HINT);
+        setIntOption(this.fd, C.SOL_IPV6, C.IPV6_RECVORIGDSTADDR, 1, 'IPV6_RECVORIGDSTADDR', local);
+        setIntOption(this.fd, C.SOL_IPV6, C.IPV6_V6ONLY, 1, 'IPV6_V6ONLY', local);
+      }
+      bindTo(this.fd, local.address, local.port);
+    } catch (err) {
+      libc().close(this.fd);
+      throw err;
+    }
+    const names = libc().addressOf(this.names);
+    const iovecs = libc().addressOf(this.iovecs);
+    const controls = libc().addressOf(this.controls);
+    const data = libc().addressOf(this.data);
+    for (let i = 0; i < RECEIVE_SLOTS; i++) {
+      const m = i * MMSGHDR_SIZE;
+      writePointer(this.messages, m + MSG_NAME, names + i * NAME_SLOT);
+      writePointer(this.messages, m + MSG_IOV, iovecs + i * IOVEC_SIZE);
+      writePointer(this.messages, m + MSG_IOVLEN, 1);
+      writePointer(this.messages, m + MSG_CONTROL, controls + i * ORIGDST_CONTROL);
+      writePointer(this.iovecs, i * IOVEC_SIZE, data + i * RECEIVE_SLOT_BYTES);
+      writePointer(this.iovecs, i * IOVEC_SIZE + 8, RECEIVE_SLOT_BYTES);
+    }
+  }
+
+  /** Start the receive loop: one blocking recvmmsg on a worker thread at a time. */
+  start(): void {
+    if (this.reading || this.closing) return;
+    this.reading = true;
+    this.readOnce();
+  }
+
+  private readOnce(): void {
+    for (let i = 0; i < RECEIVE_SLOTS; i++) {
+      const m = i * MMSGHDR_SIZE;
+      this.messages.writeUInt32LE(NAME_SLOT, m + MSG_NAMELEN);
+      writePointer(this.messages, m + MSG_CONTROLLEN, ORIGDST_CONTROL);
+    }
+    libc().recvmmsgAsync(this.fd, this.messages, RECEIVE_SLOTS, C.MSG_WAITFORONE, (n) => {
+      if (this.closing) {
+        this.reading = false;
+        libc().close(this.fd);
+        return;
+      }
+      for (let i = 0; i < n; i++) this.deliver(i);
+      // A failed read (n < 0) is retried on the next turn, not in a tight loop.
+      if (n < 0) setTimeout(() => this.readOnce(), 10).unref();
+      else this.readOnce();
+    });
+  }
+
+  private deliver(i: number): void {
+    const from = readSockaddr(this.names, i * NAME_SLOT);
+    const to = this.originalDestination(i);
+    if (!from || !to) return;
+    const length = this.messages.readUInt32LE(i * MMSGHDR_SIZE + MSG_LEN);
+    const start = i * RECEIVE_SLOT_BYTES;
+    const datagram = Buffer.allocUnsafe(length);
+    this.data.copy(datagram, 0, start, start + length);
+    this.onReply(datagram, from, to);
+  }
+
+  /** The IP_ORIGDSTADDR / IPV6_ORIGDSTADDR control message of datagram i. */
+  private originalDestination(i: number): UdpAddress | undefined {
+    const m = i * MMSGHDR_SIZE;
+    const controlLength = this.messages.readUInt32LE(m + MSG_CONTROLLEN);
+    const base = i * ORIGDST_CONTROL;
+    if (controlLength < CMSG_HEADER) return undefined;
+    const level = this.controls.readInt32LE(base + 8);
+    const type = this.controls.readInt32LE(base + 12);
+    const isOrigDst = (level === C.SOL_IP && type === C.IP_ORIGDSTADDR) || (level === C.SOL_IPV6 && type === C.IPV6_ORIGDSTADDR);
+    return isOrigDst ? readSockaddr(this.controls, base + CMSG_HEADER) : undefined;
+  }
+
+  /**
+   * Stop: shutdown wakes the worker blocked in recvmmsg (close alone would
+   * not), and the fd is closed once it has returned.
+   */
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.reading) libc().shutdown(this.fd, C.SHUT_RDWR);
+    else libc().close(this.fd);
+  }
+}
+
+function readSockaddr(buf: Buffer, offset: number): UdpAddress | undefined {
+  const family = buf.readUInt16LE(offset);
+  const port = buf.readUInt16BE(offset + 2);
+  if (family === C.AF_INET) return { address: `${buf[offset + 4]}.${buf[offset + 5]}.${buf[offset + 6]}.${buf[offset + 7]}`, port };
+  if (family === C.AF_INET6) return { address: formatIpv6(buf, offset + 8), port };
+  return undefined;
+}

@@ -7,7 +7,7 @@
 // address and port that sent, with the payload that port sent.
 //
 //   node raw-udp-probe.js --backend ADDR:PORT --receive ADDR:PORT --client ADDR
-//     [--first-port 40000] [--ports 100] [--timeout 3000]
+//     [--first-port 40000] [--ports 100] [--timeout 3000] [--mark N (SO_MARK on the raw socket)]
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { print, splitHostPort } from './peer-io';
@@ -17,7 +17,7 @@ import { familyOf } from '../sys/sockaddr';
 const { values } = parseArgs({ options: {
   backend: { type: 'string' }, receive: { type: 'string' }, client: { type: 'string' },
   'first-port': { type: 'string', default: '40000' }, ports: { type: 'string', default: '100' },
-  timeout: { type: 'string', default: '3000' },
+  timeout: { type: 'string', default: '3000' }, mark: { type: 'string', default: '0' },
 } });
 
 const backend = splitHostPort(values.backend ?? '');
@@ -39,7 +39,7 @@ const receiver = new TproxyReceiver({ address: receiveOn.host, port: receiveOn.p
   }
   if (expected.size === 0) finish();
 });
-const sender = new RawUdpSender(familyOf(client));
+const sender = new RawUdpSender(familyOf(client), { mark: Number(values.mark) });
 receiver.start();
 const fdsOpen = fds();
 

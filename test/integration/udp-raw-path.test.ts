@@ -15,13 +15,25 @@ const BACKEND_PORT = 5600;
 const RECEIVE_PORT = 5699;
 /** The mark relay routes apply delivers locally (its policy rule and local route). */
 const RELAY_FWMARK = '0x5e1a';
+/** What the raw socket marks its datagrams with (SO_MARK), for the conntrack rule. */
+const RAW_MARK = '0x5e1b';
 
+/**
+ * Steering that names no backend: the raw socket marks what it sends, the
+ * output hook copies the mark into the flow's conntrack entry, and a reply of
+ * such a flow is sent to the receive socket by tproxy, with relay's fwmark so
+ * its policy rule delivers it locally.
+ */
 function steerReplies(topo: Topology): void {
   const rules = `table inet rawpath {
+  chain out {
+    type filter hook output priority mangle; policy accept;
+    meta mark ${RAW_MARK} ct mark set meta mark
+  }
   chain pre {
     type filter hook prerouting priority mangle; policy accept;
-    ip saddr ${ADDR.backend4} udp sport ${BACKEND_PORT} tproxy ip to :${RECEIVE_PORT} meta mark set ${RELAY_FWMARK} accept
-    ip6 saddr ${ADDR.backend6} udp sport ${BACKEND_PORT} tproxy ip6 to :${RECEIVE_PORT} meta mark set ${RELAY_FWMARK} accept
+    meta nfproto ipv4 meta l4proto udp ct direction reply ct mark ${RAW_MARK} tproxy ip to :${RECEIVE_PORT} meta mark set ${RELAY_FWMARK} accept
+    meta nfproto ipv6 meta l4proto udp ct direction reply ct mark ${RAW_MARK} tproxy ip6 to :${RECEIVE_PORT} meta mark set ${RELAY_FWMARK} accept
   }
 }`;
   const file = path.join(topo.lab.dir, 'raw-path.nft');
@@ -31,7 +43,7 @@ function steerReplies(topo: Topology): void {
 
 async function probe(topo: Topology, client: string, backend: string, receive: string, firstPort: number, ports: number) {
   const proc = topo.lab.spawn(topo.relay, [process.execPath, distFile('lab', 'raw-udp-probe.js'), '--client', client,
-    '--backend', backend, '--receive', receive, '--first-port', String(firstPort), '--ports', String(ports), '--timeout', '5000']);
+    '--backend', backend, '--receive', receive, '--first-port', String(firstPort), '--ports', String(ports), '--timeout', '5000', '--mark', String(Number(RAW_MARK))]);
   await proc.waitFor(/"event":"done"/, 15_000);
   return events(proc).find((e) => e.event === 'done') as Record<string, number>;
 }

@@ -21,6 +21,7 @@ import { ListenerOwner, UdpListener, UdpListeners } from './udp-listeners';
 import { openUpstream, UpstreamOutcomes, UpstreamSockets } from './upstream';
 import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
 import { parseProxyHeader, writeProxyHeader, type ProxyAddress } from '../src/proxy-protocol';
+import { acquireRawUdpEngine, releaseRawUdpEngine, type RawUdpEngine } from './udp-raw';
 import { trustedSenders } from '../src/proxy-protocol/trust';
 
 export interface UdpStats {
@@ -58,6 +59,9 @@ interface DatagramOrigin {
   ownSource: boolean;
 }
 
+/** A session's upstream: a socket of its own (socket engine), or a flow of the raw engine (udp-raw.ts). */
+type SessionUpstream = Pick<UdpHandle, 'connect' | 'receive' | 'send' | 'close'>;
+
 class UdpSession {
   readonly startedAt = Date.now();
   /** When a reply last refreshed the session in the table. */
@@ -78,7 +82,7 @@ class UdpSession {
   upstreamSource: string | undefined;
   constructor(
     readonly key: string,
-    readonly upstream: UdpHandle,
+    readonly upstream: SessionUpstream,
     readonly listener: UdpListener,
     readonly clientAddress: string,
     readonly clientPort: number,
@@ -127,7 +131,9 @@ export class UdpRelay implements ListenerOwner {
   private readonly datagramsToBackends: Buffer[] = [];
   /** Shared by every listener: it copies each datagram out before the next read. */
   private receiveBatch: ReceiveBatch | undefined;
-  private upstreamSockets: UpstreamSockets<UdpHandle>;
+  private upstreamSockets: UpstreamSockets<SessionUpstream>;
+  /** The raw engine, when chosen at start (process-wide: a reload cannot change it). */
+  private readonly rawEngine: RawUdpEngine | undefined;
 
   constructor(
     private config: RelayConfig,
@@ -147,7 +153,8 @@ export class UdpRelay implements ListenerOwner {
       idleTimeoutMs: config.sessionTimeoutMs,
       onEnd: (session, reason) => this.onSessionEnd(session, reason),
     });
-    this.upstreamSockets = upstreamSocketsFor(config);
+    this.rawEngine = config.udpEngine === 'raw' ? acquireRawUdpEngine() : undefined;
+    this.upstreamSockets = upstreamSocketsFor(config, this.rawEngine);
     this.untrustedLog = new RateLimitedLog(log, 'warn', 'datagram from outside proxy-from: dropped (a PROXY header is trusted from those fronts only)');
     this.badHeaderLog = new RateLimitedLog(log, 'warn', 'datagram without a valid PROXY protocol v2 header: dropped');
     this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
@@ -167,7 +174,7 @@ export class UdpRelay implements ListenerOwner {
     this.config = config;
     this.balancer = balancer;
     this.health = health;
-    this.upstreamSockets = upstreamSocketsFor(config);
+    this.upstreamSockets = upstreamSocketsFor(config, this.rawEngine);
     this.backends.forgetObjects();
     this.isTrustedFront = trustedSenders(config.proxyProtocol?.from ?? []);
   }
@@ -184,6 +191,7 @@ export class UdpRelay implements ListenerOwner {
   }
 
   async listen(): Promise<void> {
+    for (const family of new Set(this.config.backends.map((b) => b.endpoint.family))) this.rawEngine?.prepare(family);
     this.listeners.start();
   }
 
@@ -347,7 +355,7 @@ export class UdpRelay implements ListenerOwner {
 
   /** A socket from the client's address and port, or undefined (logged) when there can be none. */
   private openUpstream(clientAddress: string, clientPort: number, backend: Endpoint,
-    onMapped: (source: string) => void): UdpHandle | undefined {
+    onMapped: (source: string) => void): SessionUpstream | undefined {
     let upstreamSource: string | undefined;
     // Built only for a line that is written: most sessions open without one.
     const ends = () => ({
@@ -474,6 +482,7 @@ export class UdpRelay implements ListenerOwner {
   close(): void {
     this.listeners.close();
     this.sessions.clear('shutdown');
+    if (this.rawEngine) releaseRawUdpEngine();
     for (const limited of [this.evictionLog, this.mismatchLog, this.failureLog, this.noBackendLog, this.portFallbackLog,
       this.untrustedLog, this.badHeaderLog]) {
       limited.flush();
@@ -498,12 +507,13 @@ function sessionFields(session: UdpSession, reason: SessionEnd): object {
   };
 }
 
-/** How this relay's upstream sockets are opened, from the config (again at each reload). */
-function upstreamSocketsFor(config: RelayConfig): UpstreamSockets<UdpHandle> {
+/** How this relay's upstreams are opened, from the config (again at each reload). */
+function upstreamSocketsFor(config: RelayConfig, rawEngine: RawUdpEngine | undefined): UpstreamSockets<SessionUpstream> {
   return {
     onFamilyMismatch: config.onFamilyMismatch,
     mapIpv4Prefix: config.mapIpv4Prefix,
-    bindFrom: (address, port) => openTransparentUdp({ address, port, mark: config.mark }),
+    bindFrom: rawEngine ? (address, port) => rawEngine.flowFrom(address, port)
+      : (address, port) => openTransparentUdp({ address, port, mark: config.mark }),
     unbound: (family) => UdpHandle.unbound(family),
   };
 }

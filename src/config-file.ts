@@ -20,11 +20,14 @@ import { parseWorkers } from './workers';
 /** Keys of the top level: the process's, not any one service's. */
 export const GLOBAL_KEYS = [
   'log-level', 'fwmark', 'table', 'priority', 'pid-file', 'probe-source', 'probe-timeout', 'workers', 'admin',
-  'admin-allow-remote', 'admin-token-file',
+  'admin-allow-remote', 'admin-token-file', 'udp-engine',
 ] as const;
 
-/** A service's keys: the data-path flags, less log-level (global), plus its name. */
-const SERVICE_KEYS = ['name', ...Object.keys(DATA_PATH_FLAGS).filter((k) => k !== 'log-level')];
+/** Data-path flags that are the process's, so global keys in a file. */
+const PROCESS_WIDE = new Set(['log-level', 'udp-engine']);
+
+/** A service's keys: the data-path flags, less the process-wide ones, plus its name. */
+const SERVICE_KEYS = ['name', ...Object.keys(DATA_PATH_FLAGS).filter((k) => !PROCESS_WIDE.has(k))];
 
 export interface ServiceConfig {
   readonly name: string;
@@ -80,7 +83,9 @@ export function parseConfigText(text: string, path: string): FileConfig {
   const rawServices = doc.service;
   if (rawServices === undefined) throw where.error(-1, undefined, 'no [[service]] table: a configuration needs at least one service');
   if (!Array.isArray(rawServices)) throw where.error(-1, 'service', 'service must be an array of tables: write [[service]]');
-  const services = rawServices.map((raw, i) => serviceConfig(raw, i, where));
+  // The UDP engine is the process's: every service's run config carries it.
+  const inherited: ParsedValues = global.values['udp-engine'] === undefined ? {} : { 'udp-engine': global.values['udp-engine'] };
+  const services = rawServices.map((raw, i) => serviceConfig(raw, i, where, inherited));
   refuseDuplicateNames(services, where);
   refuseListenClashes(services, where);
   return Object.freeze({ path, global, services: Object.freeze(services) });
@@ -108,13 +113,13 @@ function globalConfig(doc: Record<string, unknown>, where: Locator): GlobalConfi
   });
 }
 
-function serviceConfig(raw: unknown, index: number, where: Locator): ServiceConfig {
+function serviceConfig(raw: unknown, index: number, where: Locator, inherited: ParsedValues): ServiceConfig {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw where.error(index, undefined, 'a service must be a table: write [[service]] and its keys below it');
   }
   const table = raw as Record<string, unknown>;
   const name = serviceName(table.name, index, where);
-  const values: ParsedValues = {};
+  const values: ParsedValues = { ...inherited };
   for (const [key, value] of Object.entries(table)) {
     if (key === 'name') continue;
     if (!SERVICE_KEYS.includes(key)) {

@@ -30,6 +30,8 @@ export interface ProxyIngress {
   readonly replyHeader: boolean;
 }
 
+export type UdpEngine = 'socket' | 'raw';
+
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
 export interface RelayConfig {
@@ -50,6 +52,8 @@ export interface RelayConfig {
   readonly sessionTimeoutMs: number;
   /** Close a UDP session after this many replies; 0 = no limit. */
   readonly udpResponses: number;
+  /** How UDP sessions reach backends: a socket each, or the raw engine (one raw socket, tproxy for replies). Process-wide. */
+  readonly udpEngine: UdpEngine;
   readonly mark: number;
   /** PROXY protocol in (proxy-protocol); absent: the service reads no header. */
   readonly proxyProtocol?: ProxyIngress;
@@ -72,6 +76,8 @@ export interface RoutesConfig {
   readonly relayAddresses: readonly string[];
   /** --map-ipv4-prefix: the relay host delivers replies to them locally; backends route them via relay. */
   readonly mapIpv4Prefixes?: readonly MapPrefix[];
+  /** udp-engine raw: the nftables table also steers the raw engine's replies to its receive socket. */
+  readonly udpEngine?: UdpEngine;
 }
 
 /** A run's config with what its --check (and doctor) needs: the routes to look for and the probes. */
@@ -178,6 +184,9 @@ export const DATA_PATH_FLAGS: Record<string, FlagSpec> = {
     help: `UDP: close a session with no datagram either way for this long (default ${formatDuration(DEFAULTS.sessionTimeoutMs)})` },
   'udp-responses': { type: 'string', value: 'N',
     help: 'UDP: close a session once the backend sent N replies per client datagram, e.g. 1 for DNS (default 0: no limit)' },
+  'udp-engine': { type: 'string', value: 'socket|raw',
+    help: 'UDP: socket (an upstream socket per session, the default) or raw (no socket per session: one raw socket sends, ' +
+      'replies come back by nftables tproxy; needs `relay routes apply --udp-engine raw`; docs/udp.md)' },
   mark: { type: 'string', value: 'N',
     help: "SO_MARK for upstream packets, e.g. for the operator's own policy routing; must differ from --fwmark " +
       "and from the fwmark of any rule that looks up --table (default none)" },
@@ -212,6 +221,8 @@ export const ROUTES_FLAGS: Record<string, FlagSpec> = {
       '(default: looked up with ip route get)' },
   'map-ipv4-prefix': { type: 'string', multiple: true, value: 'PREFIX/96',
     help: "a service's --map-ipv4-prefix: checked on the relay host, and routed via relay in the backend recipes; repeatable" },
+  'udp-engine': { type: 'string', value: 'socket|raw',
+    help: "relay's --udp-engine: raw adds the rules that bring the raw engine's replies to it (default socket)" },
   help: HELP_FLAG,
 };
 
@@ -383,6 +394,7 @@ export function buildRunConfig(values: ParsedValues): RelayConfig {
     maxSessions: integerFlag(values, 'max-sessions', DEFAULTS.maxSessions, 1, 1_000_000),
     sessionTimeoutMs: durationFlag(values, 'session-timeout', DEFAULTS.sessionTimeoutMs, 1),
     udpResponses: integerFlag(values, 'udp-responses', 0, 0, 1_000_000),
+    udpEngine: oneOf(values, 'udp-engine', ['socket', 'raw'] as const) ?? 'socket',
     mark: upstreamMark(values),
     ...proxyOptions(values),
     logLevel: parseLogLevel(values['log-level']),
@@ -448,6 +460,7 @@ export function buildRoutesConfig(values: ParsedValues): RoutesConfig {
     backends: values.backend ? weightedBackends(values.backend).map((b) => b.endpoint) : [],
     relayAddresses,
     ...mapPrefixes(values['map-ipv4-prefix']),
+    ...(values['udp-engine'] === undefined ? {} : { udpEngine: oneOf(values, 'udp-engine', ['socket', 'raw'] as const) }),
   });
 }
 

@@ -15,7 +15,8 @@
 // what belongs to it, and nothing when it finds none.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { RoutesConfig, HostFacts, IpRule } from './config';
+import type { RoutesConfig, HostFacts, IpRule, UdpEngine } from './config';
+import { RAW_ENGINE_MARK, RAW_ENGINE_PORT } from './udp-engine';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand, listJson } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProblem } from './addr';
@@ -38,11 +39,12 @@ export interface RouteStep {
   readonly pasteText: string;
 }
 
-export function nftRuleset(fwmark: number): string {
+export function nftRuleset(fwmark: number, udpEngine: UdpEngine = 'socket'): string {
   return [
     `table inet ${NFT_TABLE} {`,
     '  chain prerouting {',
     '    type filter hook prerouting priority mangle; policy accept;',
+    ...(udpEngine === 'raw' ? rawEnginePrerouting(fwmark) : []),
     '    # packets for a socket bound with IP_TRANSPARENT (relay\'s upstream sockets),',
     '    # and ICMP errors about them (port unreachable ends a UDP session at once)',
     `    meta l4proto { tcp, udp, icmp, ipv6-icmp } socket transparent 1 meta mark set ${hex(fwmark)} accept`,
@@ -51,8 +53,34 @@ export function nftRuleset(fwmark: number): string {
     `    ip protocol udp ip frag-off & 0x1fff != 0 meta mark set ${hex(fwmark)} accept`,
     `    frag nexthdr udp frag frag-off != 0 meta mark set ${hex(fwmark)} accept`,
     '  }',
+    ...(udpEngine === 'raw' ? rawEngineOutput() : []),
     '}',
   ].join('\n') + '\n';
+}
+
+/**
+ * The raw UDP engine (--udp-engine raw) has no socket per session for
+ * `socket transparent` to find: a reply of one of its flows is known by the
+ * mark its raw socket gave the flow's conntrack entry, and tproxy hands it to
+ * the engine's receive socket. No rule names a backend, so a reload may add any.
+ */
+function rawEnginePrerouting(fwmark: number): string[] {
+  const match = `meta l4proto udp ct direction reply ct mark ${hex(RAW_ENGINE_MARK)}`;
+  return [
+    "    # replies of the raw UDP engine's flows, to its receive socket",
+    `    meta nfproto ipv4 ${match} tproxy ip to :${RAW_ENGINE_PORT} meta mark set ${hex(fwmark)} accept`,
+    `    meta nfproto ipv6 ${match} tproxy ip6 to :${RAW_ENGINE_PORT} meta mark set ${hex(fwmark)} accept`,
+  ];
+}
+
+function rawEngineOutput(): string[] {
+  return [
+    '  chain output {',
+    '    type filter hook output priority mangle; policy accept;',
+    "    # what the raw UDP engine sends: its flow's conntrack entry keeps the mark for the replies",
+    `    meta mark ${hex(RAW_ENGINE_MARK)} ct mark set meta mark`,
+    '  }',
+  ];
 }
 
 export function relayHostSteps(config: RoutesConfig, families: readonly Family[] = hostFamilies()): RouteStep[] {
@@ -89,9 +117,10 @@ function nftTableMark(): number | undefined {
  * Whether the table holds every rule of the current ruleset marking fwmark,
  * so a table left by an older relay counts as missing.
  */
-export function isRelayNftTable(rules: readonly NftRule[], fwmark: number): boolean {
+export function isRelayNftTable(rules: readonly NftRule[], fwmark: number, udpEngine: UdpEngine = 'socket'): boolean {
   const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
-  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/];
+  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/,
+    ...(udpEngine === 'raw' ? [new RegExp(`tproxy ip to :${RAW_ENGINE_PORT}`), new RegExp(`tproxy ip6 to :${RAW_ENGINE_PORT}`)] : [])];
   return needed.every((rule) => marking.some((text) => rule.test(text)));
 }
 
@@ -104,13 +133,14 @@ export function readHostFacts(families: readonly Family[] = hostFamilies()): Hos
 }
 
 function nftStep(config: RoutesConfig): RouteStep {
-  const ruleset = nftRuleset(config.fwmark);
+  const ruleset = nftRuleset(config.fwmark, config.udpEngine);
   // Create-then-delete-then-define, in one transaction: idempotent, and it
   // replaces a stale table left by an older relay.
   const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
   return {
-    name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}`,
-    isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark),
+    name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}` +
+      (config.udpEngine === 'raw' ? ` and steers the raw UDP engine's replies to port ${RAW_ENGINE_PORT}` : ''),
+    isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark, config.udpEngine),
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,
     pasteText: `nft -f - <<'EOF'\n${script}EOF`,

@@ -23,6 +23,7 @@ const RESTART_KEYS: Partial<Record<keyof RelayConfig, string>> = {
   listeners: 'listen',
   maxSessions: 'max-sessions',
   sessionTimeoutMs: 'session-timeout',
+  udpEngine: 'udp-engine',
 };
 
 /** Each RelayConfig field's key in the file and on the command line. */
@@ -31,7 +32,7 @@ const KEY_OF: Record<keyof RelayConfig, string> = {
   keepClientPort: 'keep-client-port', connectTimeoutMs: 'connect-timeout', idleTimeoutMs: 'idle-timeout',
   drainTimeoutMs: 'drain-timeout', onFamilyMismatch: 'on-family-mismatch',
   mapIpv4Prefix: 'map-ipv4-prefix', maxConns: 'max-conns',
-  maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', mark: 'mark',
+  maxSessions: 'max-sessions', sessionTimeoutMs: 'session-timeout', udpResponses: 'udp-responses', udpEngine: 'udp-engine', mark: 'mark',
   proxyProtocol: 'proxy-*', sendProxy: 'send-proxy', upstreamSource: 'upstream-source', logLevel: 'log-level',
   reusePort: 'workers',
 };

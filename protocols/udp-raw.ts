@@ -1,0 +1,156 @@
+// The raw UDP engine (--udp-engine raw): a session is a table entry, not a
+// socket. One raw socket per family sends every session's datagrams from the
+// client's address and port (src/sys/raw-udp.ts); the backends' replies are
+// steered by relay's nftables table (conntrack mark RAW_ENGINE_MARK, set on
+// what the raw socket sends) onto one receive socket per family, and handed to
+// the session that owns the client address and port they were sent to.
+//
+// A RawFlow looks to the UDP data path like a session's upstream socket
+// (bound, connected, send, receive, close), so everything else (the session
+// table, balancing, health, PROXY protocol, IPv4 mapping) is the socket
+// engine's own code.
+import type { Family } from '../src/sys';
+import { RawUdpSender, TproxyReceiver, type UdpAddress } from '../src/sys/raw-udp';
+import { familyOfAddress } from '../src/addr';
+import { SysError } from '../src/errors';
+import type { DatagramHandlers } from '../src/sys';
+import { RAW_ENGINE_MARK, RAW_ENGINE_PORT } from '../src/udp-engine';
+
+const EADDRINUSE = -98;
+/** Ports a flow without the client's (its port taken) picks from: the default ephemeral range. */
+const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
+
+/** A session's upstream through the raw engine. */
+export class RawFlow {
+  private backend: UdpAddress | undefined;
+  private handlers: DatagramHandlers | undefined;
+  private closed = false;
+
+  constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family) {}
+
+  connect(address: string, port: number): void {
+    this.backend = { address, port };
+  }
+
+  receive(handlers: DatagramHandlers): void {
+    this.handlers = handlers;
+  }
+
+  /** false: the kernel refused it (a full buffer, no route), as a socket's send would. */
+  send(datagram: Buffer): boolean {
+    if (this.closed || !this.backend) return false;
+    return this.engine.sender(this.family).send(this.source, this.backend, datagram) === 0;
+  }
+
+  /** A reply for this flow's client address and port: from its backend only. */
+  deliver(datagram: Buffer, from: UdpAddress): void {
+    if (this.closed || !this.backend || from.address !== this.backend.address || from.port !== this.backend.port) return;
+    this.handlers?.message(datagram, from.address, from.port);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.release(this);
+  }
+}
+
+/**
+ * The process's raw engine: its sockets open on first use and stay for the
+ * process's life (a handful of fds, whatever the number of sessions).
+ */
+export class RawUdpEngine {
+  /** Client address|port -> its flow: one flow per address and port, as one socket per bound address would be. */
+  private readonly flows = new Map<string, RawFlow>();
+  private readonly senders = new Map<Family, RawUdpSender>();
+  private readonly receivers = new Map<Family, TproxyReceiver>();
+  private nextFallback = 0;
+
+  /** A flow from address:port (port 0: a free port of the ephemeral range). Throws SysError EADDRINUSE when taken. */
+  flowFrom(address: string, port: number): RawFlow {
+    const family = familyOfAddress(address);
+    this.receiver(family);
+    const chosen = port === 0 ? this.freePort(address) : port;
+    const key = flowKey(address, chosen);
+    if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
+    const flow = new RawFlow(this, { address, port: chosen }, family);
+    this.flows.set(key, flow);
+    return flow;
+  }
+
+  /** Open a family's sockets now, so that a missing privilege or a taken port stops relay at start. */
+  prepare(family: Family): void {
+    this.receiver(family);
+    this.sender(family);
+  }
+
+  sender(family: Family): RawUdpSender {
+    let sender = this.senders.get(family);
+    if (!sender) {
+      sender = new RawUdpSender(family, { mark: RAW_ENGINE_MARK });
+      this.senders.set(family, sender);
+    }
+    return sender;
+  }
+
+  release(flow: RawFlow): void {
+    const key = flowKey(flow.source.address, flow.source.port);
+    if (this.flows.get(key) === flow) this.flows.delete(key);
+  }
+
+  get openFlows(): number {
+    return this.flows.size;
+  }
+
+  close(): void {
+    for (const receiver of this.receivers.values()) receiver.close();
+    for (const sender of this.senders.values()) sender.close();
+    this.receivers.clear();
+    this.senders.clear();
+    this.flows.clear();
+  }
+
+  private receiver(family: Family): TproxyReceiver {
+    let receiver = this.receivers.get(family);
+    if (!receiver) {
+      const local = { address: family === 4 ? '0.0.0.0' : '::', port: RAW_ENGINE_PORT };
+      receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(flowKey(to.address, to.port))?.deliver(datagram, from));
+      receiver.start();
+      this.receivers.set(family, receiver);
+    }
+    return receiver;
+  }
+
+  private freePort(address: string): number {
+    for (let i = 0; i < FALLBACK_PORTS.count; i++) {
+      const port = FALLBACK_PORTS.first + ((this.nextFallback++) % FALLBACK_PORTS.count);
+      if (!this.flows.has(flowKey(address, port))) return port;
+    }
+    throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port: 0 });
+  }
+}
+
+function flowKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}
+
+let engine: RawUdpEngine | undefined;
+let users = 0;
+
+/**
+ * The process's raw engine, for one more user (a UDP service): one engine
+ * serves every service, as its receive port and mark are the process's.
+ */
+export function acquireRawUdpEngine(): RawUdpEngine {
+  users++;
+  return (engine ??= new RawUdpEngine());
+}
+
+/** A user is done; the last one closes the engine's sockets (their receive loops end with them). */
+export function releaseRawUdpEngine(): void {
+  users = Math.max(0, users - 1);
+  if (users === 0) {
+    engine?.close();
+    engine = undefined;
+  }
+}

@@ -14,9 +14,11 @@ import { RawUdpSender, TproxyReceiver, type UdpAddress } from '../src/sys/raw-ud
 import { familyOfAddress } from '../src/addr';
 import { SysError } from '../src/errors';
 import type { DatagramHandlers } from '../src/sys';
-import { RAW_ENGINE_MARK, RAW_ENGINE_PORT } from '../src/udp-engine';
+import { RAW_ENGINE_SLOTS, rawEngineSlot } from '../src/udp-engine';
 
 const EADDRINUSE = -98;
+/** EAGAIN, ENOBUFS: the send buffer or a queue is full. The datagram is dropped; the session goes on. */
+const TRANSIENT_SEND_ERRORS = new Set([-11, -105]);
 /** Ports a flow without the client's (its port taken) picks from: the default ephemeral range. */
 const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
 
@@ -36,10 +38,29 @@ export class RawFlow {
     this.handlers = handlers;
   }
 
-  /** false: the kernel refused it (a full buffer, no route), as a socket's send would. */
+  /**
+   * false: the kernel refused it, as a socket's send would. A full buffer
+   * drops the datagram, as UDP may; anything else (no route to the backend)
+   * is the error a socket's connect would have thrown: the session hears of
+   * it once the current batch is sent.
+   */
   send(datagram: Buffer): boolean {
     if (this.closed || !this.backend) return false;
-    return this.engine.sender(this.family).send(this.source, this.backend, datagram) === 0;
+    const errno = this.engine.sender(this.family).send(this.source, this.backend, datagram);
+    if (errno === 0) return true;
+    if (!TRANSIENT_SEND_ERRORS.has(errno)) {
+      const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
+      queueMicrotask(() => {
+        if (!this.closed) this.handlers?.error(err);
+      });
+    }
+    return false;
+  }
+
+  /** An ICMP error about a datagram of this flow (port unreachable: ECONNREFUSED), as a connected socket reports it. */
+  failed(backend: UdpAddress, errno: number): void {
+    if (this.closed || !this.backend || backend.address !== this.backend.address || backend.port !== this.backend.port) return;
+    this.handlers?.error(new SysError({ errno, syscall: 'recv', address: backend.address, port: backend.port }));
   }
 
   /** A reply for this flow's client address and port: from its backend only. */
@@ -56,8 +77,10 @@ export class RawFlow {
 }
 
 /**
- * The process's raw engine: its sockets open on first use and stay for the
- * process's life (a handful of fds, whatever the number of sessions).
+ * The process's raw engine: its sockets open at start and stay for the
+ * process's life (a handful of fds, whatever the number of sessions). It takes
+ * the first free slot (src/udp-engine.ts): its receive port, and the mark that
+ * brings its flows' replies there, so several relays (workers) share a host.
  */
 export class RawUdpEngine {
   /** Client address|port -> its flow: one flow per address and port, as one socket per bound address would be. */
@@ -65,11 +88,34 @@ export class RawUdpEngine {
   private readonly senders = new Map<Family, RawUdpSender>();
   private readonly receivers = new Map<Family, TproxyReceiver>();
   private nextFallback = 0;
+  readonly slot: number;
+  readonly mark: number;
+  readonly port: number;
+
+  constructor() {
+    let lastError: unknown;
+    for (let slot = 0; slot < RAW_ENGINE_SLOTS; slot++) {
+      try {
+        this.openReceivers(rawEngineSlot(slot).port);
+        ({ mark: this.mark, port: this.port } = rawEngineSlot(slot));
+        this.slot = slot;
+        // Both families' raw sockets now: the engine's fds never change after start.
+        for (const family of this.receivers.keys()) this.sender(family);
+        return;
+      } catch (err) {
+        this.closeReceivers();
+        if (!(err instanceof SysError) || err.code !== 'EADDRINUSE') throw err;
+        lastError = err;
+      }
+    }
+    throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine receive port)', address: '0.0.0.0',
+      port: rawEngineSlot(RAW_ENGINE_SLOTS - 1).port,
+      hint: `every raw-engine slot's port is taken (${RAW_ENGINE_SLOTS} relays at once?): ${(lastError as Error)?.message}` });
+  }
 
   /** A flow from address:port (port 0: a free port of the ephemeral range). Throws SysError EADDRINUSE when taken. */
   flowFrom(address: string, port: number): RawFlow {
     const family = familyOfAddress(address);
-    this.receiver(family);
     const chosen = port === 0 ? this.freePort(address) : port;
     const key = flowKey(address, chosen);
     if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
@@ -78,17 +124,12 @@ export class RawUdpEngine {
     return flow;
   }
 
-  /** Open a family's sockets now, so that a missing privilege or a taken port stops relay at start. */
-  prepare(family: Family): void {
-    this.receiver(family);
-    this.sender(family);
-  }
-
   sender(family: Family): RawUdpSender {
     let sender = this.senders.get(family);
     if (!sender) {
-      sender = new RawUdpSender(family, { mark: RAW_ENGINE_MARK });
+      sender = new RawUdpSender(family, { mark: this.mark });
       this.senders.set(family, sender);
+      sender.watchErrors((client, backend, errno) => this.flows.get(flowKey(client.address, client.port))?.failed(backend, errno));
     }
     return sender;
   }
@@ -103,22 +144,31 @@ export class RawUdpEngine {
   }
 
   close(): void {
-    for (const receiver of this.receivers.values()) receiver.close();
+    this.closeReceivers();
     for (const sender of this.senders.values()) sender.close();
-    this.receivers.clear();
     this.senders.clear();
     this.flows.clear();
   }
 
-  private receiver(family: Family): TproxyReceiver {
-    let receiver = this.receivers.get(family);
-    if (!receiver) {
-      const local = { address: family === 4 ? '0.0.0.0' : '::', port: RAW_ENGINE_PORT };
-      receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(flowKey(to.address, to.port))?.deliver(datagram, from));
-      receiver.start();
+  /** Both families' receive sockets on port; a family this host lacks (no IPv6) is left out. */
+  private openReceivers(port: number): void {
+    for (const family of [4, 6] as const) {
+      const local = { address: family === 4 ? '0.0.0.0' : '::', port };
+      let receiver: TproxyReceiver;
+      try {
+        receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(flowKey(to.address, to.port))?.deliver(datagram, from));
+      } catch (err) {
+        if (family === 6 && err instanceof SysError && err.code === 'EAFNOSUPPORT') continue;
+        throw err;
+      }
       this.receivers.set(family, receiver);
+      receiver.start();
     }
-    return receiver;
+  }
+
+  private closeReceivers(): void {
+    for (const receiver of this.receivers.values()) receiver.close();
+    this.receivers.clear();
   }
 
   private freePort(address: string): number {

@@ -191,7 +191,6 @@ export class UdpRelay implements ListenerOwner {
   }
 
   async listen(): Promise<void> {
-    for (const family of new Set(this.config.backends.map((b) => b.endpoint.family))) this.rawEngine?.prepare(family);
     this.listeners.start();
   }
 

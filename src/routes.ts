@@ -16,7 +16,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { RoutesConfig, HostFacts, IpRule, UdpEngine } from './config';
-import { RAW_ENGINE_MARK, RAW_ENGINE_PORT } from './udp-engine';
+import { RAW_ENGINE_MARK_BASE, RAW_ENGINE_PORT_BASE, RAW_ENGINE_SLOTS, rawEnginePortMap } from './udp-engine';
 import type { Family } from './sys/sockaddr';
 import { tryCommand, runCommand, formatCommand, listJson } from './shell';
 import { Endpoint, formatEndpoint, familyOfAddress, isLoopback, relayAddressProblem } from './addr';
@@ -62,15 +62,23 @@ export function nftRuleset(fwmark: number, udpEngine: UdpEngine = 'socket'): str
  * The raw UDP engine (--udp-engine raw) has no socket per session for
  * `socket transparent` to find: a reply of one of its flows is known by the
  * mark its raw socket gave the flow's conntrack entry, and tproxy hands it to
- * the engine's receive socket. No rule names a backend, so a reload may add any.
+ * the receive port of the process with that mark (a map lookup; no entry, no
+ * match). No rule names a backend, so a reload may add any.
  */
 function rawEnginePrerouting(fwmark: number): string[] {
-  const match = `meta l4proto udp ct direction reply ct mark ${hex(RAW_ENGINE_MARK)}`;
+  const match = 'meta l4proto udp ct direction reply';
   return [
-    "    # replies of the raw UDP engine's flows, to its receive socket",
-    `    meta nfproto ipv4 ${match} tproxy ip to :${RAW_ENGINE_PORT} meta mark set ${hex(fwmark)} accept`,
-    `    meta nfproto ipv6 ${match} tproxy ip6 to :${RAW_ENGINE_PORT} meta mark set ${hex(fwmark)} accept`,
+    "    # replies of the raw UDP engine's flows, to the receive port of the process that sent them",
+    `    meta nfproto ipv4 ${match} tproxy ip to : ct mark map ${rawEnginePortMap()} meta mark set ${hex(fwmark)} accept`,
+    `    meta nfproto ipv6 ${match} tproxy ip6 to : ct mark map ${rawEnginePortMap()} meta mark set ${hex(fwmark)} accept`,
+    '    # ICMP errors about them (port unreachable ends a session): delivered here, the raw socket hears of them',
+    `    meta l4proto { icmp, ipv6-icmp } ct state related ct mark ${rawEngineMarks()} meta mark set ${hex(fwmark)} accept`,
   ];
+}
+
+/** Every slot's mark, as an nft range. */
+function rawEngineMarks(): string {
+  return `${hex(RAW_ENGINE_MARK_BASE)}-${hex(RAW_ENGINE_MARK_BASE + RAW_ENGINE_SLOTS - 1)}`;
 }
 
 function rawEngineOutput(): string[] {
@@ -78,7 +86,7 @@ function rawEngineOutput(): string[] {
     '  chain output {',
     '    type filter hook output priority mangle; policy accept;',
     "    # what the raw UDP engine sends: its flow's conntrack entry keeps the mark for the replies",
-    `    meta mark ${hex(RAW_ENGINE_MARK)} ct mark set meta mark`,
+    `    meta mark ${rawEngineMarks()} ct mark set meta mark`,
     '  }',
   ];
 }
@@ -120,7 +128,7 @@ function nftTableMark(): number | undefined {
 export function isRelayNftTable(rules: readonly NftRule[], fwmark: number, udpEngine: UdpEngine = 'socket'): boolean {
   const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
   const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/,
-    ...(udpEngine === 'raw' ? [new RegExp(`tproxy ip to :${RAW_ENGINE_PORT}`), new RegExp(`tproxy ip6 to :${RAW_ENGINE_PORT}`)] : [])];
+    ...(udpEngine === 'raw' ? [/tproxy ip to/, /tproxy ip6 to/] : [])];
   return needed.every((rule) => marking.some((text) => rule.test(text)));
 }
 
@@ -139,7 +147,7 @@ function nftStep(config: RoutesConfig): RouteStep {
   const script = `table inet ${NFT_TABLE} {}\ndelete table inet ${NFT_TABLE}\n${ruleset}`;
   return {
     name: `nftables table inet ${NFT_TABLE} marks transparent-socket packets ${hex(config.fwmark)}` +
-      (config.udpEngine === 'raw' ? ` and steers the raw UDP engine's replies to port ${RAW_ENGINE_PORT}` : ''),
+      (config.udpEngine === 'raw' ? ` and steers the raw UDP engine's replies to ports ${RAW_ENGINE_PORT_BASE}-${RAW_ENGINE_PORT_BASE + RAW_ENGINE_SLOTS - 1}` : ''),
     isPresent: () => isRelayNftTable(listNftTable() ?? [], config.fwmark, config.udpEngine),
     applyCommands: [['nft', '-f', '-']],
     applyInput: script,

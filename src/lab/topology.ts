@@ -63,8 +63,8 @@ export function cliPath(): string {
 }
 
 /** `relay routes apply` inside ns: the same command an operator runs. */
-export function applyRelayRoutes(ns: Namespace): string {
-  return ns.run(process.execPath, cliPath(), 'routes', 'apply');
+export function applyRelayRoutes(ns: Namespace, ...flags: string[]): string {
+  return ns.run(process.execPath, cliPath(), 'routes', 'apply', ...flags);
 }
 
 /** Start relay inside ns and wait until it listens on every --listen port and, at info level, has logged its start line. */

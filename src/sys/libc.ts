@@ -18,6 +18,9 @@ export interface Libc {
   sendmmsg(fd: number, messages: Buffer, count: number, flags: number): number;
   recvmmsg(fd: number, messages: Buffer, count: number, flags: number, timeout: null): number;
   sendmsg(fd: number, message: Buffer, flags: number): number;
+  recvmsg(fd: number, message: Buffer, flags: number): number;
+  /** poll(2) on one of koffi's worker threads: done gets its result (-1 on failure). */
+  pollAsync(fds: Buffer, count: number, timeoutMs: number, done: (result: number) => void): void;
   /**
    * recvmmsg on one of koffi's worker threads, for a blocking socket: done
    * gets the count (-1 on failure; errno is the worker's, not readable here).
@@ -38,6 +41,7 @@ export function libc(): Libc {
 function load(): Libc {
   const lib = koffi.load('libc.so.6');
   const recvmmsg = lib.func('int recvmmsg(int, void *, uint32_t, int, void *)');
+  const poll = lib.func('int poll(void *, uint64_t, int)');
   // Addresses and option values are passed as raw Buffers: the layouts are
   // built (and unit-tested) in sockaddr.ts, so koffi needs no struct types.
   return {
@@ -54,6 +58,9 @@ function load(): Libc {
     sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),
     recvmmsg,
     sendmsg: lib.func('long sendmsg(int, void *, int)'),
+    recvmsg: lib.func('long recvmsg(int, void *, int)'),
+    pollAsync: (fds, count, timeoutMs, done) =>
+      poll.async(fds, count, timeoutMs, (err: unknown, result: number) => done(err ? -1 : result)),
     recvmmsgAsync: (fd, messages, count, flags, done) =>
       recvmmsg.async(fd, messages, count, flags, null, (err: unknown, result: number) => done(err ? -1 : result)),
     errno: () => koffi.errno(),

@@ -25,6 +25,9 @@ export interface UdpAddress {
   port: number;
 }
 
+/** An ICMP error about a datagram sent (port unreachable: ECONNREFUSED): who sent it, where to, and the errno. */
+export type SendErrorHandler = (client: UdpAddress, backend: UdpAddress, errno: number) => void;
+
 /** struct msghdr offsets (LP64). */
 const MSGHDR_SIZE = 56;
 const MSG_NAME = 0;
@@ -94,6 +97,7 @@ export class RawUdpSender {
   private readonly control: Buffer;
   private readonly packet = Buffer.allocUnsafeSlow(UDP_HEADER + MAX_PAYLOAD);
   private closed = false;
+  private errors: ErrorQueue | undefined;
 
   constructor(readonly family: Family, options: { mark?: number } = {}) {
     this.fd = openFd(family, C.SOCK_RAW | C.SOCK_NONBLOCK, C.IPPROTO_UDP);
@@ -151,10 +155,117 @@ export class RawUdpSender {
     return libc().sendmsg(this.fd, this.message, C.MSG_DONTWAIT) >= 0 ? 0 : -libc().errno();
   }
 
+  /**
+   * Hear of ICMP errors about what this socket sent. relay's nft rule
+   * delivers an ICMP error about a raw-engine flow locally; the kernel hands
+   * it to the raw sockets of its protocol, which queue it (IP_RECVERR) with
+   * the client's address (IP_PKTINFO: the error was sent to it) and the
+   * datagram's UDP header (the client's port).
+   */
+  watchErrors(onError: SendErrorHandler): void {
+    if (this.errors || this.closed) return;
+    const v4 = this.family === 4;
+    setIntOption(this.fd, v4 ? C.SOL_IP : C.SOL_IPV6, v4 ? C.IP_RECVERR : C.IPV6_RECVERR, 1, v4 ? 'IP_RECVERR' : 'IPV6_RECVERR');
+    setIntOption(this.fd, v4 ? C.SOL_IP : C.SOL_IPV6, v4 ? C.IP_PKTINFO : C.IPV6_RECVPKTINFO, 1, v4 ? 'IP_PKTINFO' : 'IPV6_RECVPKTINFO');
+    this.errors = new ErrorQueue(this.fd, onError);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    libc().close(this.fd);
+    if (this.errors) this.errors.close();
+    else libc().close(this.fd);
+  }
+}
+
+/** struct pollfd: fd, events (0: errors and hang-ups only), revents. */
+const POLLFD_SIZE = 8;
+const ERROR_CONTROL = 256;
+/** What one wake-up reads at most; the rest waits for the next poll. */
+const ERRORS_PER_WAKE = 64;
+
+/**
+ * A raw socket's error queue, read when poll (on a worker thread) says it
+ * holds something. The socket's fd is closed here, once a blocked poll has
+ * returned (shutdown wakes it).
+ */
+class ErrorQueue {
+  private readonly pollfd = Buffer.alloc(POLLFD_SIZE);
+  private readonly message = Buffer.alloc(MSGHDR_SIZE);
+  private readonly iovec = Buffer.alloc(IOVEC_SIZE);
+  private readonly name = Buffer.alloc(NAME_SLOT);
+  private readonly control = Buffer.alloc(ERROR_CONTROL);
+  private readonly data = Buffer.alloc(64);
+  private closing = false;
+
+  constructor(private readonly fd: number, private readonly onError: SendErrorHandler) {
+    this.pollfd.writeInt32LE(fd, 0);
+    writePointer(this.message, MSG_NAME, libc().addressOf(this.name));
+    writePointer(this.message, MSG_IOV, libc().addressOf(this.iovec));
+    writePointer(this.message, MSG_IOVLEN, 1);
+    writePointer(this.message, MSG_CONTROL, libc().addressOf(this.control));
+    writePointer(this.iovec, 0, libc().addressOf(this.data));
+    writePointer(this.iovec, 8, this.data.length);
+    this.wait();
+  }
+
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    libc().shutdown(this.fd, C.SHUT_RDWR);
+  }
+
+  private wait(): void {
+    libc().pollAsync(this.pollfd, 1, -1, (ready) => {
+      if (this.closing) {
+        libc().close(this.fd);
+        return;
+      }
+      const read = ready > 0 ? this.drain() : 0;
+      // Nothing to read after a wake-up (or a failed poll): pause rather than spin.
+      if (read === 0) setTimeout(() => this.wait(), 10).unref();
+      else this.wait();
+    });
+  }
+
+  private drain(): number {
+    let read = 0;
+    while (read < ERRORS_PER_WAKE) {
+      this.message.writeUInt32LE(NAME_SLOT, MSG_NAMELEN);
+      writePointer(this.message, MSG_CONTROLLEN, ERROR_CONTROL);
+      const n = libc().recvmsg(this.fd, this.message, C.MSG_ERRQUEUE | C.MSG_DONTWAIT);
+      if (n < 0) break;
+      read++;
+      this.deliver(n);
+    }
+    return read;
+  }
+
+  private deliver(length: number): void {
+    const backend = readSockaddr(this.name, 0);
+    if (!backend || length < 4) return;
+    let errno = 0;
+    let client: string | undefined;
+    const controlLength = Number(this.message.readBigUInt64LE(MSG_CONTROLLEN));
+    for (let at = 0; at + CMSG_HEADER <= controlLength;) {
+      const size = this.control.readUInt32LE(at);
+      if (size < CMSG_HEADER) break;
+      const level = this.control.readInt32LE(at + 8);
+      const type = this.control.readInt32LE(at + 12);
+      const body = at + CMSG_HEADER;
+      if ((level === C.SOL_IP && type === C.IP_RECVERR) || (level === C.SOL_IPV6 && type === C.IPV6_RECVERR)) {
+        errno = this.control.readUInt32LE(body);
+      } else if (level === C.SOL_IP && type === C.IP_PKTINFO) {
+        client = `${this.control[body + 8]}.${this.control[body + 9]}.${this.control[body + 10]}.${this.control[body + 11]}`;
+      } else if (level === C.SOL_IPV6 && type === C.IPV6_PKTINFO) {
+        client = formatIpv6(this.control, body);
+      }
+      at += CMSG_HEADER + Math.ceil((size - CMSG_HEADER) / 8) * 8;
+    }
+    if (errno === 0 || client === undefined) return;
+    // The queued bytes start at the datagram's UDP header: its ports.
+    this.onError({ address: client, port: this.data.readUInt16BE(0) },
+      { address: backend.address, port: this.data.readUInt16BE(2) }, -errno);
   }
 }
 

@@ -17,9 +17,16 @@ export function tcpLab(t: Test, tag: string): Topology {
   const lab = new Lab(`rt${tag}${process.pid % 100000}`);
   t.teardown(() => lab.teardown());
   const topo = buildTopology(lab);
-  applyRelayRoutes(topo.relay);
+  applyRelayRoutes(topo.relay, ...(UDP_ENGINE === 'raw' ? ['--udp-engine', 'raw'] : []));
   return topo;
 }
+
+/**
+ * The UDP engine the UDP suite runs against: socket, or raw when a twin file
+ * (NAME.raw.test.ts) imports ./raw-engine first. Every UDP relay of the file
+ * then runs with --udp-engine raw, and the lab's routes carry its rules.
+ */
+export const UDP_ENGINE = process.env.RELAY_TEST_UDP_ENGINE === 'raw' ? 'raw' : 'socket';
 
 /**
  * Start relay in the lab. Active health checks are off unless the test asks
@@ -28,7 +35,10 @@ export function tcpLab(t: Test, tag: string): Topology {
  */
 export function relay(topo: Topology, args: string[]): Promise<SpawnedProcess> {
   const health = args.includes('--health-interval') ? [] : ['--health-interval', '0'];
-  return startRelay(topo.lab, topo.relay, [...args, ...health]);
+  const proto = args[args.indexOf('--proto') + 1] ?? '';
+  const engine = UDP_ENGINE === 'raw' && args.includes('--proto') && proto.includes('udp') && !args.includes('--udp-engine')
+    ? ['--udp-engine', 'raw'] : [];
+  return startRelay(topo.lab, topo.relay, [...args, ...health, ...engine]);
 }
 
 export function toolServer(topo: Topology, mode: string, port: number, addresses: readonly string[] = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {

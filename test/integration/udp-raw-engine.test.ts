@@ -4,14 +4,14 @@
 // to, and relay's fds must be the same with 10 sessions as with 1,000.
 import t from 'tap';
 import { tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpEcho, udpSend, udpSeen, udpToolsPath, events,
-  relayLogs } from './lab-fixture';
+  relayLogs, eventually } from './lab-fixture';
 import { cliPath } from '../../src/lab/topology';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
 
 t.test('the raw UDP engine: the client address and port kept, no fd per session', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   const topo = tcpLab(t, 'rawe');
   const applied = topo.relay.run(process.execPath, cliPath(), 'routes', 'apply', '--udp-engine', 'raw');
-  t.match(applied, /raw UDP engine's replies to port 61000/, 'relay routes apply adds the raw engine\'s steering');
+  t.match(applied, /raw UDP engine's replies to ports 61000-61063/, 'relay routes apply adds the raw engine\'s steering');
   const echo = await udpEcho(topo, 5700);
   const proc = await relay(topo, ['--proto', 'udp', '--udp-engine', 'raw', '--listen', '0.0.0.0:5701', '--listen', '[::]:5702',
     '--backend', formatEndpoint(ADDR.backend4, 5700), '--backend', formatEndpoint(ADDR.backend6, 5700), '--session-timeout', '1s']);
@@ -37,4 +37,20 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
   t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds after the sessions timed out");
   await proc.stop('SIGTERM');
   t.match(relayLogs(proc, 'relay stopped')[0], { udp: { sessionsOpened: 1002 } }, 'each client port was a session of its own');
+});
+
+t.test('the raw UDP engine hears ICMP port unreachable, IPv4 and IPv6', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'rawi');
+  topo.relay.run(process.execPath, cliPath(), 'routes', 'apply', '--udp-engine', 'raw');
+  // Nothing listens on the backend's port 5799: it answers with port unreachable.
+  const proc = await relay(topo, ['--proto', 'udp', '--udp-engine', 'raw', '--listen', '0.0.0.0:5711', '--listen', '[::]:5712',
+    '--backend', formatEndpoint(ADDR.backend4, 5799), '--backend', formatEndpoint(ADDR.backend6, 5799)]);
+  for (const [family, target, port] of [['IPv4', formatEndpoint(ADDR.relayClientSide4, 5711), 41100],
+    ['IPv6', formatEndpoint(ADDR.relayClientSide6, 5712), 41101]] as const) {
+    await udpSend(topo, target, ['--local-port', String(port), '--timeout', '300']);
+    const ended = await eventually(() => relayLogs(proc, 'session ended').find((l) => String(l.client).endsWith(`:${port}`)),
+      3000, `${family} session end`);
+    t.match(ended, { reason: 'refused', code: 'ECONNREFUSED' }, `${family}: the session ended at the backend's port unreachable`);
+  }
+  await proc.stop('SIGTERM');
 });

@@ -12,7 +12,7 @@ import type { HealthChecker } from '../src/health';
 import { SysError, describeError } from '../src/errors';
 import { listenError, listensV6Only } from '../src/listen';
 import { injectFault } from '../src/faults';
-import { openUpstream, UpstreamSockets } from './upstream';
+import { openUpstream, UpstreamSockets, UpstreamOutcomes } from './upstream';
 import { BackendCounterTable, BackendCounters } from '../src/admin/counters';
 import { ProxyHeaderReader, type HeaderResult } from './proxy-header';
 import { trustedSenders } from '../src/proxy-protocol/trust';
@@ -90,7 +90,7 @@ export const END_REASONS = [
 ] as const;
 type EndReason = (typeof END_REASONS)[number];
 
-export class TcpRelay implements ConnectionOwner {
+export class TcpRelay implements ConnectionOwner, UpstreamOutcomes {
   readonly stats: TcpStats = {
     accepted: 0, rejectedMaxConns: 0, rejectedFamilyMismatch: 0, upstreamsMapped: 0, upstreamFailed: 0, portFallbacks: 0,
     rejectedNoBackend: 0, retried: 0, closed: 0, internalErrors: 0,
@@ -121,6 +121,12 @@ export class TcpRelay implements ConnectionOwner {
   private readonly untrustedLog: RateLimitedLog;
   private readonly badHeaderLog: RateLimitedLog;
   private upstreamSockets: UpstreamSockets<TcpHandle>;
+  /**
+   * The connection whose upstream openUpstream is opening: the relay is the
+   * outcomes object of every call (an object and five closures per
+   * connection fewer), and each outcome is about this one.
+   */
+  private opening: ConnectionLog | undefined;
 
   constructor(
     private config: RelayConfig,
@@ -386,25 +392,38 @@ export class TcpRelay implements ConnectionOwner {
     if (log.ownSource) return this.upstreamSockets.unbound(backend.family);
     const port = this.config.keepClientPort ? clientPort : 0;
     log.setUpstreamSource(undefined); // a retry's backend may be of the client's own family
-    return openUpstream(this.upstreamSockets, {
-      rejectedMismatch: () => {
-        this.stats.rejectedFamilyMismatch++;
-        this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
-      },
-      mapped: (source) => {
-        this.stats.upstreamsMapped++;
-        log.setUpstreamSource(source);
-      },
-      masqueraded: () => log.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)"),
-      portInUse: () => {
-        this.stats.portFallbacks++;
-        this.portFallbackLog.write(() => log.fields({ port, portFallbacks: this.stats.portFallbacks }));
-      },
-      failed: (err) => this.upstreamFailed(err, log),
-    }, { address: clientAddress, port }, backend);
+    // openUpstream reports while it runs: the relay itself takes the outcomes, for this connection.
+    this.opening = log;
+    try {
+      return openUpstream(this.upstreamSockets, this, { address: clientAddress, port }, backend);
+    } finally {
+      this.opening = undefined;
+    }
   }
 
-  private upstreamFailed(err: unknown, log: ConnectionLog): void {
+  rejectedMismatch(): void {
+    const log = this.opening!;
+    this.stats.rejectedFamilyMismatch++;
+    this.mismatchLog.write(() => log.fields({ rejected: this.stats.rejectedFamilyMismatch }));
+  }
+
+  mapped(source: string): void {
+    this.stats.upstreamsMapped++;
+    this.opening!.setUpstreamSource(source);
+  }
+
+  masqueraded(): void {
+    this.opening!.debug({}, "family mismatch: connecting from relay's own address (--on-family-mismatch masquerade)");
+  }
+
+  portInUse(port: number): void {
+    const log = this.opening!;
+    this.stats.portFallbacks++;
+    this.portFallbackLog.write(() => log.fields({ port, portFallbacks: this.stats.portFallbacks }));
+  }
+
+  failed(err: unknown): void {
+    const log = this.opening!;
     this.stats.upstreamFailed++;
     this.upstreamFailedLog.write(() => log.fields({ err: describeError(err), failures: this.stats.upstreamFailed }));
   }
@@ -449,8 +468,13 @@ export class TcpRelay implements ConnectionOwner {
  * other, and exactly one log line says why.
  */
 class ProxiedConnection implements FaultOwner {
-  private readonly startedAt = Date.now();
-  /** Last time a byte moved either way, for the idle timeout. */
+  /** performance.now() at accept, for the closing line's durationMs. */
+  private readonly startedAt = performance.now();
+  /**
+   * performance.now() when a byte last moved either way, for the idle
+   * timeout; until connected, when the current connect began (for the
+   * connect-time histogram): one field and one boxed number for both.
+   */
   private lastActivity = this.startedAt;
   private reason: EndReason | undefined;
   private errorCode: string | undefined;
@@ -468,12 +492,8 @@ class ProxiedConnection implements FaultOwner {
   /** Whether this.backend has been handed back to the balancer. */
   private released = false;
   private retried = false;
-  /** When the current connect began (performance.now()), for the connect-time histogram. */
-  private connectStartedAt = 0;
-  /** A front's client is already reading (its header was read): what comes before the upstream connects is held. */
-  private clientReading = false;
-  private heldFromClient: Buffer | undefined;
-  private heldClientEnd: SysError | 'fin' | undefined;
+  /** Only for PROXY protocol (in or out) until connected: bytes for the backend before the client's own. */
+  private early: EarlyBytes | undefined;
 
   constructor(
     private readonly client: TcpHandle,
@@ -485,14 +505,17 @@ class ProxiedConnection implements FaultOwner {
     private readonly config: RelayConfig,
     private readonly log: ConnectionLog,
     /** Written to the backend first, once connected (send-proxy's header; bytes read with a front's header). */
-    private firstBytes?: Buffer,
+    firstBytes?: Buffer,
     /** How many of firstBytes the client sent (counted as its bytes). */
     payloadAhead = 0,
     clientReading = false,
   ) {
     this.bytesFromClient = payloadAhead;
     client.owner = this;
-    if (clientReading) this.holdClientReads();
+    if (firstBytes || clientReading) {
+      this.early = { first: firstBytes, clientReading: false, held: undefined, clientEnd: undefined };
+      if (clientReading) this.holdClientReads(this.early);
+    }
     this.connectUpstream();
   }
 
@@ -511,7 +534,7 @@ class ProxiedConnection implements FaultOwner {
     upstream.owner = this;
     const target = this.backend.endpoint;
     this.timer = setTimeout(() => this.guarded(() => this.fail('connect timeout')), this.config.connectTimeoutMs);
-    this.connectStartedAt = performance.now();
+    this.lastActivity = performance.now(); // the connect's start, until connected
     upstream.connect(target.address, target.port, target.family, (err) => {
       if (upstream !== this.upstream || this.ending) return; // an attempt already given up on
       if (err) this.fail(connectFailureReason(err.code), err);
@@ -530,28 +553,26 @@ class ProxiedConnection implements FaultOwner {
    * at most one chunk waits. Left reading otherwise, so that connecting costs
    * no read stop and start.
    */
-  private holdClientReads(): void {
-    this.clientReading = true;
+  private holdClientReads(early: EarlyBytes): void {
+    early.clientReading = true;
     this.client.setReader({
       data: (chunk) => {
-        this.heldFromClient = this.heldFromClient ? Buffer.concat([this.heldFromClient, chunk]) : chunk;
+        early.held = early.held ? Buffer.concat([early.held, chunk]) : chunk;
         this.client.pauseReading();
-        this.clientReading = false;
+        early.clientReading = false;
       },
       end: (err) => {
-        this.heldClientEnd = err ?? 'fin';
-        this.clientReading = false;
+        early.clientEnd = err ?? 'fin';
+        early.clientReading = false;
       },
     });
   }
 
   /** What the backend gets before the client's next read: send-proxy's header, bytes read with the front's, held bytes. */
-  private writeFirstBytes(): void {
-    const held = this.heldFromClient;
+  private writeFirstBytes(early: EarlyBytes): void {
+    const held = early.held;
     if (held) this.bytesFromClient += held.length;
-    const first = this.firstBytes && held ? Buffer.concat([this.firstBytes, held]) : this.firstBytes ?? held;
-    this.firstBytes = undefined;
-    this.heldFromClient = undefined;
+    const first = early.first && held ? Buffer.concat([early.first, held]) : early.first ?? held;
     if (!first) return;
     // Queued ahead of the client's next bytes (libuv keeps the order of writes).
     this.upstream.write(first, (err) => {
@@ -560,15 +581,15 @@ class ProxiedConnection implements FaultOwner {
   }
 
   /** Start passing the client's bytes on: from where its reads stand. */
-  private forwardClient(): void {
+  private forwardClient(early: EarlyBytes | undefined): void {
     const handlers = this.forward(this.client, this.upstream, 'client');
-    const ended = this.heldClientEnd;
+    const ended = early?.clientEnd;
     if (ended === 'fin') {
       this.client.setReader(handlers);
       this.finFrom('client', this.upstream);
     } else if (ended) {
       this.failed('client', ended);
-    } else if (this.clientReading) {
+    } else if (early?.clientReading) {
       this.client.setReader(handlers);
     } else {
       this.client.readStart(handlers);
@@ -578,13 +599,17 @@ class ProxiedConnection implements FaultOwner {
   private onConnected(): void {
     clearTimeout(this.timer);
     this.connected = true;
-    this.counters.observeConnect((performance.now() - this.connectStartedAt) / 1000);
+    const now = performance.now();
+    this.counters.observeConnect((now - this.lastActivity) / 1000);
+    this.lastActivity = now;
     this.owner.connected(this.backend);
     this.upstream.setNoDelay(); // the client has it from the listener
-    this.writeFirstBytes();
+    const early = this.early;
+    this.early = undefined;
+    if (early) this.writeFirstBytes(early);
     // A plain client has not been read from until now (the kernel held its
     // bytes), so nothing was buffered while the upstream connected.
-    this.forwardClient();
+    this.forwardClient(early);
     if (this.config.idleTimeoutMs > 0) this.armIdleTimer(this.config.idleTimeoutMs);
   }
 
@@ -594,36 +619,41 @@ class ProxiedConnection implements FaultOwner {
    * direction and a slow reader slows the sender through TCP itself.
    */
   private forward(from: TcpHandle, to: TcpHandle, side: 'client' | 'backend'): ReadHandlers {
-    const toSide = side === 'client' ? 'backend' : 'client';
-    const written = (err?: SysError): void => {
-      if (err) this.failed(toSide, err);
-      else from.resumeReading();
-    };
-    return {
-      data: (chunk) => {
-        this.lastActivity = Date.now();
-        if (side === 'client' && this.bytesFromClient === 0) injectFault('tcp-connection', this.log.clientPort);
-        if (side === 'client') {
-          this.bytesFromClient += chunk.length;
-          this.counters.bytesFromClient += chunk.length;
-        } else {
-          this.bytesToClient += chunk.length;
-          this.counters.bytesToClient += chunk.length;
-        }
-        // A backend that closes after its reply (HTTP with Connection: close,
-        // SMTP's QUIT, ...) must close first through relay too: a client that
-        // gets the reply before the FIN closes first and keeps the TIME_WAIT,
-        // which fills clients' port ranges. One peek tells whether the FIN is
-        // already here; then reply and FIN leave in one segment, and libuv's
-        // own read of the FIN never happens.
-        if (side === 'backend' && from.peerFinished(chunk.length) && this.lastChunkThenFin(chunk, to, written)) return;
-        if (!to.write(chunk, written)) from.pauseReading();
-      },
-      end: (err) => {
-        if (err) this.failed(side, err);
-        else this.finFrom(side, to);
-      },
-    };
+    return new Direction(this, from, to, side);
+  }
+
+  /** A chunk read in direction dir (Direction.data): count it and write it on. */
+  chunkRead(dir: Direction, chunk: Buffer): void {
+    const { from, to, side } = dir;
+    this.lastActivity = performance.now();
+    if (side === 'client' && this.bytesFromClient === 0) injectFault('tcp-connection', this.log.clientPort);
+    if (side === 'client') {
+      this.bytesFromClient += chunk.length;
+      this.counters.bytesFromClient += chunk.length;
+    } else {
+      this.bytesToClient += chunk.length;
+      this.counters.bytesToClient += chunk.length;
+    }
+    // A backend that closes after its reply (HTTP with Connection: close,
+    // SMTP's QUIT, ...) must close first through relay too: a client that
+    // gets the reply before the FIN closes first and keeps the TIME_WAIT,
+    // which fills clients' port ranges. One peek tells whether the FIN is
+    // already here; then reply and FIN leave in one segment, and libuv's
+    // own read of the FIN never happens.
+    if (side === 'backend' && from.peerFinished(chunk.length) && this.lastChunkThenFin(chunk, to, dir.written)) return;
+    if (!to.write(chunk, dir.written)) from.pauseReading();
+  }
+
+  /** dir's reading side sent its FIN or failed (Direction.end). */
+  readEnded(dir: Direction, err?: SysError): void {
+    if (err) this.failed(dir.side, err);
+    else this.finFrom(dir.side, dir.to);
+  }
+
+  /** A write in direction dir went out (or failed): read on from where it came. */
+  chunkWritten(dir: Direction, err?: SysError): void {
+    if (err) this.failed(dir.side === 'client' ? 'backend' : 'client', err);
+    else dir.from.resumeReading();
   }
 
   /**
@@ -680,7 +710,7 @@ class ProxiedConnection implements FaultOwner {
     this.timer = setTimeout(() => this.guarded(() => {
       // Re-armed lazily rather than pushed back on every chunk: one timer
       // per connection, touched once per idle period.
-      const left = this.config.idleTimeoutMs - (Date.now() - this.lastActivity);
+      const left = this.config.idleTimeoutMs - (performance.now() - this.lastActivity);
       if (left > 0) this.armIdleTimer(left);
       else this.close('idle timeout');
     }), ms);
@@ -767,7 +797,7 @@ class ProxiedConnection implements FaultOwner {
       const fields = {
         bytesFromClient: this.bytesFromClient,
         bytesToClient: this.bytesToClient,
-        durationMs: Date.now() - this.startedAt,
+        durationMs: Math.round(performance.now() - this.startedAt),
         reason: this.reason ?? 'done',
         ...(this.errorCode ? { code: this.errorCode } : {}),
       };
@@ -776,6 +806,52 @@ class ProxiedConnection implements FaultOwner {
     }
     this.owner.closed(this);
   }
+}
+
+/**
+ * One direction of a connection: reads from one socket, writes to the other;
+ * the connection does the work. An object with methods, where closures per
+ * direction (a context, three closures and a handlers object) cost every
+ * idle connection some 450 bytes.
+ */
+class Direction implements ReadHandlers {
+  /** The callback of writes to to: made at the first write (an idle connection makes none). */
+  private onWritten: ((err?: SysError) => void) | undefined;
+
+  constructor(
+    private readonly connection: ProxiedConnection,
+    readonly from: TcpHandle,
+    readonly to: TcpHandle,
+    /** Who sends in this direction. */
+    readonly side: 'client' | 'backend',
+  ) {}
+
+  data(chunk: Buffer): void {
+    this.connection.chunkRead(this, chunk);
+  }
+
+  end(err?: SysError): void {
+    this.connection.readEnded(this, err);
+  }
+
+  get written(): (err?: SysError) => void {
+    this.onWritten ??= (err) => this.connection.chunkWritten(this, err);
+    return this.onWritten;
+  }
+}
+
+/**
+ * A connection's bytes for the backend before the client's own, kept apart
+ * because only PROXY protocol connections have any: each field on every
+ * connection would cost every idle connection its slot.
+ */
+interface EarlyBytes {
+  /** send-proxy's header, bytes read with a front's header. */
+  first: Buffer | undefined;
+  /** A front's client is already reading (its header was read): what comes before the upstream connects is held. */
+  clientReading: boolean;
+  held: Buffer | undefined;
+  clientEnd: SysError | 'fin' | undefined;
 }
 
 const FIN_FROM_CLIENT = 1;
@@ -793,26 +869,33 @@ function connectFailureReason(code: string): EndReason {
  * is actually written, which at info level is once, when the connection ends.
  */
 class ConnectionLog {
-  /** The upstream's source when it is not the client's address (--map-ipv4-prefix): logs show both. */
-  private upstreamSource: string | undefined;
+  /** Rare context (a front, relay's own source, a mapped source), apart: most connections have none. */
+  private origin: ConnectionOrigin | undefined;
 
   constructor(
     private readonly log: Logger,
     readonly clientAddress: string,
     readonly clientPort: number,
     private backend: Endpoint,
-    /** The upstream comes from relay's own address (upstream-source relay, a LOCAL header): retries too. */
-    readonly ownSource = false,
-    /** The front that named this client in a PROXY header. */
-    private readonly front?: { address: string; port: number },
-  ) {}
+    ownSource = false,
+    front?: { address: string; port: number },
+  ) {
+    if (ownSource || front) this.origin = { ownSource, front, upstreamSource: undefined };
+  }
+
+  /** The upstream comes from relay's own address (upstream-source relay, a LOCAL header): retries too. */
+  get ownSource(): boolean {
+    return this.origin?.ownSource ?? false;
+  }
 
   enabled(level: 'info' | 'warn'): boolean {
     return this.log.isLevelEnabled(level);
   }
 
   setUpstreamSource(address: string | undefined): void {
-    this.upstreamSource = address;
+    if (address === undefined && !this.origin) return;
+    this.origin ??= { ownSource: false, front: undefined, upstreamSource: undefined };
+    this.origin.upstreamSource = address;
   }
 
   /** After a retry, lines name the backend actually used. */
@@ -832,8 +915,8 @@ class ConnectionLog {
     return {
       client: formatEndpoint(this.clientAddress, this.clientPort),
       backend: formatEndpoint(this.backend.address, this.backend.port),
-      ...(this.upstreamSource ? { upstreamSource: this.upstreamSource } : {}),
-      ...(this.front ? { front: formatEndpoint(this.front.address, this.front.port) } : {}),
+      ...(this.origin?.upstreamSource ? { upstreamSource: this.origin.upstreamSource } : {}),
+      ...(this.origin?.front ? { front: formatEndpoint(this.origin.front.address, this.origin.front.port) } : {}),
       ...fields,
     };
   }
@@ -853,6 +936,14 @@ class ConnectionLog {
   debug(fields: object, msg: string): void {
     if (this.log.isLevelEnabled('debug')) this.log.debug(this.context(fields), msg);
   }
+}
+
+interface ConnectionOrigin {
+  ownSource: boolean;
+  /** The front that named this client in a PROXY header. */
+  front: { address: string; port: number } | undefined;
+  /** The upstream's source when it is not the client's address (--map-ipv4-prefix): logs show both. */
+  upstreamSource: string | undefined;
 }
 
 /** How often late headers are looked for: a quarter of the timeout, between 10 ms and 1 s. */

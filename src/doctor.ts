@@ -25,6 +25,7 @@ import { describeError } from './errors';
 import { isWellKnownPrefix, mapIpv4, WELL_KNOWN_WARNING } from './map-prefix';
 import { fdsNeeded } from './limits';
 import { writeProxyHeader } from './proxy-protocol';
+import { trustedSenders } from './proxy-protocol/trust';
 
 /** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -65,6 +66,7 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
   }
   // Relay's own pieces are judged last: a probe may have shown replies delivered by rules doctor cannot read.
   settleWithProbes(returnPaths, probes);
+  const throughRelay = privileged ? await checkThroughRelay(options) : [];
   return [
     ...checkProxyProtocol(options.run),
     ...privilege,
@@ -76,6 +78,7 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     ...families.map(checkForwarding),
     ...listens,
     ...gradePartial(probes, returnPaths).map((p) => p.result),
+    ...throughRelay,
   ];
 }
 
@@ -422,6 +425,85 @@ async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options
   }
   return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; the relay host ` +
     'would deliver such replies locally, so the backend did not send them back through it', fix: recipeFor(backend, options.routes) } };
+}
+
+/**
+ * A PROXY service's front path, as the operator's front will use it: when
+ * relay is serving, a TCP connection to its own listener from an address of
+ * this host inside proxy-from, with a header naming the probe source as the
+ * client (the identity the end-to-end lines above probe from). Where doctor
+ * cannot do that (relay not running, no address of this host inside
+ * proxy-from, UDP), the line says so rather than pass in silence.
+ */
+async function checkThroughRelay(options: DoctorOptions): Promise<CheckResult[]> {
+  const ingress = options.run.proxyProtocol;
+  if (!ingress || ingress.from.length === 0) return [];
+  const trusted = trustedSenders(ingress.from);
+  const results: CheckResult[] = [];
+  for (const listener of options.run.listeners) {
+    for (const protocol of options.run.protocols) {
+      const name = `through relay ${protocol} ${formatEndpoint(listener.address, listener.port)} with a PROXY header`;
+      const front = localAddresses().find((a) => trusted(a) && (isWildcard(listener.address) || familyOfAddress(a) === listener.family));
+      const notChecked = (why: string) => results.push(ok(name, `not checked: ${why}`));
+      if (protocol === 'udp') notChecked('doctor sends no header through a UDP listener yet (the end-to-end lines probe the backends)');
+      else if (!findListenerOwners('tcp', listener.port).some((o) => o.isRelay)) {
+        notChecked('relay is not running; run doctor again while it serves to check the path a front takes');
+      } else if (!front) notChecked(`no address of this host is inside proxy-from (${ingress.from.join(', ')}) to send it from`);
+      else results.push(await probeThroughRelay(name, listener, front, ingress.version === 'v1' ? 'v1' : 'v2', options));
+    }
+  }
+  return results;
+}
+
+/** This host's addresses (the interfaces' own, loopback included), in the kernel's order. */
+function localAddresses(): string[] {
+  return Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((i) => i.address));
+}
+
+/** How long the probe holds the connection before its FIN: a refused header is closed at once, well within it. */
+const HOLD_BEFORE_FIN_MS = 500;
+
+/**
+ * Connect from front to relay's listener, send a header naming the probe
+ * source, hold, then FIN. relay resets a client whose upstream never
+ * connected, and closes at once one whose header it refused; a FIN that comes
+ * back after ours went through a connected upstream and the backend's close.
+ */
+function probeThroughRelay(name: string, listener: Endpoint, front: string, version: 'v1' | 'v2',
+  options: DoctorOptions): Promise<CheckResult> {
+  const family = familyOfAddress(front);
+  const client = options.probeSources[family];
+  const target = isWildcard(listener.address) ? front : listener.address;
+  const said = `from ${front}, a ${version} header naming ${client}`;
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: target, port: listener.port, localAddress: front, allowHalfOpen: true });
+    let sentFin = false;
+    let finTimer: NodeJS.Timeout | undefined;
+    const finish = (result: CheckResult) => {
+      clearTimeout(finTimer);
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish({ name, status: 'warn', detail: `${said}: no close within ` +
+      `${HOLD_BEFORE_FIN_MS + options.probeTimeoutMs} ms (relay may still be connecting to a backend)` }),
+    HOLD_BEFORE_FIN_MS + options.probeTimeoutMs);
+    socket.once('connect', () => {
+      socket.write(writeProxyHeader(version, 'stream', { address: client, port: 0 },
+        { address: socket.localAddress ?? target, port: listener.port }));
+      finTimer = setTimeout(() => { sentFin = true; socket.end(); }, HOLD_BEFORE_FIN_MS);
+    });
+    socket.once('data', () => finish(ok(name, `${said}: the backend answered through relay`)));
+    socket.once('end', () => finish(sentFin
+      ? ok(name, `${said}: relay took the header, connected a backend as ${client} and passed the close both ways`)
+      : { name, status: 'fail', detail: `${said}: relay closed it before a byte came back: it refused the header ` +
+        '(the running relay trusts other fronts, or reads another version) or the backend closed at once',
+      fix: ['compare the running relay\'s proxy-protocol and proxy-from with these flags; its log names the reason'] }));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNRESET'
+      ? { name, status: 'fail', detail: `${said}: relay reset the connection: it could not connect a backend for ${client}`,
+        fix: ['see the end-to-end lines above for why'] }
+      : { name, status: 'fail', detail: `${said}: connect ${err.code}` }));
+  });
 }
 
 /**

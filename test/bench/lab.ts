@@ -70,6 +70,10 @@ export function renewClientNamespace(net: BenchLab): void {
   const name = net.client.name;
   tryCommand(['ip', 'netns', 'pids', name]).stdout.split(/\s+/).filter(Boolean)
     .forEach((pid) => { try { process.kill(Number(pid), 'SIGKILL'); } catch { /* gone */ } });
+  // The link first, from the relay's side: deleting the namespace frees its
+  // veth end (and so the peer) later, in a kernel worker, and re-making the
+  // link right after then failed with 'File exists'.
+  tryCommand(['ip', '-n', net.relay.name, 'link', 'del', 'eth-client']);
   runCommand(['ip', 'netns', 'del', name], undefined, 'ERR_LAB');
   runCommand(['ip', 'netns', 'add', name], undefined, 'ERR_LAB');
   net.client.ip('link', 'set', 'lo', 'up');

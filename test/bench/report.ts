@@ -122,7 +122,7 @@ function fmt(value: number | undefined, decimals: number): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'nginx', 'haproxy', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'relay-proxy-v2', 'nginx', 'haproxy', 'kernel'];
 
 /** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
 function namesIn(summaries: CaseSummary[]): TargetName[] {

@@ -7,7 +7,8 @@
 // proxy's system calls divide by an exact number of connections. Prints one
 // JSON line: {"event":"done","ok":N,"failed":N,"errors":{...},"saw":{...},"ms":N}.
 // --proxy-v2: each connection starts with a PROXY v2 header naming its own
-// address, in the same write as the request (as a front sends it).
+// address, in the same write as the request (as a front sends it): the
+// tcp-conn-rate-proxy-v2 case asks so which address the backend saw.
 import * as net from 'node:net';
 import { parseArgs } from 'node:util';
 import { writeProxyHeader } from '../../src/proxy-protocol';

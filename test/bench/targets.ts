@@ -13,7 +13,8 @@ import { descendants, exePath } from './proc';
 
 /** relay-wildcard: relay listening on 0.0.0.0 rather than on the address the client uses (UDP). */
 /** relay-admin: relay with --admin (metrics and the admin API on). */
-export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'nginx' | 'haproxy' | 'kernel';
+/** relay-proxy-v2: relay reading a PROXY v2 header in front of every connection. */
+export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'relay-proxy-v2' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -76,6 +77,21 @@ export const relayAdminTarget: Target = {
   start: async (ctx, backend) => ({
     ...await startRelayTarget(ctx, backend, 'tcp', ['--max-conns', String(RELAY_MAX_CONNS), '--admin', BENCH_ADMIN]),
     name: 'relay-admin',
+  }),
+};
+
+/**
+ * relay as relayTarget runs it, reading a PROXY v2 header in front of every
+ * connection from the client, the only trusted sender: what the header costs.
+ */
+export const relayProxyV2Target: Target = {
+  name: 'relay-proxy-v2',
+  variant: `--proxy-protocol v2 --proxy-from ${ADDR.client4}/32`,
+  setup: `as relay, with \`--proxy-protocol v2 --proxy-from ${ADDR.client4}/32\``,
+  start: async (ctx, backend) => ({
+    ...await startRelayTarget(ctx, backend, 'tcp', ['--max-conns', String(RELAY_MAX_CONNS),
+      '--proxy-protocol', 'v2', '--proxy-from', `${ADDR.client4}/32`]),
+    name: 'relay-proxy-v2',
   }),
 };
 
@@ -258,9 +274,9 @@ function assertExecs(proc: SpawnedProcess, exe: string): void {
 function relayProblems(output: string): string[] {
   return output.split('\n').filter(Boolean).map((line) => {
     try {
-      const entry = JSON.parse(line) as { level?: number; msg?: string; code?: string; reason?: string };
+      const entry = JSON.parse(line) as { level?: number; msg?: string; code?: string; reason?: string; why?: string };
       const level = (entry.level ?? 0) >= 50 ? 'error' : 'warn';
-      const detail = entry.reason ?? entry.code;
+      const detail = entry.reason ?? entry.why ?? entry.code;
       return `${level}: ${entry.msg ?? line}${detail ? ` (${detail})` : ''}`;
     } catch {
       return `stderr: ${line}`;

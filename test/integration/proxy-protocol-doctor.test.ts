@@ -1,10 +1,14 @@
 // relay doctor on PROXY protocol services: it names the trusted fronts (and
 // warns about a proxy-from that trusts everyone), and an upstream-source relay
 // service passes with no return path at all, its probes carrying the header
-// the backend expects.
+// the backend expects. While relay serves, doctor also sends a header through
+// relay's own listener from an address of the host inside proxy-from, naming
+// the probe source: the backend must see that address.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath } from './lab-fixture';
+import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath, relay, toolServer, accepts, eventually } from './lab-fixture';
+import { relayPid, fdCount, settleFds } from '../torture/harness';
+import { DEFAULT_PROBE_SOURCES } from '../../src/config';
 import { startNginxHttp } from '../../src/lab/peers';
 import { IN_NAMESPACE_ENV, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
@@ -40,4 +44,49 @@ t.test('relay doctor and PROXY protocol', { skip: !canRunLab && SKIP_REASON }, a
   const transparent = doctor(['--send-proxy', 'v1']);
   t.equal(transparent.status, 1, 'upstream-source client without a return path fails');
   t.ok(transparent.lines.some((l) => /^OK .*send-proxy v1.*upstream-source relay would not/.test(l)), 'it points at upstream-source relay');
+});
+
+t.test('relay doctor sends a PROXY header through the running relay', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'ppdf');
+  const backend = await toolServer(topo, 'echo', 82, [ADDR.backend4]);
+  const listen = (port: number) => formatEndpoint(ADDR.relayClientSide4, port);
+  // 192.0.2.0/24 holds relay's own client-side address, so doctor can send from there.
+  const service = (port: number, from = '192.0.2.0/24') => ['--proto', 'tcp', '--listen', listen(port),
+    '--backend', formatEndpoint(ADDR.backend4, 82), '--proxy-protocol', 'v2', '--proxy-from', from];
+  const doctor = (port: number, from?: string) => {
+    const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+      ...service(port, from), '--probe-timeout', '1s'], { encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, out: r.stdout, lines: r.stdout.split('\n') };
+  };
+  const probe = DEFAULT_PROBE_SOURCES[4];
+
+  const idle = doctor(5460);
+  t.ok(idle.lines.some((l) => /^OK .*through relay tcp .*5460 .*not checked: relay is not running/.test(l)),
+    `without relay running, it says what it could not check:\n${idle.out}`);
+
+  const proc = await relay(topo, service(5461));
+  const pid = relayPid(proc);
+  const fdsBefore = fdCount(pid);
+  const acceptsBefore = accepts(backend).length;
+  const served = doctor(5461);
+  t.equal(served.status, 0, `doctor passes:\n${served.out}`);
+  t.ok(served.lines.some((l) => new RegExp(`^OK .*through relay tcp ${listen(5461)} .*from ${ADDR.relayClientSide4}, ` +
+    `a v2 header naming ${probe}: relay took the header`).test(l)), 'the probe went through relay\'s listener from an address inside proxy-from');
+  const seen = await eventually(() => {
+    const now = accepts(backend).slice(acceptsBefore);
+    return now.length >= 2 ? now : undefined;
+  }, 5000, 'the backend accepts the end-to-end probe and the one through relay');
+  t.same(seen.map((a) => a.remote), [probe, probe], 'the backend saw the header\'s client twice: the direct probe, then through relay');
+  t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, 'relay is back to its fds');
+
+  // The running relay trusts one other front only: the header is refused, and doctor says so.
+  await relay(topo, service(5462, `${ADDR.client4}/32`));
+  const refused = doctor(5462);
+  t.equal(refused.status, 1, 'a running relay that refuses the header fails the check');
+  t.ok(refused.lines.some((l) => /^FAIL .*through relay tcp .*5462 .*relay closed it before a byte came back/.test(l)),
+    `it says relay closed the connection:\n${refused.out}`);
+
+  const outside = doctor(5461, '203.0.113.0/24');
+  t.ok(outside.lines.some((l) => /^OK .*through relay tcp .*5461 .*not checked: no address of this host is inside proxy-from/.test(l)),
+    `with no local address inside proxy-from, it says so:\n${outside.out}`);
 });

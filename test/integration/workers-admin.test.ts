@@ -2,7 +2,8 @@
 // clients opened, as the sum of what each worker says it served; a drain
 // through the API keeps new connections off the backend whichever worker
 // takes them (a worker restarted after the drain too), an open one finishes,
-// and enable brings the backend back; limits are split as documented.
+// and enable brings the backend back; a reload ends a drain everywhere;
+// limits are split as documented.
 // Asserted on what the backends saw and on each worker's own stats line.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -159,6 +160,26 @@ max-conns = 101
     t.equal(accepted(), before + 20, 'accepted_total: the old figure plus the 20 new');
     t.equal(metricTotal(metrics(), 'relay_worker_restarts_total', { worker: '1' }), 1, 'the restart is counted');
     t.equal(api(`/backends/web/${b(ONE)}/enable`, 'POST').status, 200);
+  });
+
+  await t.test('a reload ends a drain in every worker, and a worker restarted after it does not get the drain back', async (t) => {
+    const stateIn = () => JSON.parse(api('/status').body).perWorker
+      .map((w: { services?: { tcp: { backends: { backend: string; state: string }[] } }[] }) =>
+        w.services?.[0].tcp.backends.find((x) => x.backend === b(ONE))?.state);
+    t.equal(api(`/backends/web/${b(ONE)}/drain`, 'POST').status, 200);
+    t.same(stateIn(), ['drained', 'drained']);
+    const reloads = relayLogs(relay, 'configuration reloaded').length;
+    process.kill(primary, 'SIGHUP');
+    await eventually(() => relayLogs(relay, 'configuration reloaded').length >= reloads + 2 || undefined, 5000, 'both workers reloaded');
+    t.same(stateIn(), ['up', 'up'], 'the reload put it back in both');
+    const victim = listeningPids(topo)[0];
+    process.kill(victim, 'SIGKILL');
+    await eventually(() => {
+      const now = listeningPids(topo);
+      return now.length === 2 && !now.includes(victim) ? now : undefined;
+    }, 10_000, 'the worker restarted and listening');
+    await eventually(() => api('/healthz').body === 'ok: 2 of 2 workers serving\n' || undefined, 5000, 'both serving');
+    t.same(stateIn(), ['up', 'up'], 'the restarted worker did not get the ended drain');
   });
 
   await t.test('SIGTERM: every worker drains, the primary exits 0', async (t) => {

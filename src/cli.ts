@@ -9,6 +9,7 @@ import {
 import type { FileConfig } from './config-file';
 import type { LogLevel } from './config';
 import { parseWorkers, workerRole } from './workers';
+import type { PrimaryOptions } from './workers';
 import { assertSupportedPlatform } from './sys/platform';
 
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
@@ -42,10 +43,9 @@ async function main(argv: string[]): Promise<number> {
   const workers = parseWorkers(values.workers);
   const pidFile = typeof values['pid-file'] === 'string' ? values['pid-file'] : undefined;
   const admin = buildAdminOptions(values);
-  refuseAdminWithWorkers(workers, admin);
   const role = workerRole();
   if (values.check && !role && !(await checksAllowStart([options], values))) return 1;
-  if (workers > 1 && !role) return startPrimary(workers, options.run.logLevel, pidFile);
+  if (workers > 1 && !role) return startPrimary({ count: workers, logLevel: options.run.logLevel, pidFile, admin });
   const { runRelay } = await import('./run');
   await runRelay({
     services: [{ name: 'default', run: options.run }],
@@ -58,21 +58,12 @@ async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * Until the primary gathers the workers' figures, an admin listener per
- * worker would report one worker's share as the relay's (and clash on its
- * port): refuse the pair rather than mislead.
+ * --workers N: this process supervises N copies of itself (src/workers.ts)
+ * and serves nothing but the admin listener, for the whole relay.
  */
-function refuseAdminWithWorkers(workers: number, admin: unknown): void {
-  if (workers > 1 && admin !== undefined) {
-    throw new ConfigError('--admin with --workers is not supported yet: /metrics and /status would show one worker, ' +
-      'not the relay; run one worker with --admin, or workers without it');
-  }
-}
-
-/** --workers N: this process supervises N copies of itself (src/workers.ts) and serves nothing. */
-async function startPrimary(count: number, logLevel: LogLevel, pidFile?: string, configPath?: string): Promise<number> {
+async function startPrimary(options: Omit<PrimaryOptions, 'argv' | 'entry'>): Promise<number> {
   const { runPrimary } = await import('./workers');
-  await runPrimary({ count, logLevel, argv: process.argv.slice(2), entry: __filename, pidFile, configPath });
+  await runPrimary({ ...options, argv: process.argv.slice(2), entry: __filename });
   return -1;
 }
 
@@ -105,8 +96,9 @@ async function configRun(values: ParsedValues): Promise<number> {
   if (values.check && !role && !(await checksAllowStart(serviceOptions(file), values))) return 1;
   const flagLevel = values['log-level'] !== undefined ? parseLogLevel(values['log-level']) : undefined;
   const logLevel = flagLevel ?? file.global.logLevel;
-  refuseAdminWithWorkers(file.global.workers, file.global.admin);
-  if (file.global.workers > 1 && !role) return startPrimary(file.global.workers, logLevel, file.global.pidFile, path);
+  if (file.global.workers > 1 && !role) {
+    return startPrimary({ count: file.global.workers, logLevel, pidFile: file.global.pidFile, configPath: path, admin: file.global.admin });
+  }
   const { runRelay } = await import('./run');
   await runRelay({
     services: file.services,

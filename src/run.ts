@@ -17,6 +17,7 @@ import { fdsNeeded } from './limits';
 import { writePidFile, removePidFile } from './pid-file';
 import { reportReady, WorkerRole, workerShare } from './workers';
 import { joinHealthLink } from './health-link';
+import { answerPrimary, drainedAtStart, DrainsEnded } from './admin/worker-side';
 import { sameValue } from './service';
 
 /** What a run serves: from flags, one service named `default`; from a file, its services. */
@@ -59,6 +60,8 @@ export async function runRelay(plan: RunPlan): Promise<void> {
   const services = new Map<string, Service>();
   for (const { name, run } of planned) {
     const service = new Service(name, run, fromFile ? log.child({ service: name }) : log);
+    // A worker started after an admin drain keeps that backend out before it listens.
+    if (worker) for (const backend of drainedAtStart(name)) service.setDrained(backend, true);
     try {
       await service.start();
     } catch (err) {
@@ -69,7 +72,8 @@ export async function runRelay(plan: RunPlan): Promise<void> {
     services.set(name, service);
   }
   const state: RunState = { stopping: false };
-  const admin = plan.admin ? await startAdmin(plan.admin, services, state, log) : undefined;
+  // With workers the primary serves the admin listener and asks the workers (answerPrimary below).
+  const admin = plan.admin && !worker ? await startAdmin(plan.admin, services, state, log) : undefined;
   if (plan.pidFile) writePidFile(plan.pidFile, log);
   const process_ = { node: process.version, selfTestMs: Math.round(selfTest.ms * 10) / 10, openFileLimit: fileLimit,
     ...(admin ? { admin: admin.where } : {}) };
@@ -85,6 +89,7 @@ export async function runRelay(plan: RunPlan): Promise<void> {
     // The primary is gone (killed outright): nobody would restart or stop
     // this worker, so it drains and exits as on SIGTERM.
     process.on('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+    answerPrimary(services, relayVersion());
     reportReady();
   }
 }
@@ -98,7 +103,8 @@ export async function runRelay(plan: RunPlan): Promise<void> {
 async function startAdmin(options: AdminOptions, services: Map<string, Service>, state: RunState, log: Logger) {
   try {
     const { AdminServer } = await import('./admin/server');
-    return await AdminServer.start(options, { services, serving: () => !state.stopping }, log, relayVersion());
+    const { localTarget } = await import('./admin/local');
+    return await AdminServer.start(options, localTarget(services, () => !state.stopping, relayVersion()), log);
   } catch (err) {
     for (const service of services.values()) service.stop();
     flushLogger(log);
@@ -170,6 +176,7 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
       ...(globalKeys.length > 0 ? { global: globalKeys } : {}),
     }, 'reload: these keys need a restart; the rest is applied');
   }
+  if (plan.worker) tellPrimaryDrainsEnded(changed, removed);
   for (const [name, why] of Object.entries(failed)) {
     log.error({ service: name, err: why }, 'reload: new service could not start; the others are applied');
   }
@@ -181,6 +188,13 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
     unchanged: [...services.keys()].filter((n) => !added.includes(n) && !(n in changed)),
     ...Object.keys(changed).length > 0 ? { changes: summarize(changed) } : {},
   }, 'configuration reloaded');
+}
+
+/** A reload ended these drains (and every drain of a removed service, backend '*'): the primary stops handing them to new workers. */
+function tellPrimaryDrainsEnded(changed: Record<string, ServiceChange>, removed: readonly string[]): void {
+  const entries: DrainsEnded['entries'] = Object.entries(changed).flatMap(([name, c]) => c.undrained.map((b): [string, string] => [name, b]));
+  for (const name of removed) entries.push([name, '*']);
+  if (entries.length > 0) process.send?.({ type: 'drains-ended', entries } satisfies DrainsEnded);
 }
 
 function summarize(changed: Record<string, ServiceChange>): object {

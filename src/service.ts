@@ -242,6 +242,8 @@ export class Service {
   /** A balancer whose backends a health checker marks down and up, with a log line for each change. */
   private pool(config: RelayConfig, protocol: Protocol): BackendPool {
     const balancer = createBalancer(config.balance, config.backends);
+    // Drained before this pool existed (a worker started after an admin drain): out from the first pick.
+    for (const b of config.backends) if (this.drained.has(backendName(b.endpoint))) balancer.setUp(b.endpoint, false);
     const link = healthLink();
     const shared = link ? { link, keyOf: (backend: Endpoint) => healthKey(this.name, protocol, backend) } : undefined;
     const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {

@@ -9,7 +9,7 @@ import { fork, ChildProcess } from 'node:child_process';
 import { ConfigError, echo } from './errors';
 import type { RelayConfig } from './config';
 import { createLogger, flushLogger, Logger } from './log';
-import type { LogLevel } from './config';
+import type { AdminOptions, LogLevel } from './config';
 import { writePidFile, removePidFile } from './pid-file';
 import { HealthRouter, HealthMessage } from './health-link';
 
@@ -70,6 +70,8 @@ interface Worker {
   startedAt: number;
   restartDelayMs: number;
   ready: boolean;
+  /** Times the primary restarted it after it died. */
+  restarts: number;
 }
 
 export interface PrimaryOptions {
@@ -81,6 +83,8 @@ export interface PrimaryOptions {
   entry: string;
   pidFile?: string;
   configPath?: string;
+  /** --admin: the primary serves it for the whole relay (src/admin/primary.ts). */
+  admin?: AdminOptions;
 }
 
 /**
@@ -91,9 +95,11 @@ export interface PrimaryOptions {
 export async function runPrimary(options: PrimaryOptions): Promise<void> {
   const log = createLogger(options.logLevel).child({ role: 'primary' });
   const workers: Worker[] = Array.from({ length: options.count }, (_, index) =>
-    ({ index, startedAt: 0, restartDelayMs: FIRST_RESTART_DELAY_MS, ready: false }));
+    ({ index, startedAt: 0, restartDelayMs: FIRST_RESTART_DELAY_MS, ready: false, restarts: 0 }));
   const health = new HealthRouter();
   let stopping = false;
+  // Before any worker: an admin address in use refuses the start with nothing to stop.
+  const admin = options.admin ? await startAdmin(options.admin, () => workers, () => stopping, log) : undefined;
   let started = false;
   const exitCodes: (number | null)[] = [];
 
@@ -101,7 +107,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
     worker.ready = false;
     worker.startedAt = Date.now();
     const child = fork(options.entry, [...options.argv], {
-      env: { ...process.env, [WORKER_ENV]: String(worker.index), [WORKERS_ENV]: String(options.count) },
+      env: { ...process.env, [WORKER_ENV]: String(worker.index), [WORKERS_ENV]: String(options.count), ...admin?.target.workerEnv() },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       // Its own process group: a Ctrl-C at the terminal reaches the primary
       // alone, which passes one SIGTERM on (twice would cut the drain short).
@@ -109,10 +115,12 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
     });
     worker.child = child;
     child.on('message', (message: { type?: string } | HealthMessage) => {
+      if (admin?.target.onMessage(message)) return;
       if (message?.type === 'ready') {
         worker.ready = true;
         // A worker (re)started: the relay's health state before it, as the leader decided it.
         for (const state of health.snapshot()) child.send(state);
+        admin?.target.workerReady(child);
       } else if (message?.type === 'health-report' || message?.type === 'health-state') {
         for (const { to, message: out } of health.route(worker.index, message as HealthMessage, options.count)) {
           workers[to].child?.send(out);
@@ -125,6 +133,8 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   const exited = (worker: Worker, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void => {
     if (worker.child !== child) return;
     worker.child = undefined;
+    worker.ready = false;
+    admin?.target.workerExited(worker.index);
     if (stopping) {
       exitCodes.push(code);
       if (workers.every((w) => w.child === undefined)) finish();
@@ -146,6 +156,7 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
       'worker exited: restarting it');
     setTimeout(() => {
       if (stopping) return;
+      worker.restarts++;
       start(worker);
       log.info({ worker: worker.index, pid: worker.child?.pid }, 'worker restarted');
     }, delayMs);
@@ -178,8 +189,16 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   if (stopping) return;
   started = true;
   if (options.pidFile) writePidFile(options.pidFile, log);
-  log.info({ workers: options.count, pids: workers.map((w) => w.child?.pid), ...(options.configPath ? { config: options.configPath } : {}) },
-    'relay started');
+  log.info({ workers: options.count, pids: workers.map((w) => w.child?.pid), ...(options.configPath ? { config: options.configPath } : {}),
+    ...(admin ? { admin: admin.server.where } : {}) }, 'relay started');
+}
+
+/** The admin listener in the primary, loaded only when asked for; a failure throws (relay does not start). */
+async function startAdmin(options: AdminOptions, workers: () => readonly Worker[], stopping: () => boolean, log: Logger) {
+  const { PrimaryAdmin } = await import('./admin/primary');
+  const { AdminServer } = await import('./admin/server');
+  const target = new PrimaryAdmin(workers, stopping);
+  return { target, server: await AdminServer.start(options, target, log) };
 }
 
 /** SIGHUP (reload) and SIGUSR2 (stats) go to every worker; SIGTERM/SIGINT stop them. */

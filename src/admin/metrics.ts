@@ -10,9 +10,9 @@ import type { BackendCounters } from './counters';
 import { CONNECT_SECONDS_BUCKETS } from './counters';
 import { droppedLogLines } from '../log';
 
-type MetricType = 'counter' | 'gauge' | 'histogram';
+export type MetricType = 'counter' | 'gauge' | 'histogram';
 type Labels = Record<string, string>;
-interface Sample {
+export interface Sample {
   labels: Labels;
   value: number;
   /** For a histogram's _bucket, _sum and _count lines. */
@@ -157,24 +157,39 @@ function connectHistogram(c: BackendCounters, labels: Labels): Sample[] {
 interface StateFamily {
   name: string;
   help: string;
+  /** How a primary combines the workers' samples: they share one health state, so a sum would count it per worker. */
+  aggregator: Aggregator;
   value(backend: BackendView): number;
 }
 
 const STATE_FAMILIES: StateFamily[] = [
   { name: 'relay_backend_up', help: 'Whether health checks and passive reports say the backend is up (1) or down (0)',
-    value: (b) => (b.healthy ? 1 : 0) },
+    aggregator: 'min', value: (b) => (b.healthy ? 1 : 0) },
   { name: 'relay_backend_drained', help: 'Whether the backend was drained through the admin API (1): it gets no new traffic until enabled or a reload',
-    value: (b) => (b.drained ? 1 : 0) },
-  { name: 'relay_backend_weight', help: "The backend's weight", value: (b) => b.weight },
+    aggregator: 'max', value: (b) => (b.drained ? 1 : 0) },
+  { name: 'relay_backend_weight', help: "The backend's weight", aggregator: 'first', value: (b) => b.weight },
 ];
 
+/**
+ * How a primary of --workers combines one family's samples from its workers
+ * (prom-client's AggregatorRegistry.aggregate reads it): counters and most
+ * gauges add up; a state the workers share does not.
+ */
+export type Aggregator = 'sum' | 'first' | 'min' | 'max';
+
 /** A metric object prom-client's registry formats: it calls get() at each scrape. */
-function family(name: string, help: string, type: MetricType, collect: () => Sample[]) {
+function family(name: string, help: string, type: MetricType, collect: () => Sample[], aggregator: Aggregator = 'sum') {
   return {
     name, help, type,
-    get: async () => ({ name, help, type, values: collect(), aggregator: 'sum' as const }),
+    get: async () => ({ name, help, type, values: collect(), aggregator }),
     reset: () => undefined,
   };
+}
+
+/** Add one family read at scrape time to registry. */
+export function registerFamily(registry: Registry, name: string, help: string, type: MetricType,
+  collect: () => Sample[], aggregator: Aggregator = 'sum'): void {
+  registry.registerMetric(family(name, help, type, collect, aggregator) as never);
 }
 
 /** Each service's protocols, with the labels they carry. */
@@ -187,8 +202,8 @@ function* views(source: ServiceSource): Generator<{ view: ProtocolView; service:
 /** A registry with every relay_* family and the process's default metrics. */
 export function createMetricsRegistry(source: ServiceSource, version: string): Registry {
   const registry = new Registry();
-  const add = (name: string, help: string, type: MetricType, collect: () => Sample[]) =>
-    registry.registerMetric(family(name, help, type, collect) as never);
+  const add = (name: string, help: string, type: MetricType, collect: () => Sample[], aggregator: Aggregator = 'sum') =>
+    registerFamily(registry, name, help, type, collect, aggregator);
   for (const f of SERVICE_FAMILIES) {
     add(f.name, f.help, f.type, () => [...views(source)].flatMap(({ view, service }) => f.samples(view, service)));
   }
@@ -200,12 +215,12 @@ export function createMetricsRegistry(source: ServiceSource, version: string): R
   }
   for (const f of STATE_FAMILIES) {
     add(f.name, f.help, 'gauge', () => [...views(source)].flatMap(({ view, service }) =>
-      view.backends.map((b) => ({ labels: { ...withProto(view, service), backend: b.name }, value: f.value(b) }))));
+      view.backends.map((b) => ({ labels: { ...withProto(view, service), backend: b.name }, value: f.value(b) }))), f.aggregator);
   }
   add('relay_log_lines_dropped_total', 'Log lines dropped because stdout stalled (relay never blocks on its log)', 'counter',
     () => [{ labels: {}, value: droppedLogLines() }]);
   add('relay_build_info', 'relay and Node.js versions (always 1)', 'gauge',
-    () => [{ labels: { version, node: process.version }, value: 1 }]);
+    () => [{ labels: { version, node: process.version }, value: 1 }], 'first');
   // process_open_fds, process_max_fds, process_resident_memory_bytes, nodejs_heap_size_used_bytes,
   // nodejs_eventloop_lag_seconds, nodejs_gc_duration_seconds, ...
   collectDefaultMetrics({ register: registry });

@@ -8,18 +8,27 @@ import * as http from 'node:http';
 import * as crypto from 'node:crypto';
 import type { AdminOptions } from '../config';
 import type { Logger } from '../log';
-import type { Service } from '../service';
 import { RelayError } from '../errors';
 import { formatEndpoint, isLoopback } from '../addr';
-import { createMetricsRegistry } from './metrics';
-import { statusOf } from './status';
 
-/** What the admin API looks at: relay's services (live: a reload changes the map) and whether it still serves. */
+/**
+ * What the admin API serves: one process's services (src/admin/local.ts), or
+ * with --workers the primary's view of all its workers (src/admin/primary.ts).
+ * This file is the HTTP side only: routes, bounds and authorization.
+ */
 export interface AdminTarget {
-  readonly services: ReadonlyMap<string, Service>;
-  /** False once relay is stopping: /healthz then answers 503, so a load balancer in front stops sending. */
-  serving(): boolean;
+  /** The Prometheus text and its content type. */
+  metrics(): Promise<{ text: string; contentType: string }>;
+  /** GET /status's body. */
+  status(): Promise<object>;
+  /** /healthz: 200 while serving; false once relay is stopping, so a load balancer in front stops sending. */
+  health(): { serving: boolean; text: string };
+  /** Drain or enable a backend; resolves once it is in effect (with workers: in every worker). */
+  setDrained(service: string, backend: string, drained: boolean): Promise<DrainOutcome>;
 }
+
+/** A drain's answer: done (with fields for the reply), or refused with an HTTP status and why. */
+export type DrainOutcome = { done: true; fields?: object } | { done: false; status: number; error: string };
 
 /** Bounds: the API is for an operator and a scraper, not for a crowd. */
 const MAX_ADMIN_CONNECTIONS = 32;
@@ -31,12 +40,11 @@ export class AdminServer {
   private constructor(private readonly server: http.Server, readonly where: string) {}
 
   /** Listen; throws RelayError (address in use, a bad token file) so relay refuses to start. */
-  static async start(options: AdminOptions, target: AdminTarget, log: Logger, version: string): Promise<AdminServer> {
+  static async start(options: AdminOptions, target: AdminTarget, log: Logger): Promise<AdminServer> {
     const token = options.tokenFile !== undefined ? readToken(options.tokenFile) : undefined;
     const remote = options.listen.kind === 'tcp' && !isLoopback(options.listen.endpoint.address);
-    const registry = createMetricsRegistry(() => target.services.values(), version);
     const server = http.createServer((req, res) => {
-      handle(req, res, { target, token, remote, metrics: () => registry.metrics(), contentType: registry.contentType, log })
+      handle(req, res, { target, token, remote, log })
         .catch((err) => reply(res, 500, { error: String((err as Error).message) }));
     });
     server.maxConnections = MAX_ADMIN_CONNECTIONS;
@@ -93,8 +101,6 @@ interface Context {
   target: AdminTarget;
   token: string | undefined;
   remote: boolean;
-  metrics: () => Promise<string>;
-  contentType: string;
   log: Logger;
 }
 
@@ -104,9 +110,15 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, ctx: 
   const method = req.method ?? 'GET';
   if (path === '/metrics' || path === '/healthz' || path === '/status') {
     if (method !== 'GET' && method !== 'HEAD') return reply(res, 405, { error: `${path} takes GET` }, { Allow: 'GET' });
-    if (path === '/metrics') return replyText(res, 200, await ctx.metrics(), ctx.contentType);
-    if (path === '/healthz') return ctx.target.serving() ? replyText(res, 200, 'ok\n') : replyText(res, 503, 'stopping\n');
-    return reply(res, 200, statusOf(ctx.target.services));
+    if (path === '/metrics') {
+      const metrics = await ctx.target.metrics();
+      return replyText(res, 200, metrics.text, metrics.contentType);
+    }
+    if (path === '/healthz') {
+      const health = ctx.target.health();
+      return replyText(res, health.serving ? 200 : 503, health.text);
+    }
+    return reply(res, 200, await ctx.target.status());
   }
   const drain = DRAIN_PATH.exec(path);
   if (!drain) return reply(res, 404, { error: `no such endpoint: ${path}` });
@@ -114,15 +126,12 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, ctx: 
   const refusal = authorizationProblem(req, ctx);
   if (refusal) return reply(res, 401, { error: refusal }, { 'WWW-Authenticate': 'Bearer' });
   const [, serviceName, addr, action] = drain.map((part) => safeDecode(part));
-  const service = ctx.target.services.get(serviceName);
-  if (!service) return reply(res, 404, { error: `no service named ${serviceName}` });
-  if (!service.setDrained(addr, action === 'drain')) {
-    return reply(res, 404, { error: `service ${serviceName} has no backend ${addr} (write ADDR:PORT, IPv6 as [ADDR]:PORT)` });
-  }
-  ctx.log.warn({ service: serviceName, backend: addr, by: 'admin API' },
+  const outcome = await ctx.target.setDrained(serviceName, addr, action === 'drain');
+  if (!outcome.done) return reply(res, outcome.status, { error: outcome.error });
+  ctx.log.warn({ service: serviceName, backend: addr, by: 'admin API', ...outcome.fields },
     action === 'drain' ? 'backend drained: no new connections or sessions until enabled or a reload'
       : 'backend enabled: back in rotation (as its health allows)');
-  return reply(res, 200, { service: serviceName, backend: addr, drained: action === 'drain' });
+  return reply(res, 200, { service: serviceName, backend: addr, drained: action === 'drain', ...outcome.fields });
 }
 
 /** Why a POST is refused, or undefined when it may go on. */

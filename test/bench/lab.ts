@@ -96,7 +96,8 @@ export function setForwarding(ns: Namespace, on: boolean): void {
  * and taskset all exec, so the child's pid is the pid of argv[0] itself
  * (checked by callers that read /proc for it).
  */
-export function spawnPinned(lab: Lab, ns: Namespace, cpu: number, argv: string[]): SpawnedProcess {
+/** cpu: one CPU, or a taskset list ('0,1') for a process with workers spread over several. */
+export function spawnPinned(lab: Lab, ns: Namespace, cpu: number | string, argv: string[]): SpawnedProcess {
   return lab.spawn(ns, ['taskset', '-c', String(cpu), ...argv]);
 }
 

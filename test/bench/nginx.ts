@@ -21,10 +21,10 @@ export interface Nginx {
 export const DEFAULT_WORKER_CONNECTIONS = 16384;
 
 /** Settings shared by every role: one worker (the comparison is one core against one core). */
-function mainContext(dir: string, extra: string, workerConnections = DEFAULT_WORKER_CONNECTIONS): string {
+function mainContext(dir: string, extra: string, workerConnections = DEFAULT_WORKER_CONNECTIONS, workerProcesses = '1'): string {
   return `
 daemon off;
-worker_processes 1;
+worker_processes ${workerProcesses};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 # TCP: 2 fds per proxied connection; UDP: 1 per session: as many as the hard limit allows.
@@ -39,16 +39,26 @@ ${extra}`;
  * keeps the worker allowed to set IP_TRANSPARENT without relying on nginx
  * handing CAP_NET_RAW down to an unprivileged worker.
  */
-export function streamProxyConfig(dir: string, listen: { host: string; port: number }, backend: { host: string; port: number }): string {
+export function streamProxyConfig(dir: string, listen: { host: string; port: number }, backend: { host: string; port: number },
+  workers?: WorkerProcesses): string {
   return `load_module ${STREAM_MODULE};
 user root;
 ${mainContext(dir, `stream {
   server {
-    listen ${formatEndpoint(listen.host, listen.port)};
+    listen ${formatEndpoint(listen.host, listen.port)}${workers ? ' reuseport' : ''};
     proxy_bind $remote_addr transparent;
     proxy_pass ${formatEndpoint(backend.host, backend.port)};
   }
-}`)}`;
+}`, DEFAULT_WORKER_CONNECTIONS, workers?.processes)}`;
+}
+
+/**
+ * More than one worker (issue 13's `worker_processes auto`): each listener
+ * then gets `reuseport`, one socket per worker as relay's workers have, so a
+ * UDP client's datagrams stay with one worker and its session.
+ */
+export interface WorkerProcesses {
+  processes: string;
 }
 
 export interface UdpProxyOptions {
@@ -62,6 +72,7 @@ export interface UdpProxyOptions {
    * sessions need more than the default.
    */
   workerConnections?: number;
+  workers?: WorkerProcesses;
 }
 
 /**
@@ -74,12 +85,12 @@ export function udpStreamProxyConfig(dir: string, listen: { host: string; port: 
 user root;
 ${mainContext(dir, `stream {
   server {
-    listen ${formatEndpoint(listen.host, listen.port)} udp;
+    listen ${formatEndpoint(listen.host, listen.port)} udp${o.workers ? ' reuseport' : ''};
     proxy_bind $remote_addr:$remote_port transparent;
     proxy_pass ${formatEndpoint(backend.host, backend.port)};
     proxy_timeout ${o.timeout};
 ${o.responses !== undefined ? `    proxy_responses ${o.responses};\n` : ''}  }
-}`, o.workerConnections)}`;
+}`, o.workerConnections, o.workers?.processes)}`;
 }
 
 /**
@@ -98,7 +109,7 @@ ${nginxTempPaths(dir)}
 }`);
 }
 
-export async function startNginx(lab: Lab, ns: Namespace, cpu: number, name: string,
+export async function startNginx(lab: Lab, ns: Namespace, cpu: number | string, name: string,
   config: (dir: string) => string, port: number, proto: 'tcp' | 'udp' = 'tcp'): Promise<Nginx> {
   const dir = fs.mkdtempSync(path.join(lab.dir, `nginx-${name}-`));
   const confFile = path.join(dir, 'nginx.conf');

@@ -79,7 +79,8 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
   const goal = g.kind === 'ratio-at-least' ? `relay >= ${g.min}x nginx${g.everyRun ? ' in every run' : ''}`
     : g.kind === 'ratio-at-most' ? `relay <= ${g.max === 1 ? '' : `${g.max}x `}nginx`
       : g.kind === 'at-most' ? `relay <= ${g.max} ${benchCase.unit}`
-        : g.kind === 'variant-at-least' ? `${g.variant} >= ${g.min}x relay` : 'none (reported, not judged)';
+        : g.kind === 'variant-at-least' ? `${g.variant} >= ${g.min}x relay`
+          : g.kind === 'variant-per-core-at-least' ? `${g.variant} per core >= ${g.min}x relay per core` : 'none (reported, not judged)';
   if (samples.some((s) => s.target.startsWith('relay') && s.sawClient === false)) {
     return { goal, verdict: 'FAIL', why: 'the backend did not see the client address through relay' };
   }
@@ -102,6 +103,15 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
       `(${fmt(variant.median, benchCase.decimals)} against ${fmt(relay.median, benchCase.decimals)} ${benchCase.unit}; ` +
       `runs ${spread(variant.values)} against ${spread(relay.values)})` };
   }
+  if (g.kind === 'variant-per-core-at-least') {
+    const variant = summarizeVariant(samples, g.variant);
+    if (!variant?.perCore || !relay.perCore) return { goal, verdict: 'FAIL', why: `no per-core figure for ${variant ? 'relay' : g.variant}` };
+    const r = variant.perCore / relay.perCore;
+    const d = benchCase.decimals;
+    return { goal, verdict: r >= g.min ? 'PASS' : 'FAIL', why: `${g.variant}/relay per core = ${r.toFixed(3)} ` +
+      `(${fmt(variant.perCore, d)} on ${fmt(variant.cores, 2)} cores against ${fmt(relay.perCore, d)} on ${fmt(relay.cores, 2)}; ` +
+      `raw ${fmt(variant.median, d)} against ${fmt(relay.median, d)} ${benchCase.unit})` };
+  }
   if (g.kind === 'ratio-at-most') {
     if (!nginx) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };
     const d = benchCase.decimals;
@@ -122,7 +132,7 @@ function fmt(value: number | undefined, decimals: number): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'relay-proxy-v2', 'nginx', 'haproxy', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'relay-proxy-v2', 'relay-workers', 'nginx', 'haproxy', 'kernel'];
 
 /** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
 function namesIn(summaries: CaseSummary[]): TargetName[] {

@@ -7,14 +7,17 @@ import * as path from 'node:path';
 import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
 import { cliPath } from '../../src/lab/topology';
 import { formatEndpoint } from '../../src/addr';
-import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, stopWithin } from './lab';
-import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
+import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, stopWithin, waitUntil } from './lab';
+import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, WorkerProcesses, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
 import { descendants, exePath } from './proc';
 
 /** relay-wildcard: relay listening on 0.0.0.0 rather than on the address the client uses (UDP). */
 /** relay-admin: relay with --admin (metrics and the admin API on). */
-/** relay-proxy-v2: relay reading a PROXY v2 header in front of every connection. */
-export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'relay-proxy-v2' | 'nginx' | 'haproxy' | 'kernel';
+/**
+ * relay-proxy-v2: relay reading a PROXY v2 header in front of every connection.
+ * relay-workers: relay with --workers 2, beside relay with one (issue 13's scaling).
+ */
+export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'relay-proxy-v2' | 'relay-workers' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -95,6 +98,30 @@ export const relayProxyV2Target: Target = {
   }),
 };
 
+/**
+ * relay with --workers N|auto on the CPUs listed (a taskset list): the
+ * processes charged are the primary and every worker. count is what
+ * --workers gets; listening is how many workers to wait for.
+ */
+export interface RelayWorkers {
+  name: 'relay' | 'relay-workers';
+  count: string;
+  listening: number;
+  cpus: string;
+}
+
+/** relay relaying TCP as relayTarget, with workers. */
+export function relayWorkersTarget(w: RelayWorkers): Target {
+  const flags = ['--max-conns', String(RELAY_MAX_CONNS), '--workers', w.count];
+  return {
+    name: w.name,
+    variant: `--workers ${w.count}`,
+    setup: `\`taskset -c ${w.cpus} node dist/src/cli.js --proto tcp --listen ${ADDR.relayClientSide4}:${RELAY_PORT} ` +
+      `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace`,
+    start: (ctx, backend) => startRelayTarget(ctx, backend, 'tcp', flags, ADDR.relayClientSide4, w),
+  };
+}
+
 export interface UdpRelayOptions {
   maxSessions: number;
   /** --session-timeout, e.g. '30s'. */
@@ -109,26 +136,29 @@ export interface UdpRelayOptions {
    * to the same address.
    */
   wildcard?: boolean;
+  /** --workers, and the CPUs they may use (issue 13). */
+  workers?: RelayWorkers;
 }
 
 /** relay relaying UDP, configured for one case. */
 export function udpRelayTarget(o: UdpRelayOptions): Target {
   const flags = ['--max-sessions', String(o.maxSessions), '--session-timeout', o.sessionTimeout,
-    ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : [])];
+    ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : []),
+    ...(o.workers ? ['--workers', o.workers.count] : [])];
   const listen = o.wildcard ? '0.0.0.0' : ADDR.relayClientSide4;
   return {
-    name: o.wildcard ? 'relay-wildcard' : 'relay',
+    name: o.workers?.name ?? (o.wildcard ? 'relay-wildcard' : 'relay'),
     variant: o.variant,
-    setup: `\`taskset -c ${PROXY_CPU} node dist/src/cli.js --proto udp --listen ${listen}:${RELAY_PORT} ` +
+    setup: `\`taskset -c ${o.workers?.cpus ?? PROXY_CPU} node dist/src/cli.js --proto udp --listen ${listen}:${RELAY_PORT} ` +
       `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace`,
-    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags, listen),
+    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags, listen, o.workers),
   };
 }
 
 async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tcp' | 'udp', flags: string[],
-  listen: string = ADDR.relayClientSide4): Promise<ProxyUnderTest> {
+  listen: string = ADDR.relayClientSide4, workers?: RelayWorkers): Promise<ProxyUnderTest> {
   const entry = { host: ADDR.relayClientSide4, port: RELAY_PORT };
-  const proc = spawnPinned(ctx.lab, ctx.net.relay, PROXY_CPU, [process.execPath, cliPath(),
+  const proc = spawnPinned(ctx.lab, ctx.net.relay, workers?.cpus ?? PROXY_CPU, [process.execPath, cliPath(),
     '--proto', proto, '--listen', formatEndpoint(listen, entry.port),
     '--backend', formatEndpoint(backend.host, backend.port),
     '--log-level', 'warn', ...flags]);
@@ -137,13 +167,25 @@ async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tc
     throw new Error(`relay did not start: ${proc.stderr().trim() || err.message}`);
   });
   assertExecs(proc, fs.realpathSync(process.execPath));
+  const primary = proc.child.pid as number;
+  // With workers the first socket is one worker's: wait for every worker's before the run.
+  if (workers) {
+    await waitUntil(() => listeningPids(ctx.net.relay, proto, entry.port) >= workers.listening, 20_000,
+      () => `${listeningPids(ctx.net.relay, proto, entry.port)} of ${workers.listening} relay workers listening`);
+  }
   return {
-    name: 'relay',
+    name: workers?.name ?? 'relay',
     entry,
-    pids: () => [proc.child.pid as number],
+    pids: () => (workers ? [primary, ...descendants(primary)] : [primary]),
     problems: () => relayProblems(proc.stdout() + proc.stderr()),
     stop: () => stopWithin(proc, STOP_GRACE_MS),
   };
+}
+
+/** How many processes hold a listening socket on port in ns (ss -p). */
+function listeningPids(ns: BenchLab['relay'], proto: 'tcp' | 'udp', port: number): number {
+  const out = ns.tryRun('ss', proto === 'tcp' ? '-Hltnp' : '-Hlunp', `sport = :${port}`).stdout;
+  return new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => m[1])).size;
 }
 
 export const nginxTarget: Target = {
@@ -153,8 +195,19 @@ export const nginxTarget: Target = {
   start: (ctx, backend) => startNginxTarget(ctx, 'stream', (dir, entry) => streamProxyConfig(dir, entry, backend), 'tcp'),
 };
 
+/** nginx as nginxTarget with `worker_processes auto` and `listen ... reuseport`, on the CPUs listed (issue 13). */
+export function nginxWorkersTarget(cpus: string, workers: WorkerProcesses = { processes: 'auto' }): Target {
+  return {
+    name: 'nginx',
+    variant: `worker_processes ${workers.processes}`,
+    setup: `as nginx, with \`worker_processes ${workers.processes};\` and \`listen ... reuseport;\`, master and workers ` +
+      `on CPUs ${cpus}`,
+    start: (ctx, backend) => startNginxTarget(ctx, 'stream', (dir, entry) => streamProxyConfig(dir, entry, backend, workers), 'tcp', cpus),
+  };
+}
+
 /** nginx relaying UDP, configured for one case (see udpStreamProxyConfig). */
-export function udpNginxTarget(o: UdpProxyOptions & { variant?: string }): Target {
+export function udpNginxTarget(o: UdpProxyOptions & { variant?: string; cpus?: string }): Target {
   const responses = o.responses !== undefined ? ` \`proxy_responses ${o.responses};\`` : ' no `proxy_responses` (sessions kept)';
   return {
     name: 'nginx',
@@ -162,15 +215,16 @@ export function udpNginxTarget(o: UdpProxyOptions & { variant?: string }): Targe
     setup: `nginx stream proxy, UDP: \`listen ${ADDR.relayClientSide4}:${NGINX_PORT} udp;\`, ` +
       `\`proxy_bind $remote_addr:$remote_port transparent;\`,${responses}, \`proxy_timeout ${o.timeout};\`, ` +
       `\`worker_processes 1; user root; worker_rlimit_nofile ${FD_HARD_LIMIT};\` and ` +
-      `\`worker_connections ${o.workerConnections ?? DEFAULT_WORKER_CONNECTIONS};\`, master and worker on CPU ${PROXY_CPU}`,
-    start: (ctx, backend) => startNginxTarget(ctx, 'udp', (dir, entry) => udpStreamProxyConfig(dir, entry, backend, o), 'udp'),
+      `\`worker_connections ${o.workerConnections ?? DEFAULT_WORKER_CONNECTIONS};\`, master and worker on CPU ${PROXY_CPU}` +
+      (o.workers ? `; here \`worker_processes ${o.workers.processes};\` and \`listen ... udp reuseport;\`, on CPUs ${o.cpus}` : ''),
+    start: (ctx, backend) => startNginxTarget(ctx, 'udp', (dir, entry) => udpStreamProxyConfig(dir, entry, backend, o), 'udp', o.cpus),
   };
 }
 
 async function startNginxTarget(ctx: BenchContext, name: string,
-  config: (dir: string, entry: HostPort) => string, proto: 'tcp' | 'udp'): Promise<ProxyUnderTest> {
+  config: (dir: string, entry: HostPort) => string, proto: 'tcp' | 'udp', cpus: number | string = PROXY_CPU): Promise<ProxyUnderTest> {
   const entry = { host: ADDR.relayClientSide4, port: NGINX_PORT };
-  const nginx = await startNginx(ctx.lab, ctx.net.relay, PROXY_CPU, name, (dir) => config(dir, entry), entry.port, proto);
+  const nginx = await startNginx(ctx.lab, ctx.net.relay, cpus, name, (dir) => config(dir, entry), entry.port, proto);
   assertExecs(nginx.proc, fs.realpathSync('/usr/sbin/nginx'));
   const master = nginx.proc.child.pid as number;
   return {

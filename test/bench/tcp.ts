@@ -85,7 +85,7 @@ const CONN_RATE_TARGETS = [relayTarget, nginxTarget, haproxyTarget, kernelTarget
 /** TIME_WAIT figures are per this many connections. */
 const PER_CONNS = 10_000;
 
-interface ConnRateVariant {
+export interface ConnRateVariant {
   id: string;
   title: string;
   /** sysctls set in the series' fresh client namespace; none: the kernel's defaults. */
@@ -95,7 +95,7 @@ interface ConnRateVariant {
   note: string;
 }
 
-function connRateCase(v: ConnRateVariant): BenchCase {
+export function connRateCase(v: ConnRateVariant): BenchCase {
   const timeWait: DerivedCase = {
     id: `${v.id}-time-wait`,
     source: v.id,

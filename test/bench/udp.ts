@@ -28,7 +28,7 @@ const SLACK_MS = 20_000;
 export const UDP_MAX_SESSIONS = FD_HARD_LIMIT - 1_000;
 /** Live sessions the issue measures memory at. */
 export const ISSUE_SESSIONS = 50_000;
-const SESSION_TIMEOUT = '30s';
+export const SESSION_TIMEOUT = '30s';
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 const PEERS_SOURCE = path.join(REPO_ROOT, 'test', 'bench', 'udp-peers.c');
 
@@ -126,7 +126,7 @@ interface RrResult {
   errors: Record<string, number>;
 }
 
-interface RequestRateSpec {
+export interface RequestRateSpec {
   id: string;
   title: string;
   targets: Target[];
@@ -134,7 +134,7 @@ interface RequestRateSpec {
   goal: BenchCase['goal'];
 }
 
-function requestRateCase(spec: RequestRateSpec): BenchCase {
+export function requestRateCase(spec: RequestRateSpec): BenchCase {
   return {
     id: spec.id,
     title: spec.title,

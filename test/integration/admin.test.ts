@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   tcpLab, relay, toolServer, clientSession, canRunLab, SKIP_REASON, ADDR, formatEndpoint, accepts, eventually, relayLogs,
-  udpEcho, udpSend, udpSeen,
+  udpEcho, udpSend, udpSeen, httpRequest, metricSamples, metricTotal,
 } from './lab-fixture';
 import type { Namespace, Topology, SpawnedProcess } from './lab-fixture';
 import { waitForListener } from '../../src/lab/netns';
@@ -17,33 +17,13 @@ import { cliPath, startRelay } from '../../src/lab/topology';
 
 const b = (port: number) => formatEndpoint(ADDR.backend4, port);
 
-/** One HTTP request with curl inside ns: the status and the body. */
-function request(ns: Namespace, method: string, url: string, headers: string[] = []): { status: number; body: string } {
-  const out = ns.run('curl', '-s', '-m', '5', '-X', method, ...headers.flatMap((h) => ['-H', h]), '-w', '\n%{http_code}', url);
-  const cut = out.lastIndexOf('\n');
-  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
-}
-
-/** The samples of name in a /metrics text whose labels include labels. */
-function samples(text: string, name: string, labels: Record<string, string>): number[] {
-  const values: number[] = [];
-  for (const line of text.split('\n')) {
-    const match = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match || match[1] !== name) continue;
-    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    if (Object.entries(labels).every(([k, v]) => have[k] === v)) values.push(Number(match[3]));
-  }
-  return values;
-}
+const request = httpRequest;
+const samples = metricSamples;
+const total = metricTotal;
 
 /** The first such sample's value, or undefined when there is none. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   return samples(text, name, labels)[0];
-}
-
-/** The sum of every such sample. */
-function total(text: string, name: string, labels: Record<string, string> = {}): number {
-  return samples(text, name, labels).reduce((a, b) => a + b, 0);
 }
 
 /** relay with an admin listener on port: started, and the admin listener up (it opens after the data path's). */

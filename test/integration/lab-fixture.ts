@@ -87,6 +87,43 @@ export function accepts(server: SpawnedProcess): { remote: string; port: number 
 export type { Namespace, Topology, SpawnedProcess };
 
 /**
+ * n TCP connections to target (IPv4 ADDR:PORT) one after another from one
+ * client process, each from a new source port and sending prefix+i to an
+ * echo backend: how many came back right.
+ */
+export function echoMany(topo: Topology, target: string, prefix: string, n: number): number {
+  const cut = target.lastIndexOf(':');
+  const script = `const net=require('net');let ok=0;const one=(i)=>{if(i===${n}){process.stdout.write(String(ok));return;}` +
+    `const s=net.connect(${Number(target.slice(cut + 1))},'${target.slice(0, cut)}',()=>s.end('${prefix}'+i));let got='';s.on('data',d=>got+=d);` +
+    `s.on('error',()=>{});s.on('close',()=>{if(got==='${prefix}'+i)ok++;one(i+1);});};one(0);`;
+  return Number(topo.client.run('node', '-e', script));
+}
+
+/** One HTTP request with curl inside ns: the status and the body. */
+export function httpRequest(ns: Namespace, method: string, url: string, headers: string[] = []): { status: number; body: string } {
+  const out = ns.run('curl', '-s', '-m', '5', '-X', method, ...headers.flatMap((h) => ['-H', h]), '-w', '\n%{http_code}', url);
+  const cut = out.lastIndexOf('\n');
+  return { status: Number(out.slice(cut + 1)), body: out.slice(0, cut) };
+}
+
+/** The samples of name in a /metrics text whose labels include labels. */
+export function metricSamples(text: string, name: string, labels: Record<string, string>): number[] {
+  const values: number[] = [];
+  for (const line of text.split('\n')) {
+    const match = /^([a-z_:]+)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const have = Object.fromEntries([...(match[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) values.push(Number(match[3]));
+  }
+  return values;
+}
+
+/** The sum of every such sample. */
+export function metricTotal(text: string, name: string, labels: Record<string, string> = {}): number {
+  return metricSamples(text, name, labels).reduce((a, b) => a + b, 0);
+}
+
+/**
  * A client in the client namespace holding one TCP connection to target
  * (ADDR:PORT, IPv4) through an echo backend: it sends 100,000 bytes at
  * connect and 100,000 more on each SIGUSR2, and prints

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import {
   tcpLab, toolServer, udpEcho, udpSend, udpSeen, accepts, heldConnection, canRunLab, SKIP_REASON, ADDR, eventually,
-  relayLogs, type Topology,
+  relayLogs, echoMany, type Topology,
 } from './lab-fixture';
 import { cliPath } from '../../src/lab/topology';
 
@@ -19,14 +19,6 @@ const BACKEND_PORT = 7501;
 function listeningPids(topo: Topology, proto: 'tcp' | 'udp', port: number): number[] {
   const out = topo.relay.tryRun('ss', proto === 'tcp' ? '-Hltnp' : '-Hlunp', `sport = :${port}`).stdout;
   return [...new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])))].sort();
-}
-
-/** n connections one after another from one client process, each sending prefix+i; how many came back right. */
-function echoMany(topo: Topology, prefix: string, n: number): number {
-  const script = `const net=require('net');let ok=0;const one=(i)=>{if(i===${n}){process.stdout.write(String(ok));return;}` +
-    `const s=net.connect(${PORT},'${ADDR.relayClientSide4}',()=>s.end('${prefix}'+i));let got='';s.on('data',d=>got+=d);` +
-    `s.on('error',()=>{});s.on('close',()=>{if(got==='${prefix}'+i)ok++;one(i+1);});};one(0);`;
-  return Number(topo.client.run('node', '-e', script));
 }
 
 function echoOnce(topo: Topology, text: string): string {
@@ -118,7 +110,7 @@ ${extra}
     await eventually(() => relayLogs(relay, 'configuration reloaded').length >= before + 2, 5000, 'both workers reloaded');
     // One client process for all connections: the whole case stays well inside
     // the 10 s after which a backend marked down by traffic alone is tried again.
-    t.equal(echoMany(topo, 'd', 20), 20, 'all served (by the retry when the dead one was tried)');
+    t.equal(echoMany(topo, `${ADDR.relayClientSide4}:${PORT}`, 'd', 20), 20, 'all served (by the retry when the dead one was tried)');
     const down = await eventually(() => {
       const lines = relayLogs(relay, 'backend down').filter((l) => l.backend === `${B}:${dead}`);
       return lines.length > 0 ? lines : undefined;
@@ -127,7 +119,7 @@ ${extra}
     const retries = () => relayLogs(relay, 'backend connect failed: trying another backend').length;
     const retriesBefore = retries();
     const closedBefore = relayLogs(relay, 'connection closed').length;
-    t.equal(echoMany(topo, 'e', 20), 20);
+    t.equal(echoMany(topo, `${ADDR.relayClientSide4}:${PORT}`, 'e', 20), 20);
     // The runs above block this process: wait for the workers' lines about them.
     await eventually(() => relayLogs(relay, 'connection closed').length >= closedBefore + 20, 5000, 'twenty more connection lines');
     t.equal(relayLogs(relay, 'backend down').filter((l) => l.backend === `${B}:${dead}`).length, 1, 'one backend down line for the relay');

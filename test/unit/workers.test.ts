@@ -40,3 +40,64 @@ t.test('health: reports go to the leader, its decisions to the others, kept for 
   t.same(router.route(0, { type: 'health-state', key, up: false, reason: 'refused' }, 3).map((r) => r.to), [1, 2]);
   t.same(router.snapshot(), [{ type: 'health-state', key, up: false, reason: 'refused' }]);
 });
+
+t.test('status: the workers summed, a backend shown at the worst state any worker reports', async (t) => {
+  const { mergeStatus } = await import('../../src/admin/status');
+  const backend = (state: 'up' | 'down' | 'drained', open: number) =>
+    ({ backend: '198.51.100.20:80', state, healthy: state !== 'down', weight: 1, open });
+  const worker = (state: 'up' | 'down' | 'drained', open: number) => ({ pid: 1, uptimeSeconds: 1, services: [
+    { name: 'web', listen: ['192.0.2.1:80'], balance: 'roundrobin', tcp: { connectionsOpen: open, backends: [backend(state, open)] } }] });
+  const merged = mergeStatus([worker('up', 2), worker('drained', 3)]);
+  t.equal(merged.length, 1);
+  t.equal(merged[0].tcp?.connectionsOpen, 5);
+  t.same(merged[0].tcp?.backends, [backend('drained', 5)]);
+  t.same(mergeStatus([worker('down', 0), worker('up', 1)])[0].tcp?.backends[0], { ...backend('down', 1) });
+});
+
+t.test('a worker starts with the drains of its environment, per service', async (t) => {
+  const { drainedAtStart, DRAINED_ENV } = await import('../../src/admin/worker-side');
+  const env = { [DRAINED_ENV]: JSON.stringify([['web', '198.51.100.20:80'], ['dns', '198.51.100.21:53']]) };
+  t.same(drainedAtStart('web', env), ['198.51.100.20:80']);
+  t.same(drainedAtStart('mail', env), []);
+  t.same(drainedAtStart('web', {}), []);
+  t.same(drainedAtStart('web', { [DRAINED_ENV]: 'not json' }), [], 'a bad value starts with none');
+});
+
+t.test('the primary: a silent worker is left out within the bound, its counters kept; a dead one stays in the sum', async (t) => {
+  const { PrimaryAdmin, ASK_TIMEOUT_MS } = await import('../../src/admin/primary');
+  const { EventEmitter } = await import('node:events');
+  const counter = (value: number) => [{ name: 'relay_x_total', help: 'x', type: 'counter', aggregator: 'sum', values: [{ labels: {}, value }] },
+    { name: 'relay_x_open', help: 'x', type: 'gauge', aggregator: 'sum', values: [{ labels: {}, value }] }];
+  const figures = [5, 7];
+  const silent = new Set<number>();
+  const workers = [0, 1].map((index) => {
+    const child = Object.assign(new EventEmitter(), {
+      connected: true, pid: 100 + index,
+      send: (message: { id: number; what: string }) => {
+        if (silent.has(index)) return true;
+        setImmediate(() => admin.onMessage({ type: 'admin-reply', id: message.id, metrics: counter(figures[index]) }));
+        return true;
+      },
+    });
+    return { index, child: child as never, ready: true, restarts: 0 };
+  });
+  const admin = new PrimaryAdmin(() => workers, () => false);
+  const value = (text: string, name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1]);
+  let text = (await admin.metrics()).text;
+  t.equal(value(text, 'relay_x_total'), 12, 'counters summed');
+  t.equal(value(text, 'relay_x_open'), 12, 'gauges summed');
+  silent.add(1);
+  figures[0] = 6;
+  const started = Date.now();
+  text = (await admin.metrics()).text;
+  t.ok(Date.now() - started < ASK_TIMEOUT_MS + 500, 'the scrape waited no longer than the bound');
+  t.equal(value(text, 'relay_x_total'), 13, "the silent worker's counter stands at its last answer");
+  t.equal(value(text, 'relay_x_open'), 6, 'its gauge is left out');
+  t.match(text, /relay_worker_reporting\{worker="1"\} 0/, 'and the scrape says so');
+  silent.delete(1);
+  admin.workerExited(1);
+  figures[1] = 1; // its successor starts from zero
+  text = (await admin.metrics()).text;
+  t.equal(value(text, 'relay_x_total'), 6 + 7 + 1, "a dead worker's last counters stay in the sum: *_total never goes down");
+  t.equal(value(text, 'relay_x_open'), 7);
+});

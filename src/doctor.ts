@@ -73,6 +73,7 @@ export async function runDoctor(options: DoctorOptions): Promise<CheckResult[]> 
     fileLimit,
     ...(transparent ? checkRelayRoutes(options.routes, families, returnPaths) : []),
     ...checkMapPrefix(options.run),
+    ...checkRawEngine(options.run),
     ...returnPaths.map((p) => p.result),
     ...options.run.listeners.map(checkListenAddress),
     ...families.map(checkForwarding),
@@ -339,6 +340,25 @@ function checkForwarding(family: Family): CheckResult {
   const on = readSysctl(file) === 1;
   return ok(`forwarding (IPv${family})`, `${on ? 'on' : 'off'}: relay does not need it; ` +
     'a relay host that is also the backends\' gateway needs it on for their other traffic');
+}
+
+/**
+ * The raw UDP engine's flows are conntrack entries (its rules read their
+ * mark there): a conntrack table smaller than the session table drops new
+ * flows once full, whatever --max-sessions says.
+ */
+function checkRawEngine(config: RelayConfig): CheckResult[] {
+  if (config.udpEngine !== 'raw' || !config.protocols.includes('udp')) return [];
+  const name = 'udp-engine raw: conntrack table';
+  const max = readSysctl('/proc/sys/net/netfilter/nf_conntrack_max');
+  if (max === undefined) {
+    return [{ name, status: 'warn', detail: 'nf_conntrack_max cannot be read: conntrack is not loaded in this namespace yet',
+      fix: ['relay routes apply --udp-engine raw (its rules load conntrack), then run doctor again'] }];
+  }
+  if (max > config.maxSessions) return [ok(name, `nf_conntrack_max ${max} > --max-sessions ${config.maxSessions}`)];
+  return [{ name, status: 'warn',
+    detail: `nf_conntrack_max ${max} <= --max-sessions ${config.maxSessions}: new flows are dropped once conntrack is full`,
+    fix: [`sysctl -w net.netfilter.nf_conntrack_max=${Math.max(2 * config.maxSessions, 65_536)} (and in /etc/sysctl.d/ to keep it)`] }];
 }
 
 function readSysctl(file: string): number | undefined {

@@ -7,5 +7,6 @@ const FD_HEADROOM = 64;
 export function fdsNeeded(config: RelayConfig): number {
   return FD_HEADROOM +
     (config.protocols.includes('tcp') ? 2 * config.maxConns : 0) +
-    (config.protocols.includes('udp') ? config.maxSessions : 0);
+    // The raw UDP engine's sessions are table entries: no fd each.
+    (config.protocols.includes('udp') && config.udpEngine !== 'raw' ? config.maxSessions : 0);
 }

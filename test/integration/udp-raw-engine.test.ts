@@ -37,6 +37,12 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
   t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds after the sessions timed out");
   await proc.stop('SIGTERM');
   t.match(relayLogs(proc, 'relay stopped')[0], { udp: { sessionsOpened: 1002 } }, 'each client port was a session of its own');
+
+  // doctor knows the engine: its rules, and the conntrack table its flows need.
+  const doctor = topo.relay.tryRun(process.execPath, cliPath(), 'doctor', '--proto', 'udp', '--udp-engine', 'raw',
+    '--listen', '0.0.0.0:5703', '--backend', formatEndpoint(ADDR.backend4, 5700), '--max-sessions', '1000').stdout;
+  t.match(doctor, /OK +relay host: nftables table inet relay .* raw UDP engine's replies/, `doctor checks the raw engine's rules:\n${doctor}`);
+  t.match(doctor, /(OK|WARN) +udp-engine raw: conntrack table: nf_conntrack_max \d+/, 'and compares nf_conntrack_max with --max-sessions');
 });
 
 t.test('the raw UDP engine hears ICMP port unreachable, IPv4 and IPv6', { skip: !canRunLab && SKIP_REASON }, async (t) => {

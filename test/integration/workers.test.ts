@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import t from 'tap';
 import {
   tcpLab, toolServer, udpEcho, udpSend, udpSeen, accepts, heldConnection, canRunLab, SKIP_REASON, ADDR, eventually,
-  relayLogs, echoMany, type Topology,
+  relayLogs, echoMany, UDP_ENGINE, type Topology,
 } from './lab-fixture';
 import { cliPath } from '../../src/lab/topology';
 
@@ -32,6 +32,7 @@ t.test('relay --workers 2', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   const udpBackend = await udpEcho(topo, BACKEND_PORT, [B]);
   const file = path.join(topo.lab.dir, 'relay.toml');
   const config = (extra = '') => `workers = 2
+${UDP_ENGINE === 'raw' ? 'udp-engine = "raw"' : ''}
 pid-file = "${path.join(topo.lab.dir, 'relay.pid')}"
 
 [[service]]

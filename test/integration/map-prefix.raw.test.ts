@@ -1,0 +1,3 @@
+// The UDP suite of map-prefix.test.ts against --udp-engine raw.
+import './raw-engine';
+import './map-prefix.test';

@@ -132,7 +132,7 @@ function fmt(value: number | undefined, decimals: number): string {
   return value.toLocaleString('en-US', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
 }
 
-const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'relay-proxy-v2', 'relay-workers', 'nginx', 'haproxy', 'kernel'];
+const NAMES: readonly TargetName[] = ['relay', 'relay-wildcard', 'relay-admin', 'relay-proxy-v2', 'relay-workers', 'relay-raw', 'nginx', 'haproxy', 'kernel'];
 
 /** The targets with a figure in any of the summaries, in NAMES order (HAProxy only where it ran). */
 function namesIn(summaries: CaseSummary[]): TargetName[] {

@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Lab, SpawnedProcess, waitForListener } from '../../src/lab/netns';
-import { cliPath } from '../../src/lab/topology';
+import { applyRelayRoutes, cliPath } from '../../src/lab/topology';
 import { formatEndpoint } from '../../src/addr';
 import { ADDR, BenchLab, FD_HARD_LIMIT, PROXY_CPU, setForwarding, spawnPinned, stopWithin, waitUntil } from './lab';
 import { DEFAULT_WORKER_CONNECTIONS, UdpProxyOptions, WorkerProcesses, startNginx, streamProxyConfig, udpStreamProxyConfig } from './nginx';
@@ -16,8 +16,9 @@ import { descendants, exePath } from './proc';
 /**
  * relay-proxy-v2: relay reading a PROXY v2 header in front of every connection.
  * relay-workers: relay with --workers 2, beside relay with one (issue 13's scaling).
+ * relay-raw: relay with --udp-engine raw, no socket per UDP session (issues 15 and 16).
  */
-export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'relay-proxy-v2' | 'relay-workers' | 'nginx' | 'haproxy' | 'kernel';
+export type TargetName = 'relay' | 'relay-wildcard' | 'relay-admin' | 'relay-proxy-v2' | 'relay-workers' | 'relay-raw' | 'nginx' | 'haproxy' | 'kernel';
 
 export interface HostPort {
   host: string;
@@ -138,21 +139,46 @@ export interface UdpRelayOptions {
   wildcard?: boolean;
   /** --workers, and the CPUs they may use (issue 13). */
   workers?: RelayWorkers;
+  /**
+   * --udp-engine raw (target relay-raw): relay's routes get the raw engine's
+   * rules for the run only, since they turn conntrack on in the relay
+   * namespace, which the other targets must not pay for.
+   */
+  rawEngine?: boolean;
 }
 
 /** relay relaying UDP, configured for one case. */
 export function udpRelayTarget(o: UdpRelayOptions): Target {
   const flags = ['--max-sessions', String(o.maxSessions), '--session-timeout', o.sessionTimeout,
     ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : []),
-    ...(o.workers ? ['--workers', o.workers.count] : [])];
+    ...(o.workers ? ['--workers', o.workers.count] : []),
+    ...(o.rawEngine ? ['--udp-engine', 'raw'] : [])];
   const listen = o.wildcard ? '0.0.0.0' : ADDR.relayClientSide4;
   return {
-    name: o.workers?.name ?? (o.wildcard ? 'relay-wildcard' : 'relay'),
+    name: o.workers?.name ?? (o.rawEngine ? 'relay-raw' : o.wildcard ? 'relay-wildcard' : 'relay'),
     variant: o.variant,
     setup: `\`taskset -c ${o.workers?.cpus ?? PROXY_CPU} node dist/src/cli.js --proto udp --listen ${listen}:${RELAY_PORT} ` +
-      `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace`,
-    start: (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags, listen, o.workers),
+      `--backend BACKEND --log-level warn ${flags.join(' ')}\` in the relay namespace` +
+      (o.rawEngine ? ', after `relay routes apply --udp-engine raw` there (the plain routes are applied again when it stops)' : ''),
+    start: o.rawEngine ? (ctx, backend) => startRawEngineTarget(ctx, backend, flags, listen)
+      : (ctx, backend) => startRelayTarget(ctx, backend, 'udp', flags, listen, o.workers),
   };
+}
+
+/** relay-raw: the raw engine's rules for this run only (they turn conntrack on in the relay namespace). */
+async function startRawEngineTarget(ctx: BenchContext, backend: HostPort, flags: string[], listen: string): Promise<ProxyUnderTest> {
+  applyRelayRoutes(ctx.net.relay, '--udp-engine', 'raw');
+  const plainRoutes = () => {
+    applyRelayRoutes(ctx.net.relay);
+  };
+  let proxy: ProxyUnderTest;
+  try {
+    proxy = await startRelayTarget(ctx, backend, 'udp', flags, listen);
+  } catch (err) {
+    plainRoutes();
+    throw err;
+  }
+  return { ...proxy, name: 'relay-raw', stop: () => proxy.stop().finally(plainRoutes) };
 }
 
 async function startRelayTarget(ctx: BenchContext, backend: HostPort, proto: 'tcp' | 'udp', flags: string[],

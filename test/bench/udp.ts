@@ -190,6 +190,7 @@ export const udpRequestRate = requestRateCase({
   title: 'UDP requests per second, session kept per client port',
   targets: [
     udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept' }),
+    udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept, raw engine', rawEngine: true }),
     udpNginxTarget({ timeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept' }),
     kernelTarget,
   ],
@@ -205,6 +206,8 @@ export const udpRequestRateOneReply = requestRateCase({
   targets: [
     udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, responses: 1,
       variant: 'UDP, one reply per session' }),
+    udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, responses: 1,
+      variant: 'UDP, one reply per session, raw engine', rawEngine: true }),
     udpNginxTarget({ timeout: SESSION_TIMEOUT, responses: 1, variant: 'UDP, one reply per session' }),
     kernelTarget,
   ],
@@ -254,6 +257,7 @@ export const udpOneWay: BenchCase = {
   flatOut: true,
   targets: [
     udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept' }),
+    udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept, raw engine', rawEngine: true }),
     udpNginxTarget({ timeout: SESSION_TIMEOUT, variant: 'UDP, sessions kept' }),
     kernelTarget,
   ],

@@ -26,6 +26,7 @@ import { isWellKnownPrefix, mapIpv4, WELL_KNOWN_WARNING } from './map-prefix';
 import { fdsNeeded } from './limits';
 import { writeProxyHeader } from './proxy-protocol';
 import { trustedSenders } from './proxy-protocol/trust';
+import { acquireRawUdpEngine, releaseRawUdpEngine } from '../protocols/udp-raw';
 
 /** FAIL breaks relaying; WARN works, but fragile or for only some backends. */
 export type CheckStatus = 'ok' | 'warn' | 'fail';
@@ -223,12 +224,23 @@ function checkRelayRoutes(routes: RoutesConfig, families: readonly Family[], ret
       return ok(name, `not readable here (${describeError(err)}): the end-to-end checks test it`);
     }
     if (present) return ok(name);
-    if (deliveredOtherwise(step.family)) {
+    // The raw UDP engine's replies find their process by relay's own map: no operator rule stands in for it.
+    if (deliveredOtherwise(step.family) && routes.udpEngine !== 'raw') {
       return ok(name, 'not present, and not needed: other rules deliver replies (see the return path lines)' +
         '; `relay routes check` checks relay\'s own');
     }
-    return { name, status: 'fail', detail: 'missing: backends\' replies to clients will not reach relay', fix: ['relay routes apply'] };
+    return { name, status: 'fail', detail: 'missing: backends\' replies to clients will not reach relay',
+      fix: [routes.udpEngine === 'raw' ? 'relay routes apply --udp-engine raw' : 'relay routes apply'] };
   });
+}
+
+/** Whether relay's nft table is known to lack the raw engine's rules (unreadable here: not known). */
+function rawEngineRulesMissing(routes: RoutesConfig, family: Family): boolean {
+  try {
+    return !relayHostSteps(routes, [family])[0].isPresent();
+  } catch {
+    return false;
+  }
 }
 
 function checkListenAddress(listener: Endpoint): CheckResult {
@@ -439,6 +451,10 @@ async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options
   if (failure === undefined) return { backend, protocol, result: ok(name, 'the backend\'s reply came back through relay') };
   if (!failure.returnPath) return { backend, protocol, result: { name, status: 'fail', detail: failure.detail, fix: failure.fix ?? [] } };
   const hostSide = returnPaths.find((p) => p.backend.address === backend.address)?.verdict;
+  if (protocol === 'udp' && options.run.udpEngine === 'raw' && rawEngineRulesMissing(options.routes, backend.family)) {
+    return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; ` +
+      "relay's nftables table lacks the raw engine's rules", fix: ['relay routes apply --udp-engine raw'] } };
+  }
   if (hostSide && !hostSide.delivered) {
     return { backend, protocol, returnPath: true, result: { name, status: 'fail', detail: `${failure.detail}; ` +
       'the relay host does not deliver such replies locally', fix: ['first the relay host\'s return path (its line above), then run doctor again'] } };
@@ -645,10 +661,10 @@ function probeUdp(backend: Endpoint, source: string | undefined, options: Doctor
     return Promise.resolve(undefined);
   }
   return new Promise((resolve) => {
-    let socket: dgram.Socket;
+    let socket: ProbeSocket;
     try {
-      socket = source === undefined ? dgram.createSocket(backend.family === 4 ? 'udp4' : 'udp6')
-        : bindTransparentUdp({ address: source, port: 0 });
+      socket = source !== undefined && options.run.udpEngine === 'raw' ? rawEngineProbeSocket(source, backend)
+        : datagramProbeSocket(backend, source);
     } catch (err) {
       resolve({ detail: describeError(err) });
       return;
@@ -661,19 +677,81 @@ function probeUdp(backend: Endpoint, source: string | undefined, options: Doctor
     const timer = setTimeout(() => finish({ returnPath: true,
       detail: source === undefined ? `no reply to the probe within ${options.probeTimeoutMs} ms`
         : `no reply to the probe from ${source} within ${options.probeTimeoutMs} ms: the reply did not come back ` +
-        'through relay (no return route, or the service answered from another address)' }), options.probeTimeoutMs);
-    socket.on('message', (_msg, rinfo) => {
-      if (rinfo.address === backend.address && rinfo.port === backend.port) return finish(undefined);
-      finish({ detail: `the reply came from ${formatEndpoint(rinfo.address, rinfo.port)}, not ${formatEndpoint(backend.address, backend.port)}: ` +
+        'through relay (no return route, or the service answered from another address)' +
+        (options.run.udpEngine === 'raw' ? ", or relay's raw-engine rules are missing (relay routes apply --udp-engine raw)" : '') }),
+    options.probeTimeoutMs);
+    socket.onMessage((address, port) => {
+      if (address === backend.address && port === backend.port) return finish(undefined);
+      finish({ detail: `the reply came from ${formatEndpoint(address, port)}, not ${formatEndpoint(backend.address, backend.port)}: ` +
         'the service listens on a wildcard address and answers from another source', fix: [
         `bind the service to ${backend.address} itself (dnsmasq: --bind-interfaces --listen-address=${backend.address})`,
       ] });
     });
-    socket.on('error', (err: NodeJS.ErrnoException) => finish({ detail: `probe ${err.code}` }));
+    socket.onError((code) => finish({ detail: `probe ${code}` }));
     // send-proxy: the backend reads a v2 header before each datagram, the probe's too.
-    const datagram = options.run.sendProxy ? Buffer.concat([probeHeader('v2', 'dgram', source, backend), probe]) : probe;
-    socket.send(datagram, backend.port, backend.address);
+    socket.send(options.run.sendProxy ? Buffer.concat([probeHeader('v2', 'dgram', source, backend), probe]) : probe);
   });
+}
+
+/** What the UDP probe needs of its socket, whichever path it takes. */
+interface ProbeSocket {
+  send(datagram: Buffer): void;
+  onMessage(handler: (address: string, port: number) => void): void;
+  onError(handler: (code: string) => void): void;
+  close(): void;
+}
+
+/**
+ * A socket of the probe's own, transparent from source (the socket engine's
+ * path), or relay's own address when source is undefined. Unconnected, so a
+ * reply from another source address (a service on a wildcard address
+ * answering from the host's primary address) is seen and named.
+ */
+function datagramProbeSocket(backend: Endpoint, source: string | undefined): ProbeSocket {
+  const socket = source === undefined ? dgram.createSocket(backend.family === 4 ? 'udp4' : 'udp6')
+    : bindTransparentUdp({ address: source, port: 0 });
+  return {
+    send: (datagram) => socket.send(datagram, backend.port, backend.address),
+    onMessage: (handler) => socket.on('message', (_msg, rinfo) => handler(rinfo.address, rinfo.port)),
+    onError: (handler) => socket.on('error', (err: NodeJS.ErrnoException) => handler(err.code ?? 'error')),
+    close: () => socket.close(),
+  };
+}
+
+/**
+ * --udp-engine raw: the probe takes the raw engine's own path (a raw socket
+ * sends from source, relay's nft rules bring the reply to the engine's
+ * receive socket), so it checks those rules end to end. A running relay holds
+ * a slot of its own: the probe takes another.
+ */
+function rawEngineProbeSocket(source: string, backend: Endpoint): ProbeSocket {
+  const engine = acquireRawUdpEngine();
+  let flow;
+  try {
+    flow = engine.flowFrom(source, 0);
+  } catch (err) {
+    releaseRawUdpEngine();
+    throw err;
+  }
+  flow.connect(backend.address, backend.port);
+  let onMessage: (address: string, port: number) => void = () => undefined;
+  let onError: (code: string) => void = () => undefined;
+  flow.receive({ message: (_datagram, address, port) => onMessage(address, port), error: (err) => onError(err.code) });
+  return {
+    send: (datagram) => {
+      flow.send(datagram);
+    },
+    onMessage: (handler) => {
+      onMessage = handler;
+    },
+    onError: (handler) => {
+      onError = handler;
+    },
+    close: () => {
+      flow.close();
+      releaseRawUdpEngine();
+    },
+  };
 }
 
 const STATUS_WORD: Record<CheckStatus, string> = { ok: 'OK  ', warn: 'WARN', fail: 'FAIL' };

@@ -66,7 +66,8 @@ export function describeExpr(expr: Record<string, unknown>): string {
     case 'mangle':
       return `${describeOperand(b?.key)} set ${typeof b?.value === 'number' ? hex(b.value) : describeOperand(b?.value)}`;
     case 'tproxy':
-      return `tproxy ${b?.family ? `${String(b.family)} ` : ''}to ${b?.addr ? String(b.addr) : ''}:${String(b?.port ?? '')}`;
+      return `tproxy ${b?.family ? `${String(b.family)} ` : ''}to ${b?.addr ? String(b.addr) : ''}:` +
+        `${typeof b?.port === 'object' && b.port !== null ? '(a map)' : String(b?.port ?? '')}`;
     case 'accept': case 'drop': case 'return':
       return kind;
     case 'jump': case 'goto':

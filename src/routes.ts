@@ -127,9 +127,12 @@ function nftTableMark(): number | undefined {
  */
 export function isRelayNftTable(rules: readonly NftRule[], fwmark: number, udpEngine: UdpEngine = 'socket'): boolean {
   const marking = markRules(rules).filter((r) => r.mark === fwmark).map((r) => r.text);
-  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/,
-    ...(udpEngine === 'raw' ? [/tproxy ip to/, /tproxy ip6 to/] : [])];
-  return needed.every((rule) => marking.some((text) => rule.test(text)));
+  const needed = [/icmp.* socket transparent 1 /, /ip frag-off/, /frag frag-off/];
+  const raw = [/tproxy ip to/, /tproxy ip6 to/];
+  // The raw engine's rules turn conntrack on: present exactly when asked for,
+  // so that applying the socket engine's routes takes them away again.
+  const hasRaw = raw.every((rule) => marking.some((text) => rule.test(text)));
+  return needed.every((rule) => marking.some((text) => rule.test(text))) && hasRaw === (udpEngine === 'raw');
 }
 
 /** The host as config.checkAgainstHost reads it; a listing that fails (no ip, no permission) reads as empty. */

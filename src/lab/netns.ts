@@ -103,9 +103,17 @@ function wrapProcess(child: ChildProcess): SpawnedProcess {
   let out = '';
   let err = '';
   let exitCode: number | null | undefined;
+  // 'exit' can come before the last of stdout is read: wait for 'close' too,
+  // briefly, since a grandchild that inherited the pipes may hold them open.
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => {
     exitCode = code ?? (signal ? 128 : null);
-    resolve(exitCode);
+    const code_ = exitCode;
+    const timer = setTimeout(() => resolve(code_), 500);
+    void closed.then(() => {
+      clearTimeout(timer);
+      resolve(code_);
+    });
   }));
   child.stdout?.setEncoding('utf8').on('data', (d: string) => { out += d; });
   child.stderr?.setEncoding('utf8').on('data', (d: string) => { err += d; });

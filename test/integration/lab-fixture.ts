@@ -152,7 +152,7 @@ setTimeout(() => process.exit(0), 20000);
 import { waitForListener } from '../../src/lab/netns';
 
 /** A UDP echo server on the backend that reports every datagram's source. */
-export async function udpEcho(topo: Topology, port: number, addresses = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
+export async function udpEcho(topo: Topology, port: number, addresses: readonly string[] = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {
   const proc = topo.lab.spawn(topo.backend, [process.execPath, udpToolsPath(), 'echo',
     ...addresses.flatMap((a) => ['--listen', formatEndpoint(a, port)])]);
   await waitForListener(topo.backend, 'udp', port);

@@ -15,6 +15,8 @@ import { SESSION_TIMEOUT, UDP_MAX_SESSIONS, requestRateCase } from './udp';
 /** Every CPU of this machine's two: where the workers may run. */
 const ALL_CPUS = `${LOAD_CPU},${PROXY_CPU}`;
 const TWO_WORKERS: RelayWorkers = { name: 'relay-workers', count: '2', listening: 2, cpus: ALL_CPUS };
+/** Both workers on the proxy CPU: what the worker design costs per core, with no CPU shared with the load. */
+const TWO_WORKERS_ONE_CPU: RelayWorkers = { name: 'relay-workers', count: '2', listening: 2, cpus: String(PROXY_CPU) };
 const AUTO_WORKERS: RelayWorkers = { name: 'relay', count: 'auto', listening: 2, cpus: ALL_CPUS };
 
 /** Issue 13: 2 workers' figure per core at least 0.9x one worker's. */
@@ -39,6 +41,18 @@ export const tcpConnRateWorkers: BenchCase = {
   targets: [relayTarget, relayWorkersTarget(TWO_WORKERS)],
 };
 
+const ONE_CPU_NOTE = `relay --workers 1 against --workers 2, both on CPU ${PROXY_CPU} alone. On this 2-core machine the ` +
+  'load generator needs the other CPU, so two workers cannot each have a core of their own without sharing it with the ' +
+  'load (the case above); here they share one, which shows what the worker design itself costs per core: the ' +
+  'primary, a second event loop, SO_REUSEPORT spreading clients over two sockets. The verdict compares the figure ' +
+  'per core of CPU relay\'s processes used.';
+
+export const tcpConnRateWorkersOneCpu: BenchCase = {
+  ...tcpWorkersBase('tcp-conn-rate-workers-1cpu', 'New TCP connections per second, 1 worker against 2 sharing one CPU (per core)',
+    SCALING, ONE_CPU_NOTE),
+  targets: [relayTarget, relayWorkersTarget(TWO_WORKERS_ONE_CPU)],
+};
+
 export const tcpConnRateAuto: BenchCase = {
   ...tcpWorkersBase('tcp-conn-rate-auto', 'New TCP connections per second, relay --workers auto beside nginx auto', BESIDE_NGINX,
     `relay --workers auto and nginx \`worker_processes auto\` (with \`reuseport\`), each free on CPUs ${ALL_CPUS}.`),
@@ -58,6 +72,17 @@ export const udpRequestRateWorkers: BenchCase = requestRateCase({
   sessions: `Sessions kept per client port, as in udp-rr. ${SCALING_NOTE}`,
 });
 
+export const udpRequestRateWorkersOneCpu: BenchCase = requestRateCase({
+  id: 'udp-rr-workers-1cpu',
+  title: 'UDP requests per second, sessions kept, 1 worker against 2 sharing one CPU (per core)',
+  targets: [
+    udpRelayTarget({ ...kept, variant: '--workers 1' }),
+    udpRelayTarget({ ...kept, variant: '--workers 2, one CPU', workers: TWO_WORKERS_ONE_CPU }),
+  ],
+  goal: SCALING,
+  sessions: `Sessions kept per client port, as in udp-rr. ${ONE_CPU_NOTE}`,
+});
+
 export const udpRequestRateAuto: BenchCase = requestRateCase({
   id: 'udp-rr-auto',
   title: 'UDP requests per second, sessions kept, relay --workers auto beside nginx auto',
@@ -70,4 +95,5 @@ export const udpRequestRateAuto: BenchCase = requestRateCase({
     `(\`listen ... udp reuseport\`, so a client port stays with one worker), each free on CPUs ${ALL_CPUS}.`,
 });
 
-export const WORKERS_CASES: readonly BenchCase[] = [tcpConnRateWorkers, tcpConnRateAuto, udpRequestRateWorkers, udpRequestRateAuto];
+export const WORKERS_CASES: readonly BenchCase[] = [tcpConnRateWorkers, tcpConnRateWorkersOneCpu, tcpConnRateAuto,
+  udpRequestRateWorkers, udpRequestRateWorkersOneCpu, udpRequestRateAuto];

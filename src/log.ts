@@ -109,6 +109,29 @@ export class LogDestination {
     this.dropped += lines;
     this.droppedUnreported += lines;
   }
+
+  /**
+   * At exit: write what waits, waiting for a slow stdout up to deadlineMs.
+   * Exiting with part of a line sent would leave a cut line at the end of
+   * the log (the stopped line, often), which a reader cannot parse.
+   */
+  drainBeforeExit(deadlineMs: number, sleep: (ms: number) => void = sleepSync): void {
+    const deadline = Date.now() + deadlineMs;
+    for (;;) {
+      this.flush();
+      if (this.unsent === undefined && this.pending.length === 0) return;
+      if (Date.now() >= deadline) return;
+      sleep(EXIT_RETRY_MS);
+    }
+  }
+}
+
+/** How long an exit waits for a slow stdout, and how often it tries again meanwhile. */
+const EXIT_DRAIN_MS = 2_000;
+const EXIT_RETRY_MS = 5;
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 function droppedLine(count: number): string {
@@ -132,9 +155,9 @@ export function droppedLogLines(): number {
   return destination?.dropped ?? 0;
 }
 
-/** Write what waits, once, without waiting: used before every exit. */
+/** Write what waits before an exit, waiting a little for a slow stdout (never a cut line if it drains in time). */
 export function flushLogger(_log?: Logger): void {
-  destination?.flush();
+  destination?.drainBeforeExit(EXIT_DRAIN_MS);
 }
 
 /**

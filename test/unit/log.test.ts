@@ -96,3 +96,38 @@ t.test('a failing stdout (full disk): the batch is dropped, stderr says so once,
   t.match(out.written, /"dropped":5/, 'the count reaches stdout once it works again');
   t.match(out.written, /"b":2/);
 });
+
+t.test('at exit, a slow stdout is waited for, so no line is left cut in half', async (t) => {
+  const { out, report } = fakeStdout();
+  // A pipe with room for 25 bytes at a time: a short write, then EAGAIN until the reader catches up.
+  let room = 25;
+  const writeSync = (_fd: number, data: Buffer): number => {
+    if (room === 0) throw errno('EAGAIN');
+    const n = Math.min(room, data.length);
+    room -= n;
+    out.written += data.subarray(0, n).toString();
+    return n;
+  };
+  const destination = new LogDestination(1, 1000, 1000, writeSync, report);
+  for (let i = 0; i < 6; i++) destination.write(`{"msg":"line ${i}"}\n`);
+  destination.flush();
+  t.notOk(out.written.endsWith('\n'), 'a short write left a line cut');
+  let sleeps = 0;
+  destination.drainBeforeExit(1000, () => {
+    sleeps++;
+    room = 25; // the reader drains the pipe
+  });
+  t.ok(sleeps > 0, 'it waited for stdout');
+  t.same(out.written.trim().split('\n').map((l) => JSON.parse(l).msg), [0, 1, 2, 3, 4, 5].map((i) => `line ${i}`),
+    'every line whole, in order');
+});
+
+t.test('at exit, a stdout that never drains is given up on at the deadline', async (t) => {
+  const { out, writeSync, report } = fakeStdout();
+  const destination = new LogDestination(1, 1000, 1000, writeSync, report);
+  out.state = 'stalled';
+  destination.write('{"a":1}\n');
+  const started = Date.now();
+  destination.drainBeforeExit(50);
+  t.ok(Date.now() - started < 1000, 'bounded in time');
+});

@@ -684,7 +684,10 @@ class ProxiedConnection implements FaultOwner {
 
   /** A FIN from one side becomes a FIN to the other; the other direction keeps flowing. */
   private passFin(to: TcpHandle): void {
-    if (this.finsPassed === 1) {
+    // Not while writes to `to` are queued (the last chunk of a reply the
+    // peer's window could not take at once): closing would cancel them, and
+    // the shutdown below waits for them.
+    if (this.finsPassed === 1 && to.writesQueued === 0) {
       // The other direction has finished: both sides are read to the end, so
       // close() sends this FIN itself, a shutdown() fewer per connection.
       // (Closing while the first shutdown is still queued measured slower.)

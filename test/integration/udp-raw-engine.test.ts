@@ -9,7 +9,7 @@ import { tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpEcho, u
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cliPath } from '../../src/lab/topology';
-import { relayPid, fdCount, settleFds } from '../torture/harness';
+import { relayPid, fdCount } from '../torture/harness';
 
 t.test('the raw UDP engine: the client address and port kept, no fd per session', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   const topo = tcpLab(t, 'rawe');
@@ -17,7 +17,7 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
   t.match(applied, /raw UDP engine's replies to ports 61000-61063/, 'relay routes apply adds the raw engine\'s steering');
   const echo = await udpEcho(topo, 5700);
   const proc = await relay(topo, ['--proto', 'udp', '--udp-engine', 'raw', '--listen', '0.0.0.0:5701', '--listen', '[::]:5702',
-    '--backend', formatEndpoint(ADDR.backend4, 5700), '--backend', formatEndpoint(ADDR.backend6, 5700), '--session-timeout', '1s']);
+    '--backend', formatEndpoint(ADDR.backend4, 5700), '--backend', formatEndpoint(ADDR.backend6, 5700)]);
   const pid = relayPid(proc);
   const fdsBefore = fdCount(pid);
 
@@ -37,7 +37,6 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
   await flows.waitFor(/"event":"flows-result"/, 40_000);
   t.equal(events(flows).find((e) => e.event === 'flows-result')?.answered, 5000, '5,000 client ports: every one answered');
   t.equal(fdCount(pid), fdsBefore, `5,000 sessions: relay's fds the same as with none (${fdsBefore})`);
-  t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds after the sessions timed out");
   await proc.stop('SIGTERM');
   t.match(relayLogs(proc, 'relay stopped')[0], { udp: { sessionsOpened: 5002 } }, 'each client port was a session of its own');
 

@@ -535,9 +535,13 @@ function probeThroughRelay(name: string, listener: Endpoint, front: string, vers
       : { name, status: 'fail', detail: `${said}: relay closed it before a byte came back: it refused the header ` +
         '(the running relay trusts other fronts, or reads another version) or the backend closed at once',
       fix: ['compare the running relay\'s proxy-protocol and proxy-from with these flags; its log names the reason'] }));
+    // A reset is either: relay could not connect a backend, or it refused the
+    // header and closed with the header still unread (the kernel then resets).
     socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code === 'ECONNRESET'
-      ? { name, status: 'fail', detail: `${said}: relay reset the connection: it could not connect a backend for ${client}`,
-        fix: ['see the end-to-end lines above for why'] }
+      ? { name, status: 'fail', detail: `${said}: relay reset the connection: it refused the header (the running relay ` +
+        `trusts other fronts, or reads another version) or could not connect a backend for ${client}`,
+      fix: ['compare the running relay\'s proxy-protocol and proxy-from with these flags; its log names the reason',
+        'see the end-to-end lines above for the backend'] }
       : { name, status: 'fail', detail: `${said}: connect ${err.code}` }));
   });
 }

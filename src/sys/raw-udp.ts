@@ -15,6 +15,7 @@
 // Structs are laid out by hand for 64-bit Linux (LP64, little-endian), as in
 // udp-batch.ts and sockaddr.ts.
 import { libc } from './libc';
+import { writePointer } from './udp-batch';
 import * as C from './constants';
 import { encodeSockaddr, familyOf, formatIpv6, ipv6Bytes, type Family } from './sockaddr';
 import { SysError } from '../errors';
@@ -51,11 +52,6 @@ const NAME_SLOT = 28;
 /** CMSG_SPACE(n) for 8-byte alignment. */
 function cmsgSpace(n: number): number {
   return CMSG_HEADER + Math.ceil(n / 8) * 8;
-}
-
-function writePointer(buf: Buffer, offset: number, value: number): void {
-  buf.writeUInt32LE(value % 0x1_0000_0000, offset);
-  buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), offset + 4);
 }
 
 function openFd(family: Family, type: number, protocol: number): number {

@@ -115,7 +115,7 @@ export class ReplyBatch {
 }
 
 /** A 64-bit little-endian value below 2^53 (a user-space address or a length). */
-function writePointer(buf: Buffer, offset: number, value: number): void {
+export function writePointer(buf: Buffer, offset: number, value: number): void {
   buf.writeUInt32LE(value % 0x1_0000_0000, offset);
   buf.writeUInt32LE(Math.floor(value / 0x1_0000_0000), offset + 4);
 }

@@ -21,14 +21,15 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
   const pid = relayPid(proc);
   const fdsBefore = fdCount(pid);
 
-  const v4 = await udpSend(topo, formatEndpoint(ADDR.relayClientSide4, 5701), ['--local-port', '41000', '--sizes', '10,20,1400']);
+  // Ports below the ephemeral range, so none of the 5,000 flows below reuses their sessions.
+  const v4 = await udpSend(topo, formatEndpoint(ADDR.relayClientSide4, 5701), ['--local-port', '31000', '--sizes', '10,20,1400']);
   t.same(v4.replies.map((r) => r.exact), [true, true, true], 'IPv4: every reply came back, byte for byte');
   t.ok(v4.replies.every((r) => r.from === formatEndpoint(ADDR.relayClientSide4, 5701)), 'from the address the client sent to');
-  const v6 = await udpSend(topo, formatEndpoint(ADDR.relayClientSide6, 5702), ['--local-port', '41001', '--sizes', '30,0']);
+  const v6 = await udpSend(topo, formatEndpoint(ADDR.relayClientSide6, 5702), ['--local-port', '31001', '--sizes', '30,0']);
   t.same(v6.replies.map((r) => r.exact), [true, true], 'IPv6: every reply came back, the empty datagram too');
   const seen = udpSeen(echo).map((d) => `${formatEndpoint(d.remote, d.port)}/${d.bytes}`);
-  t.same(seen, [`${ADDR.client4}:41000/10`, `${ADDR.client4}:41000/20`, `${ADDR.client4}:41000/1400`,
-    `[${ADDR.client6}]:41001/30`, `[${ADDR.client6}]:41001/0`], "the backend saw each client's own address and port");
+  t.same(seen, [`${ADDR.client4}:31000/10`, `${ADDR.client4}:31000/20`, `${ADDR.client4}:31000/1400`,
+    `[${ADDR.client6}]:31001/30`, `[${ADDR.client6}]:31001/0`], "the backend saw each client's own address and port");
   const fdsWithFew = fdCount(pid);
   t.equal(fdsWithFew, fdsBefore, `two sessions open, no fd for them (${fdsWithFew}, before ${fdsBefore})`);
 

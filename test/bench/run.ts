@@ -25,7 +25,8 @@ import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } fr
 const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES, ...WORKERS_CASES, ...SYSCALL_CASES];
 /** Cases left out unless asked for by name (--only) or by their own flag. */
 const OPT_IN: ReadonlySet<string> = new Set([tcpConnRateTunedClient.id]);
-const LAB_PREFIX = 'relaybench';
+/** RELAY_BENCH_PREFIX names another lab, so two benchmarks (two work trees) do not tear down each other's namespaces. */
+const LAB_PREFIX = process.env.RELAY_BENCH_PREFIX || 'relaybench';
 const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 const REQUIRED_TOOLS = ['ip', 'taskset', 'iperf3', 'wrk', 'nginx', 'curl', 'nft', 'cc', 'strace'];
 

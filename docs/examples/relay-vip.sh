@@ -3,16 +3,21 @@
 # bird-relay-host.conf) only while relay serves, and withdraw it before relay
 # drains.
 #
-#   relay-vip.sh watch     every INTERVAL s: announce if relay listens on PORT
-#                          (and is not being stopped), withdraw if not
+#   relay-vip.sh watch     every INTERVAL s: announce if relay is healthy (its
+#                          admin /healthz answers 200; without an admin API,
+#                          it listens on PORT) and is not being stopped;
+#                          withdraw if not
 #   relay-vip.sh withdraw  withdraw now and keep it withdrawn until relay has
 #                          stopped; return after HOLD s, once the router has
 #                          moved new flows to the other hosts
 #
-# Settings (environment): RELAY_VIP_PORT (80), RELAY_VIP_INTERVAL (1 s),
-# RELAY_VIP_HOLD (2 s), RELAY_VIP_BIRD_SOCKET (/run/bird/bird.ctl),
-# RELAY_VIP_STATE (/run/relay-vip, where withdraw leaves its mark).
+# Settings (environment): RELAY_VIP_HEALTHZ (http://127.0.0.1:9901/healthz,
+# relay's `admin` address; empty: follow the listening socket instead),
+# RELAY_VIP_PORT (80), RELAY_VIP_INTERVAL (1 s), RELAY_VIP_HOLD (2 s),
+# RELAY_VIP_BIRD_SOCKET (/run/bird/bird.ctl), RELAY_VIP_STATE (/run/relay-vip,
+# where withdraw leaves its mark).
 set -u
+HEALTHZ=${RELAY_VIP_HEALTHZ-http://127.0.0.1:9901/healthz}
 PORT=${RELAY_VIP_PORT:-80}
 INTERVAL=${RELAY_VIP_INTERVAL:-1}
 HOLD=${RELAY_VIP_HOLD:-2}
@@ -21,19 +26,26 @@ STATE=${RELAY_VIP_STATE:-/run/relay-vip}
 
 # birdc enable|disable on both static protocols (relay_vip4, relay_vip6).
 vip() { birdc -s "$BIRD_SOCKET" "$1" '"relay_vip*"' >/dev/null; }
-listening() { [ -n "$(ss -Hltn "sport = :$PORT")" ]; }
+# /healthz says 503 from the moment relay begins to stop, and nothing once it
+# is gone or hung (curl gives up after 1 s); a listening socket says only
+# that the process holds it.
+serving() {
+  if [ -n "$HEALTHZ" ]; then curl -fsS -o /dev/null --max-time 1 "$HEALTHZ" 2>/dev/null
+  else [ -n "$(ss -Hltn "sport = :$PORT")" ]; fi
+}
+signal() { if [ -n "$HEALTHZ" ]; then echo "$HEALTHZ"; else echo "a listener on port $PORT"; fi; }
 
 watch() {
   said=""
   while :; do
-    # withdraw's mark lasts until relay has stopped listening: a relay that
+    # withdraw's mark lasts until relay has stopped serving: a relay that
     # starts again is announced again.
-    if [ -e "$STATE/draining" ] && ! listening; then rm -f "$STATE/draining"; fi
-    if listening && [ ! -e "$STATE/draining" ]; then want=enable; else want=disable; fi
+    if [ -e "$STATE/draining" ] && ! serving; then rm -f "$STATE/draining"; fi
+    if serving && [ ! -e "$STATE/draining" ]; then want=enable; else want=disable; fi
     # Said every time, not only on change: a BIRD that restarted starts with
     # the announcement disabled.
     if vip "$want" && [ "$want" != "$said" ]; then
-      echo "relay-vip: $want (relay $( [ "$want" = enable ] && echo listens || echo "does not serve") on port $PORT)"
+      echo "relay-vip: $want (relay $( [ "$want" = enable ] && echo serves || echo "does not serve"), by $(signal))"
       said=$want
     fi
     sleep "$INTERVAL"

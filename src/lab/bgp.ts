@@ -52,9 +52,13 @@ export async function startBird(lab: Lab, ns: Namespace, name: string, config: s
   return { proc, socket, birdc };
 }
 
-/** The environment relay-vip.sh reads, for a host's BIRD and its own state directory. */
-export function relayVipEnv(lab: Lab, bird: Bird, port: number): NodeJS.ProcessEnv {
+/**
+ * The environment relay-vip.sh reads, for a host's BIRD and its own state
+ * directory: healthz is relay's /healthz URL, or '' to follow its listener on port.
+ */
+export function relayVipEnv(lab: Lab, bird: Bird, port: number, healthz: string): NodeJS.ProcessEnv {
   return {
+    RELAY_VIP_HEALTHZ: healthz,
     RELAY_VIP_PORT: String(port),
     RELAY_VIP_BIRD_SOCKET: bird.socket,
     RELAY_VIP_STATE: fs.mkdtempSync(path.join(lab.dir, 'relay-vip-')),

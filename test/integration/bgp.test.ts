@@ -106,10 +106,15 @@ async function startHost(lab: Lab, ns: Namespace, i: number, relayArgs: string[]
   });
   const bird = await startBird(lab, ns, `host${i + 1}`, config);
   const relay = await startRelay(lab, ns, relayArgs);
-  const env = relayVipEnv(lab, bird, 80);
+  // Hosts 1 and 2 follow relay's /healthz (the way the docs set up); host 3,
+  // the fallback for a relay without an admin API: its listening socket.
+  const env = relayVipEnv(lab, bird, 80, i < 2 ? `http://${ADMIN}/healthz` : '');
   const watcher = lab.spawn(ns, [relayVipScript(), 'watch'], env);
   return { ns, bird, relay, watcher, env };
 }
+
+/** relay's admin address on every host (each in its own namespace), as in docs/scale-out.md. */
+const ADMIN = '127.0.0.1:9901';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -120,7 +125,7 @@ t.test('relay hosts announced over BGP by BIRD, withdrawn before they drain', { 
   const nginx: NginxBackend = await startNginxHttp(lab, net.backend, [...BACKENDS4, ...BACKENDS6], 7000);
   await startBird(lab, net.router, 'router', renderExample('bird-router.conf', ADDRESSES));
   const relayArgs = ['--listen', `${VIP4}:80`, '--listen', formatEndpoint(VIP6, 80), '--balance', 'maglev',
-    '--health-interval', '0', '--drain-timeout', '5s',
+    '--health-interval', '0', '--drain-timeout', '5s', '--admin', ADMIN,
     ...[...BACKENDS4, ...BACKENDS6].flatMap((a) => ['--backend', formatEndpoint(a, 7000)])];
   const hosts = await Promise.all(net.hosts.map((ns, i) => startHost(lab, ns, i, relayArgs)));
   /** The router's routes when exactly these hosts (indexes) announce. */
@@ -216,6 +221,27 @@ t.test('relay hosts announced over BGP by BIRD, withdrawn before they drain', { 
     const moved6 = await round(t, 'after-term-v6', CLIENTS6, 1);
     t.equal(moved6[0], 0, `host1's IPv6 flows went to the others: ${moved6.join(', ')}`);
     await checkFds(t, 1);
+  });
+
+  t.test('a hung relay (SIGSTOP) is withdrawn by its /healthz, and announced again once it answers', async (t) => {
+    const host2 = hosts[1];
+    const pid = relayPid(host2.relay);
+    const stoppedAt = Date.now();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const withdrawnAt = await eventually(() => {
+        const h = hops();
+        return !h.v4.includes(hostSide(1).v4) && !h.v6.includes(hostSide(1).v6) ? Date.now() : undefined;
+      }, 10_000, 'host2 out of the router\'s routes while its relay is stopped');
+      t.ok(withdrawnAt - stoppedAt <= KILL_BOUND_MS, `host2 withdrawn ${withdrawnAt - stoppedAt} ms after SIGSTOP (bound ${KILL_BOUND_MS} ms), though it kept its socket`);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    await eventually(() => {
+      const h = hops();
+      return JSON.stringify(h) === JSON.stringify(via(1, 2)) || undefined;
+    }, 10_000, 'host2 back in the router\'s routes once its relay runs again');
+    t.pass('host2 announced again once /healthz answered');
   });
 
   t.test('a relay killed outright (SIGKILL) is withdrawn within the bound', async (t) => {

@@ -3,7 +3,8 @@
 import t from 'tap';
 import * as os from 'node:os';
 import { parseWorkers, workerShare, workerRole } from '../../src/workers';
-import { HealthRouter, healthKey } from '../../src/health-link';
+import { HealthRouter, ReportBatch, healthKey, replayRuns, type HealthMessage } from '../../src/health-link';
+import { HealthState } from '../../src/health';
 import { buildRunConfig } from '../../src/config';
 
 t.test('--workers', async (t) => {
@@ -34,11 +35,51 @@ t.test('health: reports go to the leader, its decisions to the others, kept for 
   const router = new HealthRouter();
   const key = healthKey('dns', 'udp', { address: '198.51.100.20', port: 53, family: 4 });
   t.equal(key, 'dns|udp|198.51.100.20:53');
-  t.same(router.route(2, { type: 'health-report', key, ok: false, reason: 'refused' }, 3).map((r) => r.to), [0]);
-  t.same(router.route(0, { type: 'health-report', key, ok: false, reason: 'refused' }, 3), [], "the leader's own reports stay with it");
+  const refused = [{ ok: false, count: 1, reason: 'refused' }];
+  t.same(router.route(2, { type: 'health-report', key, runs: refused }, 3).map((r) => r.to), [0]);
+  t.same(router.route(0, { type: 'health-report', key, runs: refused }, 3), [], "the leader's own reports stay with it");
   t.same(router.route(1, { type: 'health-state', key, up: false, reason: 'x' }, 3), [], 'only the leader decides');
   t.same(router.route(0, { type: 'health-state', key, up: false, reason: 'refused' }, 3).map((r) => r.to), [1, 2]);
   t.same(router.snapshot(), [{ type: 'health-state', key, up: false, reason: 'refused' }]);
+});
+
+t.test('health reports travel in batches: successes per period, a failure at the end of the turn, replayed in order', async (t) => {
+  const sent: HealthMessage[] = [];
+  const batch = new ReportBatch((m) => sent.push(m), 30);
+  for (let i = 0; i < 1000; i++) batch.add('a', true, 'traffic passed');
+  await new Promise((r) => setImmediate(r));
+  t.equal(sent.length, 0, 'successes wait for the period');
+  await new Promise((r) => setTimeout(r, 60));
+  t.same(sent, [{ type: 'health-report', key: 'a', runs: [{ ok: true, count: 1000, reason: 'traffic passed' }] }],
+    '1,000 successes: one message');
+  sent.length = 0;
+  batch.add('a', true, 'traffic passed');
+  batch.add('a', false, 'connect refused');
+  batch.add('b', false, 'connect timeout');
+  await new Promise((r) => setImmediate(r));
+  t.same(sent.map((m) => m.type === 'health-report' && [m.key, m.runs.map((r) => [r.ok, r.count])]),
+    [['a', [[true, 1], [false, 1]]], ['b', [[false, 1]]]], 'a failure goes at the end of the turn, with what came before it');
+
+  // Replayed, a batch leaves the leader where the reports one by one would have.
+  let seed = 7;
+  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  for (let round = 0; round < 50; round++) {
+    const results = Array.from({ length: 1 + Math.floor(random() * 300) }, () => random() < 0.7);
+    const direct = new HealthState(2, 3);
+    const flipsDirect = results.filter((ok) => direct.record(ok)).length;
+    const batched = new HealthState(2, 3);
+    const messages: HealthMessage[] = [];
+    const b = new ReportBatch((m) => messages.push(m));
+    for (const ok of results) b.add('k', ok, ok ? 'passed' : 'refused');
+    b.flush();
+    let flipsBatched = 0;
+    for (const m of messages) if (m.type === 'health-report') replayRuns(m.runs, (ok) => { if (batched.record(ok)) flipsBatched++; });
+    if (batched.up !== direct.up || flipsBatched !== flipsDirect) {
+      t.fail(`round ${round}: batched ${batched.up}/${flipsBatched} flips, one by one ${direct.up}/${flipsDirect}`);
+      return;
+    }
+  }
+  t.pass('50 random sequences: the same state and the same changes, batched or not');
 });
 
 t.test('status: the workers summed, a backend shown at the worst state any worker reports', async (t) => {

@@ -62,6 +62,8 @@ export type Goal =
   | { kind: 'at-most'; max: number } // relay's own figure, absolute
   // a variant of relay >= min x relay as it runs in the other cases, medians (a wildcard listener against a specific one)
   | { kind: 'variant-at-least'; variant: TargetName; min: number }
+  // a variant's own figure, absolute, medians (the raw UDP engine's memory per session)
+  | { kind: 'variant-at-most'; variant: TargetName; max: number }
   // a variant's figure per core of CPU its processes used >= min x relay's own, medians (workers' per-core efficiency)
   | { kind: 'variant-per-core-at-least'; variant: TargetName; min: number }
   | { kind: 'none'; why: string }; // reported beside the targets, judged by none (a tuned client)

@@ -116,6 +116,8 @@ export interface BenchCase {
   clientSysctls?: readonly string[];
   /** At least this many runs per target, whatever --runs says (an issue asks for 5 interleaved runs). */
   minRuns?: number;
+  /** At most this many (a case long enough that one run is what the full bench can afford). */
+  maxRuns?: number;
   /** Further figures read from this case's samples, each reported and judged as a case of its own. */
   derived?: readonly DerivedCase[];
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
@@ -176,7 +178,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
     }
   };
-  const runs = Math.max(options.runs, benchCase.minRuns ?? 0);
+  const runs = Math.min(Math.max(options.runs, benchCase.minRuns ?? 0), benchCase.maxRuns ?? Infinity);
   const prepared = await benchCase.prepare(ctx, options);
   try {
     if (benchCase.series) {

@@ -24,7 +24,7 @@
 //         time), print {"event":"held",...}, then keep them all open until
 //         killed: N live sessions in the proxy.
 //   spread --target A:P --spoof-base A --addresses K --first-port F --ports M
-//          --steps N1,N2,.. --seconds S --recv-port R [--window W]
+//          --steps N1,N2,.. --seconds S --recv-port R [--window W] [--measure-from N]
 //         many sessions without a socket each: requests leave a raw socket
 //         (IP_HDRINCL) from source i = (base + i / M, F + i % M), addresses
 //         the client namespace holds by an AnyIP `local` route; replies are
@@ -34,8 +34,8 @@
 //         tries 300 ms apart), prints {"event":"filled",...}, waits for
 //         SIGUSR1 (at most 120 s: the runner reads the proxy then), runs
 //         request/response across every answered source for S seconds (W
-//         outstanding) and prints {"event":"spread-rr",...}; exits after the
-//         last step.
+//         outstanding; not at steps below --measure-from, e.g. a warm-up)
+//         and prints {"event":"spread-rr",...}; exits after the last step.
 //
 // Every mode ends on SIGTERM or SIGINT (the default action); rr and blast end
 // by themselves after warm-up + seconds.
@@ -83,7 +83,8 @@ static _Noreturn void die(const char *what) {
 static _Noreturn void usage(void) {
   fprintf(stderr, "usage: udp-peers echo --listen A:P [--sink] | rr|blast|hold --target A:P --local A "
                   "--sockets N [--warmup S --seconds S | --parallel P] | spread --target A:P --spoof-base A "
-                  "--addresses K --first-port F --ports M --steps N1,N2 --seconds S --recv-port R [--window W]\n");
+                  "--addresses K --first-port F --ports M --steps N1,N2 --seconds S --recv-port R [--window W] "
+                  "[--measure-from N]\n");
   exit(2);
 }
 
@@ -103,7 +104,7 @@ static struct sockaddr_in parse_endpoint(const char *spec) {
 
 struct opts {
   const char *listen, *target, *local, *spoof_base, *steps;
-  int sink, sockets, parallel, addresses, first_port, ports, recv_port, window;
+  int sink, sockets, parallel, addresses, first_port, ports, recv_port, window, measure_from;
   double warmup, seconds;
 };
 
@@ -136,6 +137,7 @@ static struct opts parse_opts(int argc, char **argv) {
     else if (strcmp(a, "--steps") == 0) o.steps = v;
     else if (strcmp(a, "--recv-port") == 0) o.recv_port = atoi(v);
     else if (strcmp(a, "--window") == 0) o.window = atoi(v);
+    else if (strcmp(a, "--measure-from") == 0) o.measure_from = atoi(v);
     else usage();
     i++;
   }
@@ -841,7 +843,7 @@ static int run_spread(const struct opts *o) {
       fflush(stdout);
       return 1;
     }
-    if (o->seconds > 0) spread_rr(&s, filled, o->seconds, o->window);
+    if (o->seconds > 0 && filled >= o->measure_from) spread_rr(&s, filled, o->seconds, o->window);
   }
   printf("{\"event\":\"spread-done\",\"misdelivered\":%llu,\"stale\":%llu}\n", (unsigned long long)s.misdelivered,
          (unsigned long long)s.stale);

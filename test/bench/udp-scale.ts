@@ -93,6 +93,8 @@ const scaleCase: Omit<BenchCase, 'derived'> = {
   unit: 'KiB/session',
   decimals: 3,
   perCore: false,
+  // A run fills 200,000 sessions and measures four steps (~1 min over the three targets): one is what the full bench affords.
+  maxRuns: 1,
   targets: [
     udpRelayTarget({ maxSessions: RAW_MAX_SESSIONS, sessionTimeout: SESSION_TIMEOUT, rawEngine: true, admin: true,
       variant: `UDP, ${RAW_STEPS[RAW_STEPS.length - 1].toLocaleString('en-US')} live sessions, raw engine` }),
@@ -112,10 +114,12 @@ const scaleCase: Omit<BenchCase, 'derived'> = {
     `${FD_HARD_LIMIT.toLocaleString('en-US')}), after a warm-up of ${WARM_UP}: each source sends one 64-byte request ` +
     `until answered (${FILL_PARALLEL} outstanding, 10 tries 300 ms apart). ${SETTLE_MS / 1000} s after a step is ` +
     'full the runner reads the proxy\'s RSS (VmRSS, summed over its processes), its open fds and the sessions it ' +
-    'holds (relay: `relay_udp_sessions_open` from --admin /metrics; nginx: its fds); then the client runs ' +
+    'holds (relay: `relay_udp_sessions_open` from --admin /metrics; nginx: its fds); then, after every step but the ' +
+    'warm-up, the client runs ' +
     `request/response across every source in turn for ${o.seconds} s, ${RR_WINDOW} requests outstanding (a request ` +
     'unanswered for 500 ms is counted lost). The figure is (RSS at the largest step - RSS after the warm-up) / ' +
-    'sessions added; the rate is the request rate at the largest step, the table full. Every reply is checked: ' +
+    'sessions added; the rate is the request rate at the largest step, the table full. One run per target, whatever ' +
+    '--runs says (maxRuns): a run fills every step. Every reply is checked: ' +
     'its stamp (the source that sent the request) must name the address and port it came back to, and the backend ' +
     '(`udp-peers echo`) must have seen that same address and port. relay runs with --session-timeout ' +
     `${SESSION_TIMEOUT} (nginx \`proxy_timeout ${SESSION_TIMEOUT};\`, \`worker_connections ` +
@@ -195,7 +199,8 @@ async function measureScale(ctx: BenchContext, proxy: ProxyUnderTest, options: B
     '--target', formatEndpoint(proxy.entry.host, proxy.entry.port), '--spoof-base', SPOOF_BASE,
     '--addresses', String(Math.ceil(steps[steps.length - 1] / PORTS_PER_ADDRESS)), '--first-port', String(FIRST_PORT),
     '--ports', String(PORTS_PER_ADDRESS), '--steps', steps.join(','), '--seconds', String(options.seconds),
-    '--recv-port', String(CLIENT_RECV_PORT), '--parallel', String(FILL_PARALLEL), '--window', String(RR_WINDOW)]);
+    '--recv-port', String(CLIENT_RECV_PORT), '--parallel', String(FILL_PARALLEL), '--window', String(RR_WINDOW),
+    '--measure-from', String(steps[1])]);
   try {
     const read: Step[] = [];
     let last: Awaited<ReturnType<typeof measureWindow<SpreadRr>>> | undefined;
@@ -212,12 +217,15 @@ async function measureScale(ctx: BenchContext, proxy: ProxyUnderTest, options: B
         const fds = countFds(pids);
         const held = sessionsHeld(ctx, proxy, fds - fdsBefore);
         spread.child.kill('SIGUSR1');
-        last = await measureWindow(proxy, () => event<SpreadRr>(spread, 'spread-rr', n, options.seconds * 1000 + 30_000));
-        const step = { sessions: n, rssKiB, fds, held, rate: last.result.rate, lost: last.result.lost, fill };
+        // The warm-up step runs no requests: the client goes straight on filling.
+        if (n !== steps[0]) {
+          last = await measureWindow(proxy, () => event<SpreadRr>(spread, 'spread-rr', n, options.seconds * 1000 + 30_000));
+        }
+        const step = { sessions: n, rssKiB, fds, held, rate: last?.result.rate ?? 0, lost: last?.result.lost ?? 0, fill };
         read.push(step);
         say(`  ${proxy.name} at ${n.toLocaleString('en-US')} sessions: RSS ${rssKiB} KiB, ${fds} fds, held ${held}, ` +
-          `${Math.round(step.rate).toLocaleString('en-US')} req/s (${step.lost} lost), filled in ${fill.ms} ms ` +
-          `(${fill.retries} retries so far)`);
+          (last ? `${Math.round(step.rate).toLocaleString('en-US')} req/s (${step.lost} lost), ` : '') +
+          `filled in ${fill.ms} ms (${fill.retries} retries so far)`);
       }
     });
     await spread.waitFor(/\{"event":"spread-done"[^\n]*\}/, 10_000);

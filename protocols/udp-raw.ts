@@ -21,6 +21,8 @@ const EADDRINUSE = -98;
 const TRANSIENT_SEND_ERRORS = new Set([-11, -105]);
 /** Ports a flow without the client's (its port taken) picks from: the default ephemeral range. */
 const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
+/** Backend addresses kept for flows to share; past this many (backends reloads removed), the cache starts again. */
+const MAX_SHARED_BACKENDS = 4_096;
 
 /** A session's upstream through the raw engine. */
 export class RawFlow {
@@ -31,7 +33,7 @@ export class RawFlow {
   constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family) {}
 
   connect(address: string, port: number): void {
-    this.backend = { address, port };
+    this.backend = this.engine.backendAddress(address, port);
   }
 
   receive(handlers: DatagramHandlers): void {
@@ -87,6 +89,8 @@ export class RawUdpEngine {
   private readonly flows = new Map<string, RawFlow>();
   private readonly senders = new Map<Family, RawUdpSender>();
   private readonly receivers = new Map<Family, TproxyReceiver>();
+  /** One address object per backend, shared by its flows: an object each would be ~40 bytes a session. */
+  private readonly backends = new Map<string, UdpAddress>();
   private nextFallback = 0;
   readonly slot: number;
   readonly mark: number;
@@ -134,6 +138,18 @@ export class RawUdpEngine {
     return sender;
   }
 
+  /** The shared (never modified) address object of a backend. */
+  backendAddress(address: string, port: number): UdpAddress {
+    const key = flowKey(address, port);
+    let backend = this.backends.get(key);
+    if (!backend) {
+      if (this.backends.size >= MAX_SHARED_BACKENDS) this.backends.clear();
+      backend = Object.freeze({ address, port });
+      this.backends.set(key, backend);
+    }
+    return backend;
+  }
+
   release(flow: RawFlow): void {
     const key = flowKey(flow.source.address, flow.source.port);
     if (this.flows.get(key) === flow) this.flows.delete(key);
@@ -148,6 +164,7 @@ export class RawUdpEngine {
     for (const sender of this.senders.values()) sender.close();
     this.senders.clear();
     this.flows.clear();
+    this.backends.clear();
   }
 
   /** Both families' receive sockets on port; a family this host lacks (no IPv6) is left out. */

@@ -42,6 +42,8 @@ const SESSION_TIMEOUT = '10m';
 /** relay-raw's table: the largest step with room. */
 const RAW_MAX_SESSIONS = 250_000;
 const SETTLE_MS = 1_000;
+/** The share of a step's sources that must get an answer for the step to count. */
+const MIN_ANSWERED = 0.99;
 /** Requests outstanding while filling, and while measuring the rate. */
 const FILL_PARALLEL = 256;
 const RR_WINDOW = 256;
@@ -207,7 +209,8 @@ async function measureScale(ctx: BenchContext, proxy: ProxyUnderTest, options: B
     const { drops } = await countingDrops(ctx, async () => {
       for (const n of steps) {
         const fill = await event<Filled>(spread, 'filled', n, STEP_WAIT_MS);
-        if (fill.answered < n) {
+        // A few sources never answered (the proxy's queue overflowed ten times over) are counted, not fatal.
+        if (fill.answered < n * MIN_ANSWERED) {
           throw new Error(`${fill.answered} of ${n} UDP sessions answered through ${proxy.name} (${fill.failed} never ` +
             `answered after ${fill.retries} retries; send errors ${errorsText(fill.errors)}; the proxy holds ` +
             `${sessionsHeld(ctx, proxy, countFds(pids) - fdsBefore)})`);
@@ -221,7 +224,7 @@ async function measureScale(ctx: BenchContext, proxy: ProxyUnderTest, options: B
         if (n !== steps[0]) {
           last = await measureWindow(proxy, () => event<SpreadRr>(spread, 'spread-rr', n, options.seconds * 1000 + 30_000));
         }
-        const step = { sessions: n, rssKiB, fds, held, rate: last?.result.rate ?? 0, lost: last?.result.lost ?? 0, fill };
+        const step = { sessions: fill.answered, rssKiB, fds, held, rate: last?.result.rate ?? 0, lost: last?.result.lost ?? 0, fill };
         read.push(step);
         say(`  ${proxy.name} at ${n.toLocaleString('en-US')} sessions: RSS ${rssKiB} KiB, ${fds} fds, held ${held}, ` +
           (last ? `${Math.round(step.rate).toLocaleString('en-US')} req/s (${step.lost} lost), ` : '') +

@@ -24,13 +24,17 @@ const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
 /** Backend addresses kept for flows to share; past this many (backends reloads removed), the cache starts again. */
 const MAX_SHARED_BACKENDS = 4_096;
 
-/** A session's upstream through the raw engine. */
-export class RawFlow {
+/**
+ * A session's upstream through the raw engine. It is itself the source
+ * address the sender writes into each datagram (address, port): an object of
+ * its own would cost ~40 bytes a session.
+ */
+export class RawFlow implements UdpAddress {
   private backend: UdpAddress | undefined;
   private handlers: DatagramHandlers | undefined;
   private closed = false;
 
-  constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family) {}
+  constructor(private readonly engine: RawUdpEngine, readonly address: string, readonly port: number, readonly family: Family) {}
 
   connect(address: string, port: number): void {
     this.backend = this.engine.backendAddress(address, port);
@@ -48,7 +52,7 @@ export class RawFlow {
    */
   send(datagram: Buffer): boolean {
     if (this.closed || !this.backend) return false;
-    const errno = this.engine.sender(this.family).send(this.source, this.backend, datagram);
+    const errno = this.engine.sender(this.family).send(this, this.backend, datagram);
     if (errno === 0) return true;
     if (!TRANSIENT_SEND_ERRORS.has(errno)) {
       const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
@@ -123,7 +127,7 @@ export class RawUdpEngine {
     const chosen = port === 0 ? this.freePort(address) : port;
     const key = flowKey(address, chosen);
     if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
-    const flow = new RawFlow(this, { address, port: chosen }, family);
+    const flow = new RawFlow(this, address, chosen, family);
     this.flows.set(key, flow);
     return flow;
   }
@@ -151,7 +155,7 @@ export class RawUdpEngine {
   }
 
   release(flow: RawFlow): void {
-    const key = flowKey(flow.source.address, flow.source.port);
+    const key = flowKey(flow.address, flow.port);
     if (this.flows.get(key) === flow) this.flows.delete(key);
   }
 

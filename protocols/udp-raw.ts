@@ -21,17 +21,23 @@ const EADDRINUSE = -98;
 const TRANSIENT_SEND_ERRORS = new Set([-11, -105]);
 /** Ports a flow without the client's (its port taken) picks from: the default ephemeral range. */
 const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
+/** Backend addresses kept for flows to share; past this many (backends reloads removed), the cache starts again. */
+const MAX_SHARED_BACKENDS = 4_096;
 
-/** A session's upstream through the raw engine. */
-export class RawFlow {
+/**
+ * A session's upstream through the raw engine. It is itself the source
+ * address the sender writes into each datagram (address, port): an object of
+ * its own would cost ~40 bytes a session.
+ */
+export class RawFlow implements UdpAddress {
   private backend: UdpAddress | undefined;
   private handlers: DatagramHandlers | undefined;
   private closed = false;
 
-  constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family) {}
+  constructor(private readonly engine: RawUdpEngine, readonly address: string, readonly port: number, readonly family: Family) {}
 
   connect(address: string, port: number): void {
-    this.backend = { address, port };
+    this.backend = this.engine.backendAddress(address, port);
   }
 
   receive(handlers: DatagramHandlers): void {
@@ -46,7 +52,7 @@ export class RawFlow {
    */
   send(datagram: Buffer): boolean {
     if (this.closed || !this.backend) return false;
-    const errno = this.engine.sender(this.family).send(this.source, this.backend, datagram);
+    const errno = this.engine.sender(this.family).send(this, this.backend, datagram);
     if (errno === 0) return true;
     if (!TRANSIENT_SEND_ERRORS.has(errno)) {
       const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
@@ -87,6 +93,8 @@ export class RawUdpEngine {
   private readonly flows = new Map<string, RawFlow>();
   private readonly senders = new Map<Family, RawUdpSender>();
   private readonly receivers = new Map<Family, TproxyReceiver>();
+  /** One address object per backend, shared by its flows: an object each would be ~40 bytes a session. */
+  private readonly backends = new Map<string, UdpAddress>();
   private nextFallback = 0;
   readonly slot: number;
   readonly mark: number;
@@ -119,7 +127,7 @@ export class RawUdpEngine {
     const chosen = port === 0 ? this.freePort(address) : port;
     const key = flowKey(address, chosen);
     if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
-    const flow = new RawFlow(this, { address, port: chosen }, family);
+    const flow = new RawFlow(this, address, chosen, family);
     this.flows.set(key, flow);
     return flow;
   }
@@ -134,8 +142,20 @@ export class RawUdpEngine {
     return sender;
   }
 
+  /** The shared (never modified) address object of a backend. */
+  backendAddress(address: string, port: number): UdpAddress {
+    const key = flowKey(address, port);
+    let backend = this.backends.get(key);
+    if (!backend) {
+      if (this.backends.size >= MAX_SHARED_BACKENDS) this.backends.clear();
+      backend = Object.freeze({ address, port });
+      this.backends.set(key, backend);
+    }
+    return backend;
+  }
+
   release(flow: RawFlow): void {
-    const key = flowKey(flow.source.address, flow.source.port);
+    const key = flowKey(flow.address, flow.port);
     if (this.flows.get(key) === flow) this.flows.delete(key);
   }
 
@@ -148,6 +168,7 @@ export class RawUdpEngine {
     for (const sender of this.senders.values()) sender.close();
     this.senders.clear();
     this.flows.clear();
+    this.backends.clear();
   }
 
   /** Both families' receive sockets on port; a family this host lacks (no IPv6) is left out. */

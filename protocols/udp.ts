@@ -9,7 +9,7 @@ import type { RelayConfig } from '../src/config';
 import type { Logger } from '../src/log';
 import { RateLimitedLog, errorWithStack } from '../src/log';
 import { Endpoint, formatEndpoint, unmapAddress, familyOfAddress } from '../src/addr';
-import { encodeSockaddr, openTransparentUdp, ReceiveBatch, UdpHandle } from '../src/sys';
+import { encodeSockaddr, openTransparentUdp, ReceiveBatch, UdpHandle, type DatagramHandlers } from '../src/sys';
 import { backendName } from '../src/balance';
 import type { Balancer, WeightedBackend } from '../src/balance';
 import type { HealthChecker } from '../src/health';
@@ -62,7 +62,19 @@ interface DatagramOrigin {
 /** A session's upstream: a socket of its own (socket engine), or a flow of the raw engine (udp-raw.ts). */
 type SessionUpstream = Pick<UdpHandle, 'connect' | 'receive' | 'send' | 'close'>;
 
-class UdpSession {
+/** Where a session's upstream reports go: its relay, one object for every session. */
+interface SessionEvents {
+  fromBackend(session: UdpSession, reply: Buffer): void;
+  upstreamError(session: UdpSession, err: SysError): void;
+  internalError(session: UdpSession, error: unknown): void;
+}
+
+/**
+ * A session is itself its upstream's handlers (message, error): two closures
+ * and an object per session cost ~260 bytes each, a quarter of a raw-engine
+ * session (docs/benchmarks.md, udp-scale).
+ */
+class UdpSession implements DatagramHandlers {
   readonly startedAt = Date.now();
   /** When a reply last refreshed the session in the table. */
   refreshedByReplyAt = this.startedAt;
@@ -89,9 +101,27 @@ class UdpSession {
     readonly backend: WeightedBackend,
     /** The backend's counters, bumped in place per datagram (no lookup). */
     readonly counters: BackendCounters,
+    private readonly events: SessionEvents,
     readonly front?: ProxyAddress,
   ) {
     this.clientSockaddr = encodeSockaddr(front?.address ?? clientAddress, front?.port ?? clientPort);
+  }
+
+  /** A reply from the backend. */
+  message(reply: Buffer): void {
+    try {
+      this.events.fromBackend(this, reply);
+    } catch (err) {
+      this.events.internalError(this, err);
+    }
+  }
+
+  error(err: SysError): void {
+    try {
+      this.events.upstreamError(this, err);
+    } catch (thrown) {
+      this.events.internalError(this, thrown);
+    }
   }
 }
 
@@ -134,6 +164,11 @@ export class UdpRelay implements ListenerOwner {
   private upstreamSockets: UpstreamSockets<SessionUpstream>;
   /** The raw engine, when chosen at start (process-wide: a reload cannot change it). */
   private readonly rawEngine: RawUdpEngine | undefined;
+  private readonly sessionEvents: SessionEvents = {
+    fromBackend: (session, reply) => this.fromBackend(session, reply),
+    upstreamError: (session, err) => this.onUpstreamError(session, err),
+    internalError: (session, error) => this.internalError(session, error),
+  };
 
   constructor(
     private config: RelayConfig,
@@ -316,7 +351,8 @@ export class UdpRelay implements ListenerOwner {
     this.balancer.onOpen(backend);
     const counters = this.backends.of(backend);
     counters.opened++;
-    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend, counters, origin.front);
+    const session = new UdpSession(key, upstream, listener, clientAddress, clientPort, backend, counters,
+      this.sessionEvents, origin.front);
     session.upstreamSource = mappedFrom;
     const destination = origin.destination ?? { address: listener.address, port: listener.port };
     if (this.config.sendProxy) session.sendPrefix = writeProxyHeader('v2', 'dgram', origin.client, destination);
@@ -333,22 +369,7 @@ export class UdpRelay implements ListenerOwner {
       this.onUpstreamError(session, err as SysError);
       return undefined;
     }
-    upstream.receive({
-      message: (reply) => {
-        try {
-          this.fromBackend(session, reply);
-        } catch (err) {
-          this.internalError(session, err);
-        }
-      },
-      error: (err) => {
-        try {
-          this.onUpstreamError(session, err);
-        } catch (thrown) {
-          this.internalError(session, thrown);
-        }
-      },
-    });
+    upstream.receive(session);
     return session;
   }
 

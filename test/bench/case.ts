@@ -62,6 +62,8 @@ export type Goal =
   | { kind: 'at-most'; max: number } // relay's own figure, absolute
   // a variant of relay >= min x relay as it runs in the other cases, medians (a wildcard listener against a specific one)
   | { kind: 'variant-at-least'; variant: TargetName; min: number }
+  // a variant's own figure, absolute, medians (the raw UDP engine's memory per session)
+  | { kind: 'variant-at-most'; variant: TargetName; max: number }
   // a variant's figure per core of CPU its processes used >= min x relay's own, medians (workers' per-core efficiency)
   | { kind: 'variant-per-core-at-least'; variant: TargetName; min: number }
   | { kind: 'none'; why: string }; // reported beside the targets, judged by none (a tuned client)
@@ -114,6 +116,8 @@ export interface BenchCase {
   clientSysctls?: readonly string[];
   /** At least this many runs per target, whatever --runs says (an issue asks for 5 interleaved runs). */
   minRuns?: number;
+  /** At most this many (a case long enough that one run is what the full bench can afford). */
+  maxRuns?: number;
   /** Further figures read from this case's samples, each reported and judged as a case of its own. */
   derived?: readonly DerivedCase[];
   prepare(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase>;
@@ -174,7 +178,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
     }
   };
-  const runs = Math.max(options.runs, benchCase.minRuns ?? 0);
+  const runs = Math.min(Math.max(options.runs, benchCase.minRuns ?? 0), benchCase.maxRuns ?? Infinity);
   const prepared = await benchCase.prepare(ctx, options);
   try {
     if (benchCase.series) {

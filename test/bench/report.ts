@@ -80,11 +80,18 @@ function judge(benchCase: CaseInfo, samples: Sample[], relay: TargetSummary | un
     : g.kind === 'ratio-at-most' ? `relay <= ${g.max === 1 ? '' : `${g.max}x `}nginx`
       : g.kind === 'at-most' ? `relay <= ${g.max} ${benchCase.unit}`
         : g.kind === 'variant-at-least' ? `${g.variant} >= ${g.min}x relay`
+          : g.kind === 'variant-at-most' ? `${g.variant} <= ${g.max} ${benchCase.unit}`
           : g.kind === 'variant-per-core-at-least' ? `${g.variant} per core >= ${g.min}x relay per core` : 'none (reported, not judged)';
   if (samples.some((s) => s.target.startsWith('relay') && s.sawClient === false)) {
     return { goal, verdict: 'FAIL', why: 'the backend did not see the client address through relay' };
   }
   if (g.kind === 'none') return { goal, verdict: 'INFO', why: g.why };
+  if (g.kind === 'variant-at-most') {
+    const variant = summarizeVariant(samples, g.variant);
+    if (!variant) return { goal, verdict: 'FAIL', why: `no ${g.variant} measurement` };
+    return { goal, verdict: variant.median <= g.max ? 'PASS' : 'FAIL',
+      why: `${g.variant} = ${fmt(variant.median, benchCase.decimals)} ${benchCase.unit}` };
+  }
   if (!relay) return { goal, verdict: 'FAIL', why: 'no relay measurement' };
   if (g.kind === 'ratio-at-least') {
     if (ratio === undefined) return { goal, verdict: 'FAIL', why: 'no nginx measurement to compare with' };

@@ -19,10 +19,11 @@ import { TCP_CASES, tcpConnRateTunedClient } from './tcp';
 import { SYSCALL_CASES } from './syscalls';
 import { WORKERS_CASES } from './workers';
 import { DEFAULT_UDP_SESSIONS, UDP_CASES, UDP_MAX_SESSIONS, UDP_WARM_UP_SESSIONS, crossComparisons } from './udp';
+import { udpScale } from './udp-scale';
 import { CaseSummary, consoleReport, machineInfo, markdownReport, summarize } from './report';
 
 /** Every case the benchmark knows, in the order they run. */
-const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES, ...WORKERS_CASES, ...SYSCALL_CASES];
+const CASES: readonly BenchCase[] = [...TCP_CASES, ...UDP_CASES, udpScale, ...WORKERS_CASES, ...SYSCALL_CASES];
 /** Cases left out unless asked for by name (--only) or by their own flag. */
 const OPT_IN: ReadonlySet<string> = new Set([tcpConnRateTunedClient.id]);
 /** RELAY_BENCH_PREFIX names another lab, so two benchmarks (two work trees) do not tear down each other's namespaces. */

@@ -145,6 +145,8 @@ export interface UdpRelayOptions {
    * namespace, which the other targets must not pay for.
    */
   rawEngine?: boolean;
+  /** --admin BENCH_ADMIN: the case reads relay's own session count from /metrics. */
+  admin?: boolean;
 }
 
 /** relay relaying UDP, configured for one case. */
@@ -152,7 +154,8 @@ export function udpRelayTarget(o: UdpRelayOptions): Target {
   const flags = ['--max-sessions', String(o.maxSessions), '--session-timeout', o.sessionTimeout,
     ...(o.responses !== undefined ? ['--udp-responses', String(o.responses)] : []),
     ...(o.workers ? ['--workers', o.workers.count] : []),
-    ...(o.rawEngine ? ['--udp-engine', 'raw'] : [])];
+    ...(o.rawEngine ? ['--udp-engine', 'raw'] : []),
+    ...(o.admin ? ['--admin', BENCH_ADMIN] : [])];
   const listen = o.wildcard ? '0.0.0.0' : ADDR.relayClientSide4;
   return {
     name: o.workers?.name ?? (o.rawEngine ? 'relay-raw' : o.wildcard ? 'relay-wildcard' : 'relay'),

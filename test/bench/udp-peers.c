@@ -23,6 +23,19 @@
 //         open N sockets, each sending one request until answered (P at a
 //         time), print {"event":"held",...}, then keep them all open until
 //         killed: N live sessions in the proxy.
+//   spread --target A:P --spoof-base A --addresses K --first-port F --ports M
+//          --steps N1,N2,.. --seconds S --recv-port R [--window W] [--measure-from N]
+//         many sessions without a socket each: requests leave a raw socket
+//         (IP_HDRINCL) from source i = (base + i / M, F + i % M), addresses
+//         the client namespace holds by an AnyIP `local` route; replies are
+//         steered by nftables tproxy onto one IP_TRANSPARENT socket on port R,
+//         which reads where each was sent (IP_ORIGDSTADDR). For each step it
+//         fills the sources up to Nk (one request each until answered, 10
+//         tries 300 ms apart), prints {"event":"filled",...}, waits for
+//         SIGUSR1 (at most 120 s: the runner reads the proxy then), runs
+//         request/response across every answered source for S seconds (W
+//         outstanding; not at steps below --measure-from, e.g. a warm-up)
+//         and prints {"event":"spread-rr",...}; exits after the last step.
 //
 // Every mode ends on SIGTERM or SIGINT (the default action); rr and blast end
 // by themselves after warm-up + seconds.
@@ -30,7 +43,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +82,9 @@ static _Noreturn void die(const char *what) {
 
 static _Noreturn void usage(void) {
   fprintf(stderr, "usage: udp-peers echo --listen A:P [--sink] | rr|blast|hold --target A:P --local A "
-                  "--sockets N [--warmup S --seconds S | --parallel P]\n");
+                  "--sockets N [--warmup S --seconds S | --parallel P] | spread --target A:P --spoof-base A "
+                  "--addresses K --first-port F --ports M --steps N1,N2 --seconds S --recv-port R [--window W] "
+                  "[--measure-from N]\n");
   exit(2);
 }
 
@@ -85,8 +103,8 @@ static struct sockaddr_in parse_endpoint(const char *spec) {
 }
 
 struct opts {
-  const char *listen, *target, *local;
-  int sink, sockets, parallel;
+  const char *listen, *target, *local, *spoof_base, *steps;
+  int sink, sockets, parallel, addresses, first_port, ports, recv_port, window, measure_from;
   double warmup, seconds;
 };
 
@@ -96,6 +114,10 @@ static struct opts parse_opts(int argc, char **argv) {
   o.parallel = 256;
   o.warmup = 1;
   o.seconds = 5;
+  o.addresses = 1;
+  o.first_port = 1024;
+  o.ports = 64000;
+  o.window = 256;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -108,10 +130,19 @@ static struct opts parse_opts(int argc, char **argv) {
     else if (strcmp(a, "--parallel") == 0) o.parallel = atoi(v);
     else if (strcmp(a, "--warmup") == 0) o.warmup = atof(v);
     else if (strcmp(a, "--seconds") == 0) o.seconds = atof(v);
+    else if (strcmp(a, "--spoof-base") == 0) o.spoof_base = v;
+    else if (strcmp(a, "--addresses") == 0) o.addresses = atoi(v);
+    else if (strcmp(a, "--first-port") == 0) o.first_port = atoi(v);
+    else if (strcmp(a, "--ports") == 0) o.ports = atoi(v);
+    else if (strcmp(a, "--steps") == 0) o.steps = v;
+    else if (strcmp(a, "--recv-port") == 0) o.recv_port = atoi(v);
+    else if (strcmp(a, "--window") == 0) o.window = atoi(v);
+    else if (strcmp(a, "--measure-from") == 0) o.measure_from = atoi(v);
     else usage();
     i++;
   }
-  if (o.sockets < 1 || o.parallel < 1) usage();
+  if (o.sockets < 1 || o.parallel < 1 || o.addresses < 1 || o.ports < 1 || o.window < 1) usage();
+  if (o.first_port < 1 || o.first_port + o.ports > 65536) usage();
   return o;
 }
 
@@ -469,6 +500,357 @@ static _Noreturn void run_hold(const struct opts *o) {
   for (;;) pause();
 }
 
+/* -------------------------------------------------------------- spread */
+
+/* One source address and port: a session in the proxy, no socket here. */
+struct source {
+  uint32_t seq;
+  uint32_t sent_ms; /* ms since the start, when the outstanding request left */
+  uint8_t tries;
+  uint8_t answered; /* the fill got its reply: the proxy holds a session for it */
+  uint8_t pending;  /* a request is outstanding */
+};
+
+struct spread {
+  const struct opts *o;
+  struct source *src;
+  int total;
+  uint32_t base; /* host order */
+  struct sockaddr_in target;
+  int raw_fd, rx_fd;
+  uint64_t start;
+  /* outgoing batch */
+  char pkts[BATCH][sizeof(struct iphdr) + sizeof(struct udphdr) + PAYLOAD];
+  struct iovec iov[BATCH];
+  struct mmsghdr msgs[BATCH];
+  int queued;
+  /* counters: replies by what they proved; a reply for another source, or to no pending request, is stale */
+  uint64_t same, other_addr, other_port, unchecked, misdelivered, stale, retries, lost;
+};
+
+static uint32_t ms_since(const struct spread *s, uint64_t t) { return (uint32_t)((t - s->start) / 1000000ull); }
+
+static void source_endpoint(const struct spread *s, int i, uint32_t *addr, uint16_t *port) {
+  *addr = htonl(s->base + (uint32_t)(i / s->o->ports));
+  *port = htons((uint16_t)(s->o->first_port + i % s->o->ports));
+}
+
+/* The source a reply was sent to, or -1 if it is none of ours. */
+static int source_index(const struct spread *s, const struct sockaddr_in *to) {
+  uint32_t a = ntohl(to->sin_addr.s_addr);
+  int port = ntohs(to->sin_port);
+  if (a < s->base || a - s->base >= (uint32_t)s->o->addresses) return -1;
+  if (port < s->o->first_port || port >= s->o->first_port + s->o->ports) return -1;
+  int64_t i = (int64_t)(a - s->base) * s->o->ports + (port - s->o->first_port);
+  return i < s->total ? (int)i : -1;
+}
+
+static void flush_sends(struct spread *s) {
+  int sent = 0;
+  for (int attempt = 0; sent < s->queued && attempt < 4; attempt++) {
+    int r = sendmmsg(s->raw_fd, s->msgs + sent, (unsigned)(s->queued - sent), MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      count_error(errno); /* the rest of the batch is lost: retries or the loss count cover it */
+      break;
+    }
+    sent += r;
+  }
+  s->queued = 0;
+}
+
+/* Queue source i's next request: IPv4 and UDP headers written here, the stamp naming the spoofed source. */
+static void queue_request(struct spread *s, int i, uint64_t t) {
+  struct source *src = &s->src[i];
+  src->seq++;
+  src->sent_ms = ms_since(s, t);
+  src->tries++;
+  src->pending = 1;
+  uint32_t addr;
+  uint16_t port;
+  source_endpoint(s, i, &addr, &port);
+  char *p = s->pkts[s->queued];
+  struct iphdr *ip = (struct iphdr *)p;
+  struct udphdr *udp = (struct udphdr *)(p + sizeof *ip);
+  char *payload = p + sizeof *ip + sizeof *udp;
+  memset(ip, 0, sizeof *ip);
+  ip->version = 4;
+  ip->ihl = 5;
+  ip->ttl = 64;
+  ip->protocol = IPPROTO_UDP;
+  ip->saddr = addr;
+  ip->daddr = s->target.sin_addr.s_addr; /* tot_len, id and check: the kernel fills them (IP_HDRINCL) */
+  udp->source = port;
+  udp->dest = s->target.sin_port;
+  udp->len = htons(sizeof *udp + PAYLOAD);
+  udp->check = 0; /* none: allowed over IPv4 */
+  memset(payload, 'x', PAYLOAD);
+  memcpy(payload, MAGIC, 4);
+  memcpy(payload + OFF_ADDR, &addr, 4);
+  memcpy(payload + OFF_PORT, &port, 2);
+  payload[OFF_FLAG] = FLAG_NONE;
+  uint32_t seq = htonl(src->seq);
+  memcpy(payload + OFF_SEQ, &seq, 4);
+  s->iov[s->queued].iov_base = p;
+  s->iov[s->queued].iov_len = sizeof *ip + sizeof *udp + PAYLOAD;
+  memset(&s->msgs[s->queued], 0, sizeof s->msgs[s->queued]);
+  s->msgs[s->queued].msg_hdr.msg_iov = &s->iov[s->queued];
+  s->msgs[s->queued].msg_hdr.msg_iovlen = 1;
+  s->msgs[s->queued].msg_hdr.msg_name = &s->target;
+  s->msgs[s->queued].msg_hdr.msg_namelen = sizeof s->target;
+  if (++s->queued == BATCH) flush_sends(s);
+}
+
+static int open_spread_sockets(struct spread *s) {
+  s->raw_fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK, IPPROTO_RAW); /* IPPROTO_RAW implies IP_HDRINCL */
+  if (s->raw_fd < 0) die("socket(SOCK_RAW)");
+  int buf = 16 << 20;
+  setsockopt(s->raw_fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof buf);
+  s->rx_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+  if (s->rx_fd < 0) die("socket");
+  int one = 1;
+  /* tproxy hands this socket datagrams for addresses and ports it is not bound to */
+  if (setsockopt(s->rx_fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) die("setsockopt(IP_TRANSPARENT)");
+  if (setsockopt(s->rx_fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one) != 0) die("setsockopt(IP_RECVORIGDSTADDR)");
+  setsockopt(s->rx_fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof buf);
+  struct sockaddr_in any = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->o->recv_port)};
+  if (bind(s->rx_fd, (struct sockaddr *)&any, sizeof any) != 0) die("bind(recv port)");
+  return 0;
+}
+
+/*
+ * Read every queued reply (at most 64 batches, then back to the caller) and
+ * settle it against its source. Returns the sources answered (the request
+ * outstanding, its sequence, its stamp naming the address and port the reply
+ * came back to). on_answer(s, i) runs for each.
+ */
+static int receive_replies(struct spread *s, int wait_ms, void (*on_answer)(struct spread *, int, uint64_t)) {
+  static char bufs[BATCH][2048];
+  static char ctl[BATCH][64];
+  static struct sockaddr_in from[BATCH];
+  static struct iovec iov[BATCH];
+  static struct mmsghdr msgs[BATCH];
+  struct pollfd p = {.fd = s->rx_fd, .events = POLLIN};
+  if (poll(&p, 1, wait_ms) <= 0) return 0;
+  int answered = 0;
+  for (int round = 0; round < 64; round++) {
+    for (int i = 0; i < BATCH; i++) {
+      iov[i].iov_base = bufs[i];
+      iov[i].iov_len = sizeof bufs[i];
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      msgs[i].msg_hdr.msg_control = ctl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i];
+    }
+    int n = recvmmsg(s->rx_fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+    if (n <= 0) break;
+    uint64_t t = now_ns();
+    for (int k = 0; k < n; k++) {
+      struct sockaddr_in to = {0};
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c; c = CMSG_NXTHDR(&msgs[k].msg_hdr, c)) {
+        if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) memcpy(&to, CMSG_DATA(c), sizeof to);
+      }
+      char *b = bufs[k];
+      int i = source_index(s, &to);
+      uint32_t seq;
+      memcpy(&seq, b + OFF_SEQ, 4);
+      if (msgs[k].msg_len < 16 || memcmp(b, MAGIC, 4) != 0 || i < 0) { s->stale++; continue; }
+      /* The stamp names the source that sent the request: the reply must come back to that one. */
+      if (memcmp(b + OFF_ADDR, &to.sin_addr, 4) != 0 || memcmp(b + OFF_PORT, &to.sin_port, 2) != 0) {
+        s->misdelivered++;
+        continue;
+      }
+      struct source *src = &s->src[i];
+      if (!src->pending || ntohl(seq) != src->seq) { s->stale++; continue; }
+      src->pending = 0;
+      switch (b[OFF_FLAG]) {
+        case FLAG_SAME: s->same++; break;
+        case FLAG_OTHER_ADDR: s->other_addr++; break;
+        case FLAG_OTHER_PORT: s->other_port++; break;
+        default: s->unchecked++;
+      }
+      answered++;
+      on_answer(s, i, t);
+    }
+    if (n < BATCH) break;
+  }
+  return answered;
+}
+
+static void fill_answered(struct spread *s, int i, uint64_t t) {
+  (void)t;
+  s->src[i].answered = 1;
+}
+
+#define FILL_TRIES 10
+#define FILL_RETRY_MS 300
+#define STEP_LIMIT_NS (300ull * 1000000000ull)
+
+/* Sources [from, to): one request each until answered, at most parallel outstanding. Returns how many failed. */
+static int fill_sources(struct spread *s, int from, int to, int parallel) {
+  int next = from, failed = 0, outstanding = 0;
+  uint64_t deadline = now_ns() + STEP_LIMIT_NS;
+  int settled = 0; /* answered or given up, of [from, to) */
+  int scan = from;
+  while (settled < to - from && now_ns() < deadline) {
+    uint64_t t = now_ns();
+    while (outstanding < parallel && next < to) {
+      queue_request(s, next++, t);
+      outstanding++;
+    }
+    flush_sends(s);
+    int got = receive_replies(s, 5, fill_answered);
+    outstanding -= got;
+    settled += got;
+    /* Retry what went unanswered: a bounded walk over the outstanding range, from where the last one stopped. */
+    t = now_ns();
+    uint32_t now_ms = ms_since(s, t);
+    for (int k = 0, n = next - from; k < n && k < 4096; k++) {
+      if (scan >= next) scan = from;
+      struct source *src = &s->src[scan];
+      if (src->pending && now_ms - src->sent_ms > FILL_RETRY_MS) {
+        if (src->tries >= FILL_TRIES) {
+          src->pending = 0;
+          failed++;
+          settled++;
+          outstanding--;
+        } else {
+          s->retries++;
+          queue_request(s, scan, t);
+        }
+      }
+      scan++;
+    }
+    flush_sends(s);
+  }
+  for (int i = from; i < to; i++) {
+    if (!s->src[i].answered && s->src[i].pending) { s->src[i].pending = 0; failed++; }
+  }
+  return failed;
+}
+
+static uint64_t rr_completed;
+
+static void rr_answered(struct spread *s, int i, uint64_t t) {
+  (void)s; (void)i; (void)t;
+  rr_completed++;
+}
+
+/* Request/response across every answered source of [0, n): window outstanding, the next source in turn after each reply. */
+static void spread_rr(struct spread *s, int n, double seconds, int window) {
+  uint64_t t0 = now_ns(), t1 = t0 + (uint64_t)(seconds * 1e9);
+  uint64_t same0 = s->same, lost0 = s->lost, other0 = s->other_addr + s->other_port + s->unchecked;
+  rr_completed = 0;
+  int cursor = 0, outstanding = 0;
+  int scan = 0;
+  for (;;) {
+    uint64_t t = now_ns();
+    if (t >= t1) break;
+    /* Next sources in turn, skipping those never answered in the fill (no session) and those still waiting. */
+    for (int guard = 0; outstanding < window && guard < n; guard++) {
+      int i = cursor;
+      cursor = (cursor + 1) % n;
+      if (!s->src[i].answered || s->src[i].pending) continue;
+      s->src[i].tries = 0;
+      queue_request(s, i, t);
+      outstanding++;
+    }
+    flush_sends(s);
+    outstanding -= receive_replies(s, 5, rr_answered);
+    /* A request unanswered for 500 ms is lost: its slot in the window goes to the next source. */
+    uint32_t now_ms = ms_since(s, now_ns());
+    for (int k = 0; k < n && k < 8192; k++) {
+      if (scan >= n) scan = 0;
+      struct source *src = &s->src[scan++];
+      if (src->pending && now_ms - src->sent_ms > 500) {
+        src->pending = 0;
+        s->lost++;
+        outstanding--;
+      }
+    }
+  }
+  uint64_t t_end = now_ns();
+  /* The stragglers' replies are not counted: drain briefly so the next step starts clean. */
+  for (int k = 0; k < 20; k++) receive_replies(s, 5, rr_answered);
+  for (int i = 0; i < n; i++) s->src[i].pending = 0;
+  double secs = (double)(t_end - t0) / 1e9;
+  printf("{\"event\":\"spread-rr\",\"sessions\":%d,\"seconds\":%.3f,\"completed\":%llu,\"rate\":%.1f,\"same\":%llu,"
+         "\"wrong\":%llu,\"lost\":%llu,\"window\":%d,",
+         n, secs, (unsigned long long)rr_completed, (double)rr_completed / secs, (unsigned long long)(s->same - same0),
+         (unsigned long long)(s->other_addr + s->other_port + s->unchecked - other0), (unsigned long long)(s->lost - lost0),
+         window);
+  print_errors();
+  printf("}\n");
+  fflush(stdout);
+}
+
+/* Wait for SIGUSR1 (the runner has read the proxy), at most 120 s. Returns 0 on the signal. */
+static int wait_for_go(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  struct timespec limit = {.tv_sec = 120};
+  return sigtimedwait(&set, NULL, &limit) == SIGUSR1 ? 0 : -1;
+}
+
+static int run_spread(const struct opts *o) {
+  if (o->target == NULL || o->spoof_base == NULL || o->steps == NULL || o->recv_port < 1) usage();
+  /* SIGUSR1 is taken by sigtimedwait, never by its default action (exit), however early it comes. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGUSR1);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  static struct spread s;
+  s.o = o;
+  s.target = parse_endpoint(o->target);
+  struct in_addr base;
+  if (inet_pton(AF_INET, o->spoof_base, &base) != 1) usage();
+  s.base = ntohl(base.s_addr);
+  int steps[16], nsteps = 0;
+  for (const char *p = o->steps; *p && nsteps < 16; nsteps++) {
+    steps[nsteps] = atoi(p);
+    if (steps[nsteps] < 1 || (nsteps > 0 && steps[nsteps] <= steps[nsteps - 1])) usage();
+    p = strchr(p, ',');
+    if (p == NULL) { nsteps++; break; }
+    p++;
+  }
+  s.total = steps[nsteps - 1];
+  if ((int64_t)o->addresses * o->ports < s.total) usage();
+  s.src = calloc((size_t)s.total, sizeof *s.src);
+  if (s.src == NULL) die("calloc");
+  open_spread_sockets(&s);
+  s.start = now_ns();
+  int filled = 0, failed = 0;
+  for (int k = 0; k < nsteps; k++) {
+    uint64_t t = now_ns();
+    failed += fill_sources(&s, filled, steps[k], o->parallel);
+    filled = steps[k];
+    int answered = 0;
+    for (int i = 0; i < filled; i++) answered += s.src[i].answered;
+    printf("{\"event\":\"filled\",\"sessions\":%d,\"answered\":%d,\"failed\":%d,\"same\":%llu,\"wrong\":%llu,"
+           "\"misdelivered\":%llu,\"stale\":%llu,\"retries\":%llu,\"ms\":%llu,",
+           filled, answered, failed, (unsigned long long)s.same,
+           (unsigned long long)(s.other_addr + s.other_port + s.unchecked), (unsigned long long)s.misdelivered,
+           (unsigned long long)s.stale, (unsigned long long)s.retries, (unsigned long long)((now_ns() - t) / 1000000));
+    print_errors();
+    printf("}\n");
+    fflush(stdout);
+    if (wait_for_go() != 0) {
+      printf("{\"event\":\"fatal\",\"what\":\"no SIGUSR1 within 120 s\",\"error\":\"timeout\"}\n");
+      fflush(stdout);
+      return 1;
+    }
+    if (o->seconds > 0 && filled >= o->measure_from) spread_rr(&s, filled, o->seconds, o->window);
+  }
+  printf("{\"event\":\"spread-done\",\"misdelivered\":%llu,\"stale\":%llu}\n", (unsigned long long)s.misdelivered,
+         (unsigned long long)s.stale);
+  fflush(stdout);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) usage();
   setvbuf(stdout, NULL, _IOFBF, 1 << 16);
@@ -477,5 +859,6 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "rr") == 0) return run_rr(&o);
   if (strcmp(argv[1], "blast") == 0) return run_blast(&o);
   if (strcmp(argv[1], "hold") == 0) run_hold(&o);
+  if (strcmp(argv[1], "spread") == 0) return run_spread(&o);
   usage();
 }

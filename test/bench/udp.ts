@@ -33,7 +33,7 @@ const REPO_ROOT = path.resolve(__dirname, '..', '..', '..');
 const PEERS_SOURCE = path.join(REPO_ROOT, 'test', 'bench', 'udp-peers.c');
 
 /** Compile udp-peers.c into the lab's directory, once per lab. */
-function peersBinary(ctx: BenchContext): string {
+export function peersBinary(ctx: BenchContext): string {
   const binary = path.join(ctx.lab.dir, 'udp-peers');
   if (!fs.existsSync(binary)) {
     runCommand(['cc', '-O2', '-Wall', '-o', binary, PEERS_SOURCE], undefined, 'ERR_LAB');
@@ -54,7 +54,7 @@ function udpCounters(ns: Namespace): Record<string, number> {
  * Datagrams the kernel dropped for a full socket queue (RcvbufErrors) in each
  * namespace during fn: in the relay namespace that is the proxy not keeping up.
  */
-async function countingDrops<T>(ctx: BenchContext, fn: () => Promise<T>): Promise<{ result: T; drops: Record<string, number> }> {
+export async function countingDrops<T>(ctx: BenchContext, fn: () => Promise<T>): Promise<{ result: T; drops: Record<string, number> }> {
   const spaces = { client: ctx.net.client, relay: ctx.net.relay, backend: ctx.net.backend };
   const before = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, udpCounters(ns)]));
   const result = await fn();
@@ -63,7 +63,7 @@ async function countingDrops<T>(ctx: BenchContext, fn: () => Promise<T>): Promis
   return { result, drops };
 }
 
-function dropDetails(drops: Record<string, number>): Record<string, number> {
+export function dropDetails(drops: Record<string, number>): Record<string, number> {
   return { dropsRelayNs: drops.relay, dropsBackendNs: drops.backend, dropsClientNs: drops.client };
 }
 
@@ -104,7 +104,7 @@ function clientArgs(ctx: BenchContext, mode: string, entry: HostPort, sockets: n
     '--sockets', String(sockets)];
 }
 
-function errorsText(errors: Record<string, number>): string {
+export function errorsText(errors: Record<string, number>): string {
   return Object.entries(errors).map(([k, v]) => `${k} ${v}`).join(' ') || 'none';
 }
 

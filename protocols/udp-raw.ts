@@ -10,7 +10,7 @@
 // table, balancing, health, PROXY protocol, IPv4 mapping) is the socket
 // engine's own code.
 import type { Family } from '../src/sys';
-import { RawUdpSender, TproxyReceiver, type UdpAddress } from '../src/sys/raw-udp';
+import { RawUdpSender, TproxyReceiver, endpointKey, type EndpointKey, type RawRoute, type UdpAddress } from '../src/sys/raw-udp';
 import { familyOfAddress } from '../src/addr';
 import { SysError } from '../src/errors';
 import type { DatagramHandlers } from '../src/sys';
@@ -25,13 +25,23 @@ const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
 /** A session's upstream through the raw engine. */
 export class RawFlow {
   private backend: UdpAddress | undefined;
+  /** endpointKey of the backend: a reply from anyone else is not this flow's. */
+  private backendKey: EndpointKey | undefined;
+  /** The backend and the client, encoded once for every datagram of the flow. */
+  private route: RawRoute | undefined;
+  private sender: RawUdpSender | undefined;
   private handlers: DatagramHandlers | undefined;
   private closed = false;
 
-  constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family) {}
+  constructor(private readonly engine: RawUdpEngine, readonly source: UdpAddress, readonly family: Family,
+    /** endpointKey of source: the engine's key for this flow. */
+    readonly key: EndpointKey) {}
 
   connect(address: string, port: number): void {
     this.backend = { address, port };
+    this.backendKey = endpointKey(address, port);
+    this.sender = this.engine.sender(this.family);
+    this.route = this.sender.route(this.source, this.backend);
   }
 
   receive(handlers: DatagramHandlers): void {
@@ -45,8 +55,8 @@ export class RawFlow {
    * it once the current batch is sent.
    */
   send(datagram: Buffer): boolean {
-    if (this.closed || !this.backend) return false;
-    const errno = this.engine.sender(this.family).send(this.source, this.backend, datagram);
+    if (this.closed || !this.backend || !this.route || !this.sender) return false;
+    const errno = this.sender.sendOn(this.route, datagram);
     if (errno === 0) return true;
     if (!TRANSIENT_SEND_ERRORS.has(errno)) {
       const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
@@ -63,10 +73,10 @@ export class RawFlow {
     this.handlers?.error(new SysError({ errno, syscall: 'recv', address: backend.address, port: backend.port }));
   }
 
-  /** A reply for this flow's client address and port: from its backend only. */
-  deliver(datagram: Buffer, from: UdpAddress): void {
-    if (this.closed || !this.backend || from.address !== this.backend.address || from.port !== this.backend.port) return;
-    this.handlers?.message(datagram, from.address, from.port);
+  /** A reply for this flow's client address and port: from its backend only (from: its endpointKey). */
+  deliver(datagram: Buffer, from: EndpointKey): void {
+    if (this.closed || !this.backend || from !== this.backendKey) return;
+    this.handlers?.message(datagram, this.backend.address, this.backend.port);
   }
 
   close(): void {
@@ -83,8 +93,8 @@ export class RawFlow {
  * brings its flows' replies there, so several relays (workers) share a host.
  */
 export class RawUdpEngine {
-  /** Client address|port -> its flow: one flow per address and port, as one socket per bound address would be. */
-  private readonly flows = new Map<string, RawFlow>();
+  /** Client address and port (endpointKey) -> its flow: one flow per address and port, as one socket per bound address would be. */
+  private readonly flows = new Map<EndpointKey, RawFlow>();
   private readonly senders = new Map<Family, RawUdpSender>();
   private readonly receivers = new Map<Family, TproxyReceiver>();
   private nextFallback = 0;
@@ -117,9 +127,9 @@ export class RawUdpEngine {
   flowFrom(address: string, port: number): RawFlow {
     const family = familyOfAddress(address);
     const chosen = port === 0 ? this.freePort(address) : port;
-    const key = flowKey(address, chosen);
+    const key = endpointKey(address, chosen);
     if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
-    const flow = new RawFlow(this, { address, port: chosen }, family);
+    const flow = new RawFlow(this, { address, port: chosen }, family, key);
     this.flows.set(key, flow);
     return flow;
   }
@@ -129,13 +139,13 @@ export class RawUdpEngine {
     if (!sender) {
       sender = new RawUdpSender(family, { mark: this.mark });
       this.senders.set(family, sender);
-      sender.watchErrors((client, backend, errno) => this.flows.get(flowKey(client.address, client.port))?.failed(backend, errno));
+      sender.watchErrors((client, backend, errno) => this.flows.get(endpointKey(client.address, client.port))?.failed(backend, errno));
     }
     return sender;
   }
 
   release(flow: RawFlow): void {
-    const key = flowKey(flow.source.address, flow.source.port);
+    const key = flow.key;
     if (this.flows.get(key) === flow) this.flows.delete(key);
   }
 
@@ -156,7 +166,7 @@ export class RawUdpEngine {
       const local = { address: family === 4 ? '0.0.0.0' : '::', port };
       let receiver: TproxyReceiver;
       try {
-        receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(flowKey(to.address, to.port))?.deliver(datagram, from));
+        receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(to)?.deliver(datagram, from));
       } catch (err) {
         if (family === 6 && err instanceof SysError && err.code === 'EAFNOSUPPORT') continue;
         throw err;
@@ -174,14 +184,10 @@ export class RawUdpEngine {
   private freePort(address: string): number {
     for (let i = 0; i < FALLBACK_PORTS.count; i++) {
       const port = FALLBACK_PORTS.first + ((this.nextFallback++) % FALLBACK_PORTS.count);
-      if (!this.flows.has(flowKey(address, port))) return port;
+      if (!this.flows.has(endpointKey(address, port))) return port;
     }
     throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port: 0 });
   }
-}
-
-function flowKey(address: string, port: number): string {
-  return `${address}|${port}`;
 }
 
 let engine: RawUdpEngine | undefined;

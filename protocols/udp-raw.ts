@@ -49,23 +49,28 @@ export class RawFlow {
   }
 
   /**
-   * false: the kernel refused it, as a socket's send would. A full buffer
-   * drops the datagram, as UDP may; anything else (no route to the backend)
-   * is the error a socket's connect would have thrown: the session hears of
-   * it once the current batch is sent.
+   * Queue the datagram: it leaves with the others queued in this turn of the
+   * event loop (one sendmmsg per family). false: the flow cannot send. A
+   * datagram the kernel refuses is dropped, as UDP may, and reported to
+   * handlers.dropped; anything but a full buffer (no route to the backend) is
+   * also the error a socket's connect would have thrown: the session hears of
+   * it once the batch is sent.
    */
   send(datagram: Buffer): boolean {
     if (this.closed || !this.backend || !this.route || !this.sender) return false;
-    const errno = this.sender.sendOn(this.route, datagram);
-    if (errno === 0) return true;
-    if (!TRANSIENT_SEND_ERRORS.has(errno)) {
-      const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
-      queueMicrotask(() => {
-        if (!this.closed) this.handlers?.error(err);
-      });
-    }
-    return false;
+    this.sender.queue(this.route, datagram, this.refused);
+    return true;
   }
+
+  private readonly refused = (errno: number): void => {
+    this.handlers?.dropped?.();
+    if (TRANSIENT_SEND_ERRORS.has(errno) || !this.backend) return;
+    const err = new SysError({ errno, syscall: 'sendmmsg', address: this.backend.address, port: this.backend.port });
+    // Not from inside the batch's flush: the session's end may send what its queue holds.
+    queueMicrotask(() => {
+      if (!this.closed) this.handlers?.error(err);
+    });
+  };
 
   /** An ICMP error about a datagram of this flow (port unreachable: ECONNREFUSED), as a connected socket reports it. */
   failed(backend: UdpAddress, errno: number): void {

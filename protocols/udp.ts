@@ -348,6 +348,9 @@ export class UdpRelay implements ListenerOwner {
           this.internalError(session, thrown);
         }
       },
+      dropped: () => {
+        this.stats.sendFailed++;
+      },
     });
     return session;
   }

@@ -103,6 +103,7 @@ export class RawUdpSender {
   private readonly packet = Buffer.allocUnsafeSlow(UDP_HEADER + MAX_PAYLOAD);
   private closed = false;
   private errors: ErrorQueue | undefined;
+  private batch: SendBatch | undefined;
 
   constructor(readonly family: Family, options: { mark?: number } = {}) {
     this.fd = openFd(family, C.SOCK_RAW | C.SOCK_NONBLOCK, C.IPPROTO_UDP);
@@ -172,6 +173,25 @@ export class RawUdpSender {
   }
 
   /**
+   * Queue payload on route, to leave with the other datagrams queued in this
+   * turn of the event loop: one sendmmsg(2) for the batch (flush(), or on
+   * the next turn) rather than a sendmsg(2) and a trip through koffi each.
+   * failed hears the errno if the kernel refuses this datagram.
+   */
+  queue(route: RawRoute, payload: Buffer, failed: SendFailure): void {
+    if (payload.length > MAX_PAYLOAD) {
+      failed(-90); // EMSGSIZE
+      return;
+    }
+    (this.batch ??= new SendBatch(this.fd, this.family)).add(route, payload, failed);
+  }
+
+  /** Send what queue() holds. */
+  flush(): void {
+    this.batch?.flush();
+  }
+
+  /**
    * Hear of ICMP errors about what this socket sent. relay's nft rule
    * delivers an ICMP error about a raw-engine flow locally; the kernel hands
    * it to the raw sockets of its protocol, which queue it (IP_RECVERR) with
@@ -188,9 +208,115 @@ export class RawUdpSender {
 
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     if (this.errors) this.errors.close();
     else libc().close(this.fd);
+  }
+}
+
+/** Hears the errno the kernel refused a queued datagram with. It runs inside a flush: it must not queue. */
+export type SendFailure = (errno: number) => void;
+
+/** Datagrams one sendmmsg takes at most, and room for their UDP headers and payloads. */
+const SEND_SLOTS = 64;
+const SEND_DATA_BYTES = 256 * 1024;
+
+/**
+ * Datagrams queued on a raw socket, each with its own destination, IP_PKTINFO
+ * source and UDP header, sent with one sendmmsg(2) at the end of the turn
+ * (or sooner, when the batch is full or flush() is called).
+ */
+class SendBatch {
+  private readonly messages = Buffer.alloc(SEND_SLOTS * MMSGHDR_SIZE);
+  private readonly iovecs = Buffer.alloc(SEND_SLOTS * IOVEC_SIZE);
+  private readonly names = Buffer.alloc(SEND_SLOTS * NAME_SLOT);
+  private readonly controls: Buffer;
+  private readonly controlSize: number;
+  /** Where each slot's source address goes in controls: ipi_spec_dst (IPv4), ipi6_addr (IPv6). */
+  private readonly sourceAt: number;
+  // Written before it is sent from, so it need not start zeroed.
+  private readonly data = Buffer.allocUnsafeSlow(SEND_DATA_BYTES);
+  private readonly dataAddress: number;
+  private readonly failures: SendFailure[] = [];
+  private count = 0;
+  private dataUsed = 0;
+  private flushScheduled = false;
+  private readonly flushLater = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  constructor(private readonly fd: number, family: Family) {
+    const infoSize = family === 4 ? 12 : 20; // in_pktinfo, in6_pktinfo
+    this.controlSize = cmsgSpace(infoSize);
+    this.sourceAt = family === 4 ? CMSG_HEADER + 4 : CMSG_HEADER;
+    this.controls = Buffer.alloc(SEND_SLOTS * this.controlSize);
+    this.dataAddress = libc().addressOf(this.data);
+    const names = libc().addressOf(this.names);
+    const iovecs = libc().addressOf(this.iovecs);
+    const controls = libc().addressOf(this.controls);
+    for (let i = 0; i < SEND_SLOTS; i++) {
+      const m = i * MMSGHDR_SIZE;
+      const c = i * this.controlSize;
+      writePointer(this.controls, c, CMSG_HEADER + infoSize);
+      this.controls.writeInt32LE(family === 4 ? C.SOL_IP : C.SOL_IPV6, c + 8);
+      this.controls.writeInt32LE(family === 4 ? C.IP_PKTINFO : C.IPV6_PKTINFO, c + 12);
+      writePointer(this.messages, m + MSG_NAME, names + i * NAME_SLOT);
+      writePointer(this.messages, m + MSG_IOV, iovecs + i * IOVEC_SIZE);
+      writePointer(this.messages, m + MSG_IOVLEN, 1);
+      writePointer(this.messages, m + MSG_CONTROL, controls + c);
+      writePointer(this.messages, m + MSG_CONTROLLEN, this.controlSize);
+    }
+  }
+
+  add(route: RawRoute, payload: Buffer, failed: SendFailure): void {
+    const length = UDP_HEADER + payload.length;
+    if (this.count === SEND_SLOTS || this.dataUsed + length > SEND_DATA_BYTES) this.flush();
+    const i = this.count++;
+    route.sockaddr.copy(this.names, i * NAME_SLOT);
+    this.messages.writeUInt32LE(route.sockaddr.length, i * MMSGHDR_SIZE + MSG_NAMELEN);
+    route.sourceBytes.copy(this.controls, i * this.controlSize + this.sourceAt);
+    const at = this.dataUsed;
+    const data = this.data;
+    data.writeUInt16BE(route.sourcePort, at);
+    data.writeUInt16BE(route.destinationPort, at + 2);
+    data.writeUInt16BE(length, at + 4);
+    // IPv4 UDP may carry no checksum (0, RFC 768); IPv6 gets the kernel's (IPV6_CHECKSUM).
+    data.writeUInt16BE(0, at + 6);
+    payload.copy(data, at + UDP_HEADER);
+    writePointer(this.iovecs, i * IOVEC_SIZE, this.dataAddress + at);
+    this.iovecs.writeUInt32LE(length, i * IOVEC_SIZE + 8); // the high half stays 0
+    // 8-byte aligned, as the next UDP header is written with 16-bit stores anyway.
+    this.dataUsed += (length + 7) & ~7;
+    this.failures[i] = failed;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushLater);
+    }
+  }
+
+  /**
+   * Send what is queued. sendmmsg(2) stops at the first datagram the kernel
+   * refuses and reports it only when it is the first of the call: so after a
+   * short count the next call starts at that datagram and hears its errno.
+   */
+  flush(): void {
+    let sent = 0;
+    const count = this.count;
+    while (sent < count) {
+      const from = sent === 0 ? this.messages : this.messages.subarray(sent * MMSGHDR_SIZE);
+      const n = libc().sendmmsg(this.fd, from, count - sent, C.MSG_DONTWAIT);
+      if (n > 0) {
+        sent += n;
+      } else {
+        this.failures[sent](-libc().errno());
+        sent++;
+      }
+    }
+    this.count = 0;
+    this.dataUsed = 0;
+    this.failures.fill(undefined as unknown as SendFailure, 0, count);
   }
 }
 

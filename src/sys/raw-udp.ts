@@ -17,7 +17,7 @@
 import { libc } from './libc';
 import { writePointer } from './udp-batch';
 import * as C from './constants';
-import { encodeSockaddr, familyOf, formatIpv6, ipv6Bytes, type Family } from './sockaddr';
+import { encodeSockaddr, familyOf, formatIpv6, ipv4Number, ipv6Bytes, type Family } from './sockaddr';
 import { SysError } from '../errors';
 import { PRIVILEGE_HINT, bindTo, setIntOption, setReceiveBuffer } from './transparent';
 
@@ -426,12 +426,8 @@ const ORIGDST_CONTROL = cmsgSpace(NAME_SLOT);
 export type EndpointKey = number | string;
 
 export function endpointKey(address: string, port: number): EndpointKey {
-  if (familyOf(address) === 4) {
-    const octets = address.split('.');
-    return ((Number(octets[0]) * 256 + Number(octets[1])) * 256 + Number(octets[2])) * 256 * 65_536 +
-      Number(octets[3]) * 65_536 + port;
-  }
-  return `${address}|${port}`;
+  const ipv4 = ipv4Number(address);
+  return ipv4 !== undefined ? ipv4 * 65_536 + port : `${address}|${port}`;
 }
 
 /** endpointKey of the sockaddr at offset, or undefined for another family. */

@@ -413,6 +413,8 @@ class ErrorQueue {
 
 /** Datagrams one receive takes at most. */
 const RECEIVE_SLOTS = 64;
+/** Reads on the event loop after a batch from the worker thread, at most (see drainQueued). */
+const DRAIN_ROUNDS = 4;
 const RECEIVE_SLOT_BYTES = 65_536;
 const ORIGDST_CONTROL = cmsgSpace(NAME_SLOT);
 
@@ -489,6 +491,7 @@ export class TproxyReceiver {
       writePointer(this.iovecs, i * IOVEC_SIZE, data + i * RECEIVE_SLOT_BYTES);
       writePointer(this.iovecs, i * IOVEC_SIZE + 8, RECEIVE_SLOT_BYTES);
     }
+    this.resetSlots(RECEIVE_SLOTS);
   }
 
   /** Start the receive loop: one blocking recvmmsg on a worker thread at a time. */
@@ -499,22 +502,51 @@ export class TproxyReceiver {
   }
 
   private readOnce(): void {
-    for (let i = 0; i < RECEIVE_SLOTS; i++) {
-      const m = i * MMSGHDR_SIZE;
-      this.messages.writeUInt32LE(NAME_SLOT, m + MSG_NAMELEN);
-      writePointer(this.messages, m + MSG_CONTROLLEN, ORIGDST_CONTROL);
-    }
     libc().recvmmsgAsync(this.fd, this.messages, RECEIVE_SLOTS, C.MSG_WAITFORONE, (n) => {
       if (this.closing) {
         this.reading = false;
         libc().close(this.fd);
         return;
       }
-      for (let i = 0; i < n; i++) this.deliver(i);
       // A failed read (n < 0) is retried on the next turn, not in a tight loop.
-      if (n < 0) setTimeout(() => this.readOnce(), 10).unref();
-      else this.readOnce();
+      if (n < 0) {
+        this.resetSlots(RECEIVE_SLOTS);
+        setTimeout(() => this.readOnce(), 10).unref();
+        return;
+      }
+      this.deliverAll(n);
+      this.drainQueued();
+      this.readOnce();
     });
+  }
+
+  /**
+   * Read what queued while a batch was being handled, here on the event loop
+   * (MSG_DONTWAIT), before going back to the worker thread: under load each
+   * trip there and back (a wake-up of the worker, then of the loop) costs
+   * more than a read that finds the socket empty. Bounded, so the listeners
+   * get their turn.
+   */
+  private drainQueued(): void {
+    for (let round = 0; round < DRAIN_ROUNDS && !this.closing; round++) {
+      const n = libc().recvmmsg(this.fd, this.messages, RECEIVE_SLOTS, C.MSG_DONTWAIT, null);
+      if (n <= 0) return;
+      this.deliverAll(n);
+    }
+  }
+
+  /** Hand on the first n datagrams, then make their slots ready for the next read (the kernel rewrote the lengths). */
+  private deliverAll(n: number): void {
+    for (let i = 0; i < n; i++) this.deliver(i);
+    this.resetSlots(n);
+  }
+
+  private resetSlots(n: number): void {
+    for (let i = 0; i < n; i++) {
+      const m = i * MMSGHDR_SIZE;
+      this.messages.writeUInt32LE(NAME_SLOT, m + MSG_NAMELEN);
+      this.messages.writeUInt32LE(ORIGDST_CONTROL, m + MSG_CONTROLLEN); // msg_controllen's high half stays 0
+    }
   }
 
   private deliver(i: number): void {

@@ -10,7 +10,9 @@
 // table, balancing, health, PROXY protocol, IPv4 mapping) is the socket
 // engine's own code.
 import type { Family } from '../src/sys';
-import { RawUdpSender, TproxyReceiver, type UdpAddress } from '../src/sys/raw-udp';
+import { RawUdpSender, TproxyReceiver, endpointKey, rawDestination, type EndpointKey, type RawDestination, type RawSource,
+  type SendFailure, type UdpAddress } from '../src/sys/raw-udp';
+import { ipv4Number, ipv6Bytes } from '../src/sys/sockaddr';
 import { familyOfAddress } from '../src/addr';
 import { SysError } from '../src/errors';
 import type { DatagramHandlers } from '../src/sys';
@@ -21,23 +23,41 @@ const EADDRINUSE = -98;
 const TRANSIENT_SEND_ERRORS = new Set([-11, -105]);
 /** Ports a flow without the client's (its port taken) picks from: the default ephemeral range. */
 const FALLBACK_PORTS = { first: 32_768, count: 28_232 };
-/** Backend addresses kept for flows to share; past this many (backends reloads removed), the cache starts again. */
+/** Backends kept encoded for flows to share; past this many (reloads removed some), the cache starts again. */
 const MAX_SHARED_BACKENDS = 4_096;
 
+/** A backend as every flow to it shares it: its address, encoded once, its key and its family's sender. */
+interface SharedBackend extends RawDestination {
+  readonly address: string;
+  readonly key: EndpointKey;
+  readonly sender: RawUdpSender;
+}
+
 /**
- * A session's upstream through the raw engine. It is itself the source
- * address the sender writes into each datagram (address, port): an object of
- * its own would cost ~40 bytes a session.
+ * A session's upstream through the raw engine. It is itself what the sender
+ * writes as the source of each datagram (RawSource) and what it tells of a
+ * refused one (SendFailure): objects and closures of its own would cost a
+ * session ~200 bytes (docs/benchmarks.md, udp-scale).
  */
-export class RawFlow implements UdpAddress {
-  private backend: UdpAddress | undefined;
+export class RawFlow implements RawSource, SendFailure {
+  /** The client's IPv4 address as a number (0 for IPv6). */
+  readonly source4: number;
+  /** The client's IPv6 address, 16 bytes (undefined for IPv4). */
+  readonly source6: Buffer | undefined;
+  private backend: SharedBackend | undefined;
   private handlers: DatagramHandlers | undefined;
   private closed = false;
 
-  constructor(private readonly engine: RawUdpEngine, readonly address: string, readonly port: number, readonly family: Family) {}
+  constructor(private readonly engine: RawUdpEngine, readonly address: string, readonly port: number, readonly family: Family,
+    /** endpointKey of the client's address and port: the engine's key for this flow. */
+    readonly key: EndpointKey) {
+    const ipv4 = family === 4 ? ipv4Number(address) : undefined;
+    this.source4 = ipv4 ?? 0;
+    this.source6 = ipv4 === undefined ? ipv6Bytes(address) : undefined;
+  }
 
   connect(address: string, port: number): void {
-    this.backend = this.engine.backendAddress(address, port);
+    this.backend = this.engine.sharedBackend(address, port, this.family);
   }
 
   receive(handlers: DatagramHandlers): void {
@@ -45,22 +65,27 @@ export class RawFlow implements UdpAddress {
   }
 
   /**
-   * false: the kernel refused it, as a socket's send would. A full buffer
-   * drops the datagram, as UDP may; anything else (no route to the backend)
-   * is the error a socket's connect would have thrown: the session hears of
-   * it once the current batch is sent.
+   * Queue the datagram: it leaves with the others queued in this turn of the
+   * event loop (one sendmmsg per family). false: the flow cannot send. A
+   * datagram the kernel refuses is dropped, as UDP may, and reported to
+   * handlers.dropped; anything but a full buffer (no route to the backend) is
+   * also the error a socket's connect would have thrown: the session hears of
+   * it once the batch is sent.
    */
   send(datagram: Buffer): boolean {
     if (this.closed || !this.backend) return false;
-    const errno = this.engine.sender(this.family).send(this, this.backend, datagram);
-    if (errno === 0) return true;
-    if (!TRANSIENT_SEND_ERRORS.has(errno)) {
-      const err = new SysError({ errno, syscall: 'sendmsg', address: this.backend.address, port: this.backend.port });
-      queueMicrotask(() => {
-        if (!this.closed) this.handlers?.error(err);
-      });
-    }
-    return false;
+    this.backend.sender.queue(this, this.backend, datagram, this);
+    return true;
+  }
+
+  sendRefused(errno: number): void {
+    this.handlers?.dropped?.();
+    if (TRANSIENT_SEND_ERRORS.has(errno) || !this.backend) return;
+    const err = new SysError({ errno, syscall: 'sendmmsg', address: this.backend.address, port: this.backend.port });
+    // Not from inside the batch's flush: the session's end may send what its queue holds.
+    queueMicrotask(() => {
+      if (!this.closed) this.handlers?.error(err);
+    });
   }
 
   /** An ICMP error about a datagram of this flow (port unreachable: ECONNREFUSED), as a connected socket reports it. */
@@ -69,10 +94,10 @@ export class RawFlow implements UdpAddress {
     this.handlers?.error(new SysError({ errno, syscall: 'recv', address: backend.address, port: backend.port }));
   }
 
-  /** A reply for this flow's client address and port: from its backend only. */
-  deliver(datagram: Buffer, from: UdpAddress): void {
-    if (this.closed || !this.backend || from.address !== this.backend.address || from.port !== this.backend.port) return;
-    this.handlers?.message(datagram, from.address, from.port);
+  /** A reply for this flow's client address and port: from its backend only (from: its endpointKey). */
+  deliver(datagram: Buffer, from: EndpointKey): void {
+    if (this.closed || !this.backend || from !== this.backend.key) return;
+    this.handlers?.message(datagram, this.backend.address, this.backend.port);
   }
 
   close(): void {
@@ -89,12 +114,11 @@ export class RawFlow implements UdpAddress {
  * brings its flows' replies there, so several relays (workers) share a host.
  */
 export class RawUdpEngine {
-  /** Client address|port -> its flow: one flow per address and port, as one socket per bound address would be. */
-  private readonly flows = new Map<string, RawFlow>();
+  /** Client address and port (endpointKey) -> its flow: one flow per address and port, as one socket per bound address would be. */
+  private readonly flows = new Map<EndpointKey, RawFlow>();
   private readonly senders = new Map<Family, RawUdpSender>();
   private readonly receivers = new Map<Family, TproxyReceiver>();
-  /** One address object per backend, shared by its flows: an object each would be ~40 bytes a session. */
-  private readonly backends = new Map<string, UdpAddress>();
+  private readonly backends = new Map<EndpointKey, SharedBackend>();
   private nextFallback = 0;
   readonly slot: number;
   readonly mark: number;
@@ -125,9 +149,9 @@ export class RawUdpEngine {
   flowFrom(address: string, port: number): RawFlow {
     const family = familyOfAddress(address);
     const chosen = port === 0 ? this.freePort(address) : port;
-    const key = flowKey(address, chosen);
+    const key = endpointKey(address, chosen);
     if (this.flows.has(key)) throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port });
-    const flow = new RawFlow(this, address, chosen, family);
+    const flow = new RawFlow(this, address, chosen, family, key);
     this.flows.set(key, flow);
     return flow;
   }
@@ -137,25 +161,25 @@ export class RawUdpEngine {
     if (!sender) {
       sender = new RawUdpSender(family, { mark: this.mark });
       this.senders.set(family, sender);
-      sender.watchErrors((client, backend, errno) => this.flows.get(flowKey(client.address, client.port))?.failed(backend, errno));
+      sender.watchErrors((client, backend, errno) => this.flows.get(endpointKey(client.address, client.port))?.failed(backend, errno));
     }
     return sender;
   }
 
-  /** The shared (never modified) address object of a backend. */
-  backendAddress(address: string, port: number): UdpAddress {
-    const key = flowKey(address, port);
+  /** The backend at address:port as its flows share it (made once, never modified). */
+  sharedBackend(address: string, port: number, family: Family): SharedBackend {
+    const key = endpointKey(address, port);
     let backend = this.backends.get(key);
     if (!backend) {
       if (this.backends.size >= MAX_SHARED_BACKENDS) this.backends.clear();
-      backend = Object.freeze({ address, port });
+      backend = Object.freeze({ ...rawDestination(address, port), address, key, sender: this.sender(family) });
       this.backends.set(key, backend);
     }
     return backend;
   }
 
   release(flow: RawFlow): void {
-    const key = flowKey(flow.address, flow.port);
+    const key = flow.key;
     if (this.flows.get(key) === flow) this.flows.delete(key);
   }
 
@@ -177,7 +201,7 @@ export class RawUdpEngine {
       const local = { address: family === 4 ? '0.0.0.0' : '::', port };
       let receiver: TproxyReceiver;
       try {
-        receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(flowKey(to.address, to.port))?.deliver(datagram, from));
+        receiver = new TproxyReceiver(local, (datagram, from, to) => this.flows.get(to)?.deliver(datagram, from));
       } catch (err) {
         if (family === 6 && err instanceof SysError && err.code === 'EAFNOSUPPORT') continue;
         throw err;
@@ -195,14 +219,10 @@ export class RawUdpEngine {
   private freePort(address: string): number {
     for (let i = 0; i < FALLBACK_PORTS.count; i++) {
       const port = FALLBACK_PORTS.first + ((this.nextFallback++) % FALLBACK_PORTS.count);
-      if (!this.flows.has(flowKey(address, port))) return port;
+      if (!this.flows.has(endpointKey(address, port))) return port;
     }
     throw new SysError({ errno: EADDRINUSE, syscall: 'bind (raw engine)', address, port: 0 });
   }
-}
-
-function flowKey(address: string, port: number): string {
-  return `${address}|${port}`;
 }
 
 let engine: RawUdpEngine | undefined;

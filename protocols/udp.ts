@@ -67,6 +67,8 @@ interface SessionEvents {
   fromBackend(session: UdpSession, reply: Buffer): void;
   upstreamError(session: UdpSession, err: SysError): void;
   internalError(session: UdpSession, error: unknown): void;
+  /** A datagram toward the backend dropped after it was accepted (the raw engine's batched send). */
+  dropped(session: UdpSession): void;
 }
 
 /**
@@ -123,6 +125,10 @@ class UdpSession implements DatagramHandlers {
       this.events.internalError(this, thrown);
     }
   }
+
+  dropped(): void {
+    this.events.dropped(this);
+  }
 }
 
 export class UdpRelay implements ListenerOwner {
@@ -168,6 +174,9 @@ export class UdpRelay implements ListenerOwner {
     fromBackend: (session, reply) => this.fromBackend(session, reply),
     upstreamError: (session, err) => this.onUpstreamError(session, err),
     internalError: (session, error) => this.internalError(session, error),
+    dropped: () => {
+      this.stats.sendFailed++;
+    },
   };
 
   constructor(

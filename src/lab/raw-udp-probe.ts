@@ -11,7 +11,7 @@
 import * as fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { print, splitHostPort } from './peer-io';
-import { RawUdpSender, TproxyReceiver } from '../sys/raw-udp';
+import { RawUdpSender, TproxyReceiver, endpointKey, type EndpointKey } from '../sys/raw-udp';
 import { familyOf } from '../sys/sockaddr';
 
 const { values } = parseArgs({ options: {
@@ -21,20 +21,20 @@ const { values } = parseArgs({ options: {
 } });
 
 const backend = splitHostPort(values.backend ?? '');
+const backendKey = endpointKey(backend.host, backend.port);
 const receiveOn = splitHostPort(values.receive ?? '');
 const client = values.client ?? '';
 const firstPort = Number(values['first-port']);
 const ports = Math.min(Number(values.ports), 20_000);
 const fds = () => fs.readdirSync('/proc/self/fd').length;
 
-const expected = new Map<string, string>();
+const expected = new Map<EndpointKey, string>();
 let replies = 0;
 let matched = 0;
 const receiver = new TproxyReceiver({ address: receiveOn.host, port: receiveOn.port }, (datagram, from, to) => {
   replies++;
-  const key = `${to.address}|${to.port}`;
-  if (from.address === backend.host && from.port === backend.port && expected.get(key) === datagram.toString()) {
-    expected.delete(key);
+  if (from === backendKey && expected.get(to) === datagram.toString()) {
+    expected.delete(to);
     matched++;
   }
   if (expected.size === 0) finish();
@@ -48,7 +48,7 @@ let sendErrors = 0;
 for (let i = 0; i < ports; i++) {
   const port = firstPort + i;
   const payload = `probe ${client} ${port}`;
-  expected.set(`${client}|${port}`, payload);
+  expected.set(endpointKey(client, port), payload);
   if (sender.send({ address: client, port }, { address: backend.host, port: backend.port }, Buffer.from(payload)) === 0) sent++;
   else sendErrors++;
 }

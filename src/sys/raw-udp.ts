@@ -17,13 +17,49 @@
 import { libc } from './libc';
 import { writePointer } from './udp-batch';
 import * as C from './constants';
-import { encodeSockaddr, familyOf, formatIpv6, ipv6Bytes, type Family } from './sockaddr';
+import { encodeSockaddr, familyOf, formatIpv6, ipv4Number, ipv6Bytes, type Family } from './sockaddr';
 import { SysError } from '../errors';
 import { PRIVILEGE_HINT, bindTo, setIntOption, setReceiveBuffer } from './transparent';
 
 export interface UdpAddress {
   address: string;
   port: number;
+}
+
+/**
+ * A destination encoded once (rawDestination) and shared by every flow to
+ * it: a flow's own encoded copy cost a session two Buffers.
+ */
+export interface RawDestination {
+  readonly sockaddr: Buffer;
+  readonly port: number;
+}
+
+/**
+ * A source as the sender writes it: the port, and the address as a number
+ * (IPv4) or its 16 bytes (IPv6). A flow is its own RawSource, so a session
+ * pays no object for it (rawSource makes one for a single datagram).
+ */
+export interface RawSource {
+  readonly port: number;
+  readonly source4: number;
+  readonly source6: Buffer | undefined;
+}
+
+export function rawDestination(address: string, port: number): RawDestination {
+  // Raw sockets take no port in the destination (IPv6 refuses one): the UDP header carries both.
+  return { sockaddr: encodeSockaddr(address, 0), port };
+}
+
+export function rawSource(address: string, port: number): RawSource {
+  const source4 = ipv4Number(address);
+  return source4 !== undefined ? { port, source4, source6: undefined } : { port, source4: 0, source6: ipv6Bytes(address) };
+}
+
+/** Write source's address where an IP_PKTINFO (IPv4) or IPV6_PKTINFO source goes in control. */
+function writeSource(control: Buffer, at: number, source: RawSource): void {
+  if (source.source6) source.source6.copy(control, at);
+  else control.writeUInt32BE(source.source4, at);
 }
 
 /** An ICMP error about a datagram sent (port unreachable: ECONNREFUSED): who sent it, where to, and the errno. */
@@ -94,6 +130,7 @@ export class RawUdpSender {
   private readonly packet = Buffer.allocUnsafeSlow(UDP_HEADER + MAX_PAYLOAD);
   private closed = false;
   private errors: ErrorQueue | undefined;
+  private batch: SendBatch | undefined;
 
   constructor(readonly family: Family, options: { mark?: number } = {}) {
     this.fd = openFd(family, C.SOCK_RAW | C.SOCK_NONBLOCK, C.IPPROTO_UDP);
@@ -128,27 +165,45 @@ export class RawUdpSender {
    * Returns 0, or the errno the kernel refused it with (e.g. EAGAIN).
    */
   send(source: UdpAddress, destination: UdpAddress, payload: Buffer): number {
+    return this.sendOn(rawSource(source.address, source.port), rawDestination(destination.address, destination.port), payload);
+  }
+
+  /** send() with both ends encoded. */
+  sendOn(source: RawSource, destination: RawDestination, payload: Buffer): number {
     if (payload.length > MAX_PAYLOAD) return -90; // EMSGSIZE
-    // Raw sockets take no port in the destination (IPv6 refuses one): the UDP header carries both.
-    const sockaddr = encodeSockaddr(destination.address, 0);
-    sockaddr.copy(this.name, 0);
-    this.message.writeUInt32LE(sockaddr.length, MSG_NAMELEN);
-    if (this.family === 4) {
-      // ipi_ifindex 0, ipi_spec_dst = the source to use, ipi_addr unused on send.
-      const octets = source.address.split('.');
-      for (let i = 0; i < 4; i++) this.control[CMSG_HEADER + 4 + i] = Number(octets[i]);
-    } else {
-      ipv6Bytes(source.address).copy(this.control, CMSG_HEADER);
-    }
+    destination.sockaddr.copy(this.name, 0);
+    this.message.writeUInt32LE(destination.sockaddr.length, MSG_NAMELEN);
+    // IPv4: ipi_ifindex 0, ipi_spec_dst = the source to use, ipi_addr unused on send. IPv6: ipi6_addr.
+    writeSource(this.control, this.family === 4 ? CMSG_HEADER + 4 : CMSG_HEADER, source);
     const length = UDP_HEADER + payload.length;
-    this.packet.writeUInt16BE(source.port, 0);
-    this.packet.writeUInt16BE(destination.port, 2);
-    this.packet.writeUInt16BE(length, 4);
+    const packet = this.packet;
+    packet.writeUInt16BE(source.port, 0);
+    packet.writeUInt16BE(destination.port, 2);
+    packet.writeUInt16BE(length, 4);
     // IPv4 UDP may carry no checksum (0, RFC 768); IPv6 gets the kernel's (IPV6_CHECKSUM).
-    this.packet.writeUInt16BE(0, 6);
-    payload.copy(this.packet, UDP_HEADER);
-    writePointer(this.iovec, 8, length);
+    packet.writeUInt16BE(0, 6);
+    payload.copy(packet, UDP_HEADER);
+    this.iovec.writeUInt32LE(length, 8); // iov_len's high half stays 0: a datagram is under 64 KiB
     return libc().sendmsg(this.fd, this.message, C.MSG_DONTWAIT) >= 0 ? 0 : -libc().errno();
+  }
+
+  /**
+   * Queue payload from source to destination, to leave with the other
+   * datagrams queued in this turn of the event loop: one sendmmsg(2) for the
+   * batch (flush(), or on the next turn) rather than a sendmsg(2) and a trip
+   * through koffi each. failed hears the errno if the kernel refuses it.
+   */
+  queue(source: RawSource, destination: RawDestination, payload: Buffer, failed: SendFailure): void {
+    if (payload.length > MAX_PAYLOAD) {
+      failed.sendRefused(-90); // EMSGSIZE
+      return;
+    }
+    (this.batch ??= new SendBatch(this.fd, this.family)).add(source, destination, payload, failed);
+  }
+
+  /** Send what queue() holds. */
+  flush(): void {
+    this.batch?.flush();
   }
 
   /**
@@ -168,9 +223,117 @@ export class RawUdpSender {
 
   close(): void {
     if (this.closed) return;
+    this.flush();
     this.closed = true;
     if (this.errors) this.errors.close();
     else libc().close(this.fd);
+  }
+}
+
+/** Hears the errno the kernel refused a queued datagram with. It runs inside a flush: it must not queue. */
+export interface SendFailure {
+  sendRefused(errno: number): void;
+}
+
+/** Datagrams one sendmmsg takes at most, and room for their UDP headers and payloads. */
+const SEND_SLOTS = 64;
+const SEND_DATA_BYTES = 256 * 1024;
+
+/**
+ * Datagrams queued on a raw socket, each with its own destination, IP_PKTINFO
+ * source and UDP header, sent with one sendmmsg(2) at the end of the turn
+ * (or sooner, when the batch is full or flush() is called).
+ */
+class SendBatch {
+  private readonly messages = Buffer.alloc(SEND_SLOTS * MMSGHDR_SIZE);
+  private readonly iovecs = Buffer.alloc(SEND_SLOTS * IOVEC_SIZE);
+  private readonly names = Buffer.alloc(SEND_SLOTS * NAME_SLOT);
+  private readonly controls: Buffer;
+  private readonly controlSize: number;
+  /** Where each slot's source address goes in controls: ipi_spec_dst (IPv4), ipi6_addr (IPv6). */
+  private readonly sourceAt: number;
+  // Written before it is sent from, so it need not start zeroed.
+  private readonly data = Buffer.allocUnsafeSlow(SEND_DATA_BYTES);
+  private readonly dataAddress: number;
+  private readonly failures: SendFailure[] = [];
+  private count = 0;
+  private dataUsed = 0;
+  private flushScheduled = false;
+  private readonly flushLater = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  constructor(private readonly fd: number, family: Family) {
+    const infoSize = family === 4 ? 12 : 20; // in_pktinfo, in6_pktinfo
+    this.controlSize = cmsgSpace(infoSize);
+    this.sourceAt = family === 4 ? CMSG_HEADER + 4 : CMSG_HEADER;
+    this.controls = Buffer.alloc(SEND_SLOTS * this.controlSize);
+    this.dataAddress = libc().addressOf(this.data);
+    const names = libc().addressOf(this.names);
+    const iovecs = libc().addressOf(this.iovecs);
+    const controls = libc().addressOf(this.controls);
+    for (let i = 0; i < SEND_SLOTS; i++) {
+      const m = i * MMSGHDR_SIZE;
+      const c = i * this.controlSize;
+      writePointer(this.controls, c, CMSG_HEADER + infoSize);
+      this.controls.writeInt32LE(family === 4 ? C.SOL_IP : C.SOL_IPV6, c + 8);
+      this.controls.writeInt32LE(family === 4 ? C.IP_PKTINFO : C.IPV6_PKTINFO, c + 12);
+      writePointer(this.messages, m + MSG_NAME, names + i * NAME_SLOT);
+      writePointer(this.messages, m + MSG_IOV, iovecs + i * IOVEC_SIZE);
+      writePointer(this.messages, m + MSG_IOVLEN, 1);
+      writePointer(this.messages, m + MSG_CONTROL, controls + c);
+      writePointer(this.messages, m + MSG_CONTROLLEN, this.controlSize);
+    }
+  }
+
+  add(source: RawSource, destination: RawDestination, payload: Buffer, failed: SendFailure): void {
+    const length = UDP_HEADER + payload.length;
+    if (this.count === SEND_SLOTS || this.dataUsed + length > SEND_DATA_BYTES) this.flush();
+    const i = this.count++;
+    destination.sockaddr.copy(this.names, i * NAME_SLOT);
+    this.messages.writeUInt32LE(destination.sockaddr.length, i * MMSGHDR_SIZE + MSG_NAMELEN);
+    writeSource(this.controls, i * this.controlSize + this.sourceAt, source);
+    const at = this.dataUsed;
+    const data = this.data;
+    data.writeUInt16BE(source.port, at);
+    data.writeUInt16BE(destination.port, at + 2);
+    data.writeUInt16BE(length, at + 4);
+    // IPv4 UDP may carry no checksum (0, RFC 768); IPv6 gets the kernel's (IPV6_CHECKSUM).
+    data.writeUInt16BE(0, at + 6);
+    payload.copy(data, at + UDP_HEADER);
+    writePointer(this.iovecs, i * IOVEC_SIZE, this.dataAddress + at);
+    this.iovecs.writeUInt32LE(length, i * IOVEC_SIZE + 8); // the high half stays 0
+    // 8-byte aligned, as the next UDP header is written with 16-bit stores anyway.
+    this.dataUsed += (length + 7) & ~7;
+    this.failures[i] = failed;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushLater);
+    }
+  }
+
+  /**
+   * Send what is queued. sendmmsg(2) stops at the first datagram the kernel
+   * refuses and reports it only when it is the first of the call: so after a
+   * short count the next call starts at that datagram and hears its errno.
+   */
+  flush(): void {
+    let sent = 0;
+    const count = this.count;
+    while (sent < count) {
+      const from = sent === 0 ? this.messages : this.messages.subarray(sent * MMSGHDR_SIZE);
+      const n = libc().sendmmsg(this.fd, from, count - sent, C.MSG_DONTWAIT);
+      if (n > 0) {
+        sent += n;
+      } else {
+        this.failures[sent].sendRefused(-libc().errno());
+        sent++;
+      }
+    }
+    this.count = 0;
+    this.dataUsed = 0;
+    this.failures.fill(undefined as unknown as SendFailure, 0, count);
   }
 }
 
@@ -267,10 +430,36 @@ class ErrorQueue {
 
 /** Datagrams one receive takes at most. */
 const RECEIVE_SLOTS = 64;
+/** Reads on the event loop after a batch from the worker thread, at most (see drainQueued). */
+const DRAIN_ROUNDS = 4;
 const RECEIVE_SLOT_BYTES = 65_536;
 const ORIGDST_CONTROL = cmsgSpace(NAME_SLOT);
 
-export type ReplyHandler = (datagram: Buffer, from: UdpAddress, to: UdpAddress) => void;
+/**
+ * An address and port as one value: for IPv4 a number (the address's 32 bits
+ * and the port), for IPv6 the text and the port. The receive loop makes it
+ * straight from the kernel's bytes, and a Map finds a flow by it with no
+ * string built per datagram (the text of both ends, then a key joined from
+ * it, was most of the receive path's JavaScript).
+ */
+export type EndpointKey = number | string;
+
+export function endpointKey(address: string, port: number): EndpointKey {
+  const ipv4 = ipv4Number(address);
+  return ipv4 !== undefined ? ipv4 * 65_536 + port : `${address}|${port}`;
+}
+
+/** endpointKey of the sockaddr at offset, or undefined for another family. */
+function sockaddrKey(buf: Buffer, offset: number): EndpointKey | undefined {
+  const family = buf.readUInt16LE(offset);
+  const port = buf.readUInt16BE(offset + 2);
+  if (family === C.AF_INET) return buf.readUInt32BE(offset + 4) * 65_536 + port;
+  if (family === C.AF_INET6) return `${formatIpv6(buf, offset + 8)}|${port}`;
+  return undefined;
+}
+
+/** A reply, its sender (the backend) and where it was sent (the client), both as endpointKey. */
+export type ReplyHandler = (datagram: Buffer, from: EndpointKey, to: EndpointKey) => void;
 
 /**
  * The socket tproxy steers the backends' replies onto: each datagram comes
@@ -319,6 +508,7 @@ export class TproxyReceiver {
       writePointer(this.iovecs, i * IOVEC_SIZE, data + i * RECEIVE_SLOT_BYTES);
       writePointer(this.iovecs, i * IOVEC_SIZE + 8, RECEIVE_SLOT_BYTES);
     }
+    this.resetSlots(RECEIVE_SLOTS);
   }
 
   /** Start the receive loop: one blocking recvmmsg on a worker thread at a time. */
@@ -329,28 +519,57 @@ export class TproxyReceiver {
   }
 
   private readOnce(): void {
-    for (let i = 0; i < RECEIVE_SLOTS; i++) {
-      const m = i * MMSGHDR_SIZE;
-      this.messages.writeUInt32LE(NAME_SLOT, m + MSG_NAMELEN);
-      writePointer(this.messages, m + MSG_CONTROLLEN, ORIGDST_CONTROL);
-    }
     libc().recvmmsgAsync(this.fd, this.messages, RECEIVE_SLOTS, C.MSG_WAITFORONE, (n) => {
       if (this.closing) {
         this.reading = false;
         libc().close(this.fd);
         return;
       }
-      for (let i = 0; i < n; i++) this.deliver(i);
       // A failed read (n < 0) is retried on the next turn, not in a tight loop.
-      if (n < 0) setTimeout(() => this.readOnce(), 10).unref();
-      else this.readOnce();
+      if (n < 0) {
+        this.resetSlots(RECEIVE_SLOTS);
+        setTimeout(() => this.readOnce(), 10).unref();
+        return;
+      }
+      this.deliverAll(n);
+      this.drainQueued();
+      this.readOnce();
     });
   }
 
+  /**
+   * Read what queued while a batch was being handled, here on the event loop
+   * (MSG_DONTWAIT), before going back to the worker thread: under load each
+   * trip there and back (a wake-up of the worker, then of the loop) costs
+   * more than a read that finds the socket empty. Bounded, so the listeners
+   * get their turn.
+   */
+  private drainQueued(): void {
+    for (let round = 0; round < DRAIN_ROUNDS && !this.closing; round++) {
+      const n = libc().recvmmsg(this.fd, this.messages, RECEIVE_SLOTS, C.MSG_DONTWAIT, null);
+      if (n <= 0) return;
+      this.deliverAll(n);
+    }
+  }
+
+  /** Hand on the first n datagrams, then make their slots ready for the next read (the kernel rewrote the lengths). */
+  private deliverAll(n: number): void {
+    for (let i = 0; i < n; i++) this.deliver(i);
+    this.resetSlots(n);
+  }
+
+  private resetSlots(n: number): void {
+    for (let i = 0; i < n; i++) {
+      const m = i * MMSGHDR_SIZE;
+      this.messages.writeUInt32LE(NAME_SLOT, m + MSG_NAMELEN);
+      this.messages.writeUInt32LE(ORIGDST_CONTROL, m + MSG_CONTROLLEN); // msg_controllen's high half stays 0
+    }
+  }
+
   private deliver(i: number): void {
-    const from = readSockaddr(this.names, i * NAME_SLOT);
+    const from = sockaddrKey(this.names, i * NAME_SLOT);
     const to = this.originalDestination(i);
-    if (!from || !to) return;
+    if (from === undefined || to === undefined) return;
     const length = this.messages.readUInt32LE(i * MMSGHDR_SIZE + MSG_LEN);
     const start = i * RECEIVE_SLOT_BYTES;
     const datagram = Buffer.allocUnsafe(length);
@@ -359,7 +578,7 @@ export class TproxyReceiver {
   }
 
   /** The IP_ORIGDSTADDR / IPV6_ORIGDSTADDR control message of datagram i. */
-  private originalDestination(i: number): UdpAddress | undefined {
+  private originalDestination(i: number): EndpointKey | undefined {
     const m = i * MMSGHDR_SIZE;
     const controlLength = this.messages.readUInt32LE(m + MSG_CONTROLLEN);
     const base = i * ORIGDST_CONTROL;
@@ -367,7 +586,7 @@ export class TproxyReceiver {
     const level = this.controls.readInt32LE(base + 8);
     const type = this.controls.readInt32LE(base + 12);
     const isOrigDst = (level === C.SOL_IP && type === C.IP_ORIGDSTADDR) || (level === C.SOL_IPV6 && type === C.IPV6_ORIGDSTADDR);
-    return isOrigDst ? readSockaddr(this.controls, base + CMSG_HEADER) : undefined;
+    return isOrigDst ? sockaddrKey(this.controls, base + CMSG_HEADER) : undefined;
   }
 
   /**

@@ -68,6 +68,11 @@ export interface DatagramHandlers {
   message(datagram: Buffer, address: string, port: number): void;
   /** A receive failed; on a connected socket, ECONNREFUSED is the peer's ICMP port unreachable. */
   error(error: SysError): void;
+  /**
+   * A datagram send() had accepted was dropped when its batch went out (the
+   * raw engine sends later, in batches; a socket's send reports a drop at once).
+   */
+  dropped?(): void;
 }
 
 /**

@@ -1,6 +1,6 @@
 import t from 'tap';
 import * as net from 'node:net';
-import { encodeSockaddr, formatIpv6, SOCKADDR_IN_SIZE, SOCKADDR_IN6_SIZE } from '../../src/sys/sockaddr';
+import { encodeSockaddr, formatIpv6, ipv4Number, SOCKADDR_IN_SIZE, SOCKADDR_IN6_SIZE } from '../../src/sys/sockaddr';
 import { ConfigError } from '../../src/errors';
 
 t.test('sockaddr_in: family (host order), port and address (network order)', async (t) => {
@@ -36,6 +36,24 @@ function nodeText(bytes: Buffer): string {
   const full = Array.from({ length: 8 }, (_, i) => bytes.readUInt16BE(2 * i).toString(16)).join(':');
   return new net.SocketAddress({ address: full, family: 'ipv6' }).address;
 }
+
+t.test('ipv4Number accepts exactly what net.isIPv4 accepts, and gives its 32 bits', async (t) => {
+  const samples = ['192.0.2.1', '0.0.0.0', '255.255.255.255', '203.0.113.254', '1.2.3.4', '10.0.0.1',
+    '1.2.3', '1.2.3.4.5', '256.1.1.1', '01.2.3.4', '1.2.3.04', '1..2.3', '1.2.3.', '.1.2.3', '1.2.3.4 ', ' 1.2.3.4',
+    '1234.1.1.1', '1.2.3.-4', '1.2.3.a', '', '::ffff:1.2.3.4', '2001:db8::1', '1.2.3.4%eth0', '00.0.0.0', '0.0.0.00'];
+  for (const address of samples) {
+    const value = ipv4Number(address);
+    t.equal(value !== undefined, net.isIPv4(address), `'${address}'`);
+    if (value !== undefined) t.equal(value, address.split('.').reduce((n, o) => n * 256 + Number(o), 0), `'${address}' bits`);
+  }
+  // Every octet value, in every position, against net.isIPv4 and the bits.
+  for (let o = 0; o < 300; o++) {
+    for (const address of [`${o}.0.0.1`, `1.${o}.2.3`, `9.8.7.${o}`]) {
+      t.equal(ipv4Number(address) !== undefined, net.isIPv4(address), address);
+    }
+  }
+  t.equal(ipv4Number('198.51.100.7'), ((198 * 256 + 51) * 256 + 100) * 256 + 7);
+});
 
 t.test('formatIpv6 writes every address as Node does', async (t) => {
   const cases: Buffer[] = [];

@@ -12,6 +12,15 @@ import { parseWorkers, workerRole } from './workers';
 import type { PrimaryOptions } from './workers';
 import { assertSupportedPlatform } from './sys/platform';
 
+// The raw UDP engine keeps four of libuv's threads blocked for good (a
+// recvmmsg per receive socket, a poll per error queue: koffi's async calls run
+// on libuv's pool, four threads unless told). Eight leave Node's own work (fs,
+// dns) the four it expects; a smaller size given is raised (libuv makes an
+// empty or bad one a pool of 1). libuv reads this once, when the pool first
+// starts, which nothing before this line does; a relay that never uses the
+// pool starts none of them.
+if (!(Number(process.env.UV_THREADPOOL_SIZE) >= 8)) process.env.UV_THREADPOOL_SIZE = '8';
+
 const RUN_USAGE = 'relay [--proto tcp|udp|tcp,udp] --listen ADDR:PORT --backend ADDR:PORT [options]\n' +
   '       relay --config FILE [--check-config] [--check] [--log-level LEVEL]\n' +
   '       relay reload [--config FILE] [--pid-file FILE]\n' +

@@ -20,6 +20,13 @@ t.test('the raw UDP engine: the client address and port kept, no fd per session'
     '--backend', formatEndpoint(ADDR.backend4, 5700), '--backend', formatEndpoint(ADDR.backend6, 5700)]);
   const pid = relayPid(proc);
   const fdsBefore = fdCount(pid);
+  // Its blocking reads hold four threads of libuv's pool: relay starts the pool with four more than Node's default.
+  // The same Node, started as relay was (its environment), with the pool started at its default size.
+  const nodeThreads = Number(topo.relay.run(process.execPath, '-e',
+    "require('fs').readFile(__filename, () => setTimeout(() => console.log(require('fs').readdirSync('/proc/self/task').length), 100))").trim());
+  const relayThreads = fs.readdirSync(`/proc/${pid}/task`).length;
+  t.ok(relayThreads >= nodeThreads + 4, `relay has ${relayThreads} threads, a Node process with the default pool ${nodeThreads}: ` +
+    'four or more left for the pool\'s other work');
 
   // Ports below the ephemeral range, so none of the 5,000 flows below reuses their sessions.
   const v4 = await udpSend(topo, formatEndpoint(ADDR.relayClientSide4, 5701), ['--local-port', '31000', '--sizes', '10,20,1400']);
@@ -119,3 +126,4 @@ balance = "roundrobin"
   t.ok(udpSeen(echo).length >= 2, 'the first backend still serves');
   await proc.stop('SIGTERM');
 });
+

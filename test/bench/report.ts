@@ -198,10 +198,12 @@ function seriesTables(summaries: CaseSummary[]): { title: string; head: string[]
   });
 }
 
-/** Calls per unit by name, relay beside nginx, for every case whose runs counted system calls (median over runs). */
+/** Calls per unit by name, relay (and relay-raw) beside nginx, for every case whose runs counted system calls (median over runs). */
 function syscallTable(summaries: CaseSummary[]): { head: string[]; rows: string[][] } | undefined {
   const cases = summaries.filter((s) => s.result.samples.some((x) => x.perCall));
   if (cases.length === 0) return undefined;
+  const counted = (s: CaseSummary): TargetName[] => (['relay', 'relay-raw', 'nginx'] as TargetName[])
+    .filter((name) => s.result.samples.some((x) => x.target === name && x.perCall));
   const perCall = (s: CaseSummary, name: TargetName, call: string) => {
     const runs = s.result.samples.filter((x) => x.target === name && x.perCall);
     return runs.length === 0 ? undefined : {
@@ -210,15 +212,15 @@ function syscallTable(summaries: CaseSummary[]): { head: string[]; rows: string[
     };
   };
   const calls = [...new Set(cases.flatMap((s) => s.result.samples.flatMap((x) => Object.keys(x.perCall ?? {}))))];
-  // Biggest first, by what the two proxies make of it together over every case.
+  // Biggest first, by what relay and nginx make of it together over every case.
   const weight = (call: string) => cases.reduce((sum, s) => sum + (perCall(s, 'relay', call)?.calls ?? 0) +
     (perCall(s, 'nginx', call)?.calls ?? 0), 0);
   calls.sort((a, b) => weight(b) - weight(a) || a.localeCompare(b));
   const cell = (n: { calls: number; errors: number } | undefined) => n === undefined || n.calls === 0 ? '-'
     : `${fmt(n.calls, 2)}${n.errors > 0 ? ` (${fmt(n.errors, 2)} failed)` : ''}`;
-  const head = ['system call', ...cases.flatMap((s) => ['relay', 'nginx'].map((n) => `${n} ${s.result.benchCase.unit.replace(/^calls\//, 'per ')}`))];
-  const rows = calls.map((call) => [call, ...cases.flatMap((s) => [cell(perCall(s, 'relay', call)), cell(perCall(s, 'nginx', call))])]);
-  rows.push(['total', ...cases.flatMap((s) => [fmt(s.targets.relay?.median, 2), fmt(s.targets.nginx?.median, 2)])]);
+  const head = ['system call', ...cases.flatMap((s) => counted(s).map((n) => `${n} ${s.result.benchCase.unit.replace(/^calls\//, 'per ')}`))];
+  const rows = calls.map((call) => [call, ...cases.flatMap((s) => counted(s).map((n) => cell(perCall(s, n, call))))]);
+  rows.push(['total', ...cases.flatMap((s) => counted(s).map((n) => fmt(s.targets[n]?.median, 2)))]);
   return { head, rows };
 }
 

@@ -165,6 +165,7 @@ export const udpSyscalls: BenchCase = {
   countOnly: true,
   targets: [
     udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, ...ONE_REPLY }),
+    udpRelayTarget({ maxSessions: UDP_MAX_SESSIONS, ...ONE_REPLY, variant: `${ONE_REPLY.variant}, raw engine`, rawEngine: true }),
     udpNginxTarget({ timeout: ONE_REPLY.sessionTimeout, responses: 1, variant: ONE_REPLY.variant }),
   ],
   goal: { kind: 'ratio-at-most', max: 1 }, // issue 21

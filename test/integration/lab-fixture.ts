@@ -35,10 +35,14 @@ export const UDP_ENGINE = process.env.RELAY_TEST_UDP_ENGINE === 'raw' ? 'raw' : 
  */
 export function relay(topo: Topology, args: string[]): Promise<SpawnedProcess> {
   const health = args.includes('--health-interval') ? [] : ['--health-interval', '0'];
+  return startRelay(topo.lab, topo.relay, [...args, ...health, ...udpEngineArgs(args)]);
+}
+
+/** --udp-engine raw for a UDP relay when the suite runs against the raw engine (and args do not choose one). */
+export function udpEngineArgs(args: readonly string[]): string[] {
   const proto = args[args.indexOf('--proto') + 1] ?? '';
-  const engine = UDP_ENGINE === 'raw' && args.includes('--proto') && proto.includes('udp') && !args.includes('--udp-engine')
+  return UDP_ENGINE === 'raw' && args.includes('--proto') && proto.includes('udp') && !args.includes('--udp-engine')
     ? ['--udp-engine', 'raw'] : [];
-  return startRelay(topo.lab, topo.relay, [...args, ...health, ...engine]);
 }
 
 export function toolServer(topo: Topology, mode: string, port: number, addresses: readonly string[] = [ADDR.backend4, ADDR.backend6]): Promise<SpawnedProcess> {

@@ -6,6 +6,7 @@ import { Lab, Namespace, SpawnedProcess } from '../../src/lab/netns';
 import { cliPath, distFile, Topology, ADDR, waitUntilRelayServes } from '../../src/lab/topology';
 import { events } from '../../src/lab/peers';
 import { formatEndpoint } from '../../src/addr';
+import { udpEngineArgs } from '../integration/lab-fixture';
 
 /**
  * How much abuse: 1 in `npm test`, more with TORTURE=long (`npm run torture`).
@@ -30,7 +31,7 @@ export interface RelayOptions {
 /** Start relay inside the lab's relay namespace (with wrap and env) and wait until it serves. */
 export async function startRelay(topo: Topology, args: string[], options: RelayOptions = {}): Promise<SpawnedProcess> {
   const health = args.includes('--health-interval') ? [] : ['--health-interval', '0'];
-  const argv = [...(options.wrap ?? []), process.execPath, cliPath(), ...args, ...health];
+  const argv = [...(options.wrap ?? []), process.execPath, cliPath(), ...args, ...health, ...udpEngineArgs(args)];
   const proc = topo.lab.spawn(topo.relay, argv, options.env ?? {});
   await waitUntilRelayServes(proc, topo.relay, args, options.timeoutMs);
   return proc;

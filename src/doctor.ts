@@ -129,8 +129,10 @@ function checkFileLimit(config: RelayConfig): CheckResult {
   const limit = raiseFileLimit(needed);
   const name = 'open-file limit';
   if (limit.soft >= needed) return ok(name, `${limit.soft} >= ${needed} needed by the configured limits`);
+  const socketSessions = config.protocols.includes('udp') && config.udpEngine !== 'raw';
   return { name, status: 'fail', detail: `${limit.soft} (hard ${getFileLimit().hard}) < ${needed} needed`, fix: [
     'raise it: LimitNOFILE= in the systemd unit, or ulimit -Hn; or lower --max-conns / --max-sessions',
+    ...(socketSessions ? ['or hold UDP sessions with no fd each: --udp-engine raw (docs/udp.md, "Which engine")'] : []),
   ] };
 }
 

@@ -195,15 +195,18 @@ t.test('a configuration file with two services, reloaded live', { skip: !canRunL
     await reloaded(relay, 4);
     t.equal(echoOnce(topo, 'h'), 'h', 'served, by the retry');
     await eventually(() => relayLogs(relay, 'backend down').find((l) => l.backend === `${B}:${down}`), 5000, 'backend down');
-    const retriesBefore = relayLogs(relay, 'backend connect failed: trying another backend').length;
+    // Counted by each line's time, not by what reached stdout: relay batches its writes.
+    const retriesSince = (since: number) => relayLogs(relay, 'backend connect failed: trying another backend')
+      .filter((l) => Date.parse(String(l.time)) >= since).length;
+    const reloadStarted = Date.now();
     reloadWith(relay, file, both('connect-timeout = "3s"'));
     await reloaded(relay, 5);
     const closedBefore = relayLogs(relay, 'connection closed').length;
     for (let i = 0; i < 4; i++) t.equal(echoOnce(topo, `h${i}`), `h${i}`);
     // The runs above block this process: wait for relay's lines about them.
     await eventually(() => relayLogs(relay, 'connection closed').length >= closedBefore + 4, 5000, 'four more connection lines');
-    t.equal(relayLogs(relay, 'backend connect failed: trying another backend').length, retriesBefore,
-      'no new connection tried the down backend after the reload');
+    t.ok(retriesSince(0) >= 1, 'the first connection tried it, and was retried');
+    t.equal(retriesSince(reloadStarted), 0, 'no new connection tried the down backend after the reload');
     t.notOk(relayLogs(relay, 'backend up').some((l) => l.backend === `${B}:${down}`), 'it was not marked up');
   });
 

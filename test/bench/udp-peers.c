@@ -74,6 +74,25 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+// Point BATCH receive headers at their buffers, source slots and (when ctl is
+// given) control slots, as recvmmsg needs them before every call.
+static void prepare_receive(struct mmsghdr *msgs, struct iovec *iov, char (*bufs)[2048], struct sockaddr_in *from,
+                            char (*ctl)[64]) {
+  for (int i = 0; i < BATCH; i++) {
+    iov[i].iov_base = bufs[i];
+    iov[i].iov_len = sizeof bufs[i];
+    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    if (ctl) {
+      msgs[i].msg_hdr.msg_control = ctl[i];
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i];
+    }
+  }
+}
+
 static _Noreturn void die(const char *what) {
   printf("{\"event\":\"fatal\",\"what\":\"%s\",\"errno\":%d,\"error\":\"%s\"}\n", what, errno, strerror(errno));
   fflush(stdout);
@@ -178,15 +197,7 @@ static _Noreturn void run_echo(const struct opts *o) {
       fflush(stdout);
       next_status = t + 100000000ull;
     }
-    for (int i = 0; i < BATCH; i++) {
-      iov[i].iov_base = bufs[i];
-      iov[i].iov_len = sizeof bufs[i];
-      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_name = &from[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-    }
+    prepare_receive(msgs, iov, bufs, from, NULL);
     int n = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) die("recvmmsg");
@@ -634,17 +645,7 @@ static int receive_replies(struct spread *s, int wait_ms, void (*on_answer)(stru
   if (poll(&p, 1, wait_ms) <= 0) return 0;
   int answered = 0;
   for (int round = 0; round < 64; round++) {
-    for (int i = 0; i < BATCH; i++) {
-      iov[i].iov_base = bufs[i];
-      iov[i].iov_len = sizeof bufs[i];
-      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
-      msgs[i].msg_hdr.msg_name = &from[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-      msgs[i].msg_hdr.msg_control = ctl[i];
-      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i];
-    }
+    prepare_receive(msgs, iov, bufs, from, ctl);
     int n = recvmmsg(s->rx_fd, msgs, BATCH, MSG_DONTWAIT, NULL);
     if (n <= 0) break;
     uint64_t t = now_ns();

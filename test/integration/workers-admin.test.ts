@@ -95,7 +95,9 @@ max-conns = 101
     t.ok(own.every((a) => a > 0), `both workers served (${own.join(' + ')})`);
     t.equal(own[0] + own[1], before + n, "the relay's sum is the sum of the workers' own");
     for (const [i, pid] of workers.entries()) {
-      t.equal(await settleFds(pid, fdsBefore[i], 0), fdsBefore[i], `worker ${pid}'s fds are back where they were`);
+      const settled = await settleFds(pid, fdsBefore[i], 0);
+      // Fewer is no leak: an fd open for a moment when the baseline was read (CI on Node 26: 25, then 24).
+      t.ok(settled <= fdsBefore[i], `worker ${pid}'s fds are back where they were, or below (${settled}, before ${fdsBefore[i]})`);
     }
   });
 
@@ -133,7 +135,9 @@ max-conns = 101
     t.equal(api('/backends/web/198.51.100.99:1/drain', 'POST').status, 404, 'an unknown backend: 404');
     t.equal(api(`/backends/nope/${b(ONE)}/drain`, 'POST').status, 404, 'an unknown service: 404');
     for (const [i, pid] of workers.entries()) {
-      t.equal(await settleFds(pid, fdsBefore[i], 0), fdsBefore[i], `worker ${pid}'s fds are back where they were`);
+      const settled = await settleFds(pid, fdsBefore[i], 0);
+      // Fewer is no leak: an fd open for a moment when the baseline was read (CI on Node 26: 25, then 24).
+      t.ok(settled <= fdsBefore[i], `worker ${pid}'s fds are back where they were, or below (${settled}, before ${fdsBefore[i]})`);
     }
   });
 

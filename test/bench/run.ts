@@ -285,6 +285,7 @@ function udpWarnings(where: string, d: Record<string, string | number>, flatOut:
   // Flat-out one-way load is meant to overflow the proxy's queue; with replies expected, a drop is a lost request.
   if (!flatOut && Number(d.dropsRelayNs) > 0) out.push(`${where}: ${d.dropsRelayNs} datagrams dropped in the relay namespace (a proxy socket queue full)`);
   if (Number(d.failed) > 0) out.push(`${where}: ${d.failed} sessions never answered`);
+  if (d.belowOffered === 'yes') out.push(`${where}: served less than its offered ${d.offeredRate} req/s: not a comparison at equal load`);
   return out;
 }
 

@@ -243,9 +243,23 @@ export const tcpConnRateProxyV2: BenchCase = {
 };
 
 /** How a connection-rate run loads one target: wrk's extra arguments, and which address the backend saw. */
-interface ConnRateLoad {
+export interface ConnRateLoad {
   wrkArgs(proxy: ProxyUnderTest): string[];
   addressBackendSaw(ctx: BenchContext, proxy: ProxyUnderTest, url: string): Promise<string>;
+  /** wrk's connections for this target, when not --conns. */
+  conns?(proxy: ProxyUnderTest): number;
+}
+
+/**
+ * A paced load: each of wrk's connections waits delayMs before each request
+ * (wrk's delay() hook), so a target's rate is about its connections / delayMs,
+ * well below what it serves flat out. conns: wrk's connections per target.
+ */
+export function pacedLoad(ctx: BenchContext, delayMs: number, conns: (proxy: ProxyUnderTest) => number): ConnRateLoad {
+  const script = path.join(ctx.lab.dir, `wrk-delay-${delayMs}.lua`);
+  fs.writeFileSync(script, `-- written by test/bench/tcp.ts: ${delayMs} ms before every request\n` +
+    `function delay() return ${delayMs} end\n`);
+  return { ...PLAIN_LOAD, wrkArgs: () => ['-s', script], conns };
 }
 
 const PLAIN_LOAD: ConnRateLoad = {
@@ -357,7 +371,7 @@ function scrapeCost(ctx: BenchContext, proxy: ProxyUnderTest, seconds: number, r
   };
 }
 
-async function prepareConnRate(ctx: BenchContext, options: BenchOptions, load: ConnRateLoad = PLAIN_LOAD): Promise<PreparedCase> {
+export async function prepareConnRate(ctx: BenchContext, options: BenchOptions, load: ConnRateLoad = PLAIN_LOAD): Promise<PreparedCase> {
   const backend = { host: ADDR.backend4, port: HTTP_PORT };
   const nginx = await startNginx(ctx.lab, ctx.net.backend, LOAD_CPU, 'http', (dir) => httpBackendConfig(dir, backend), HTTP_PORT);
   return {
@@ -367,7 +381,7 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions, load: C
       const saw = await load.addressBackendSaw(ctx, proxy, url);
       const spaces = { client: ctx.net.client, relay: ctx.net.relay, backend: ctx.net.backend };
       const before = Object.fromEntries(Object.entries(spaces).map(([k, ns]) => [k, timeWaitState(ns)]));
-      const argv = ['wrk', '-t1', `-c${options.rateConns}`, `-d${options.seconds}s`, '--timeout', '2s',
+      const argv = ['wrk', '-t1', `-c${load.conns?.(proxy) ?? options.rateConns}`, `-d${options.seconds}s`, '--timeout', '2s',
         '-H', 'Connection: close', ...load.wrkArgs(proxy), url];
       const stopScraping = scrapeEverySecond(ctx, proxy);
       const window = await measureWindow(proxy, () =>
@@ -381,7 +395,8 @@ async function prepareConnRate(ctx: BenchContext, options: BenchOptions, load: C
         ...window,
         value: report.requestsPerSecond,
         sawClient: saw === ADDR.client4,
-        details: { requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx,
+        details: { ...(load.conns ? { wrkConns: load.conns(proxy) } : {}),
+          requests: report.requests, socketErrors: report.socketErrors, non2xx: report.non2xx,
           clientTimeWaitPer10k: per10k('client'), relayNsTimeWaitPer10k: per10k('relay'),
           backendTimeWaitPer10k: per10k('backend'), clientTimeWaitAfter: after.client.now,
           clientTimeWaitOverflow: after.client.overflow - before.client.overflow, backendSaw: saw, ...scrapes },

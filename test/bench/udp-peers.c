@@ -12,10 +12,13 @@
 //         count datagrams and check stamps; reply with the datagram (its flag
 //         byte set to what the check found) unless --sink. Prints a status line
 //         every 100 ms: {"event":"status","t":MONOTONIC_NS,"rx":..,...}.
-//   rr    --target A:P --local A --sockets N --warmup S --seconds S
+//   rr    --target A:P --local A --sockets N --warmup S --seconds S [--rate R]
 //         N sockets (N client ports), each with one request outstanding: a
 //         reply is answered at once with the next request. Counts completed
 //         requests after the warm-up; prints {"event":"rr-result",...}.
+//         --rate R: at most R requests a second in all (a fixed offered load,
+//         so proxies compare at equal load, not flat out): an answered socket
+//         waits its turn in a queue released at that rate.
 //   blast --target A:P --local A --sockets N --warmup S --seconds S
 //         N sockets sending 64-byte datagrams round-robin as fast as they go,
 //         nothing expected back; prints {"event":"blast-result",...}.
@@ -101,7 +104,7 @@ static _Noreturn void die(const char *what) {
 
 static _Noreturn void usage(void) {
   fprintf(stderr, "usage: udp-peers echo --listen A:P [--sink] | rr|blast|hold --target A:P --local A "
-                  "--sockets N [--warmup S --seconds S | --parallel P] | spread --target A:P --spoof-base A "
+                  "--sockets N [--warmup S --seconds S [--rate R] | --parallel P] | spread --target A:P --spoof-base A "
                   "--addresses K --first-port F --ports M --steps N1,N2 --seconds S --recv-port R [--window W] "
                   "[--measure-from N]\n");
   exit(2);
@@ -124,7 +127,7 @@ static struct sockaddr_in parse_endpoint(const char *spec) {
 struct opts {
   const char *listen, *target, *local, *spoof_base, *steps;
   int sink, sockets, parallel, addresses, first_port, ports, recv_port, window, measure_from;
-  double warmup, seconds;
+  double warmup, seconds, rate;
 };
 
 static struct opts parse_opts(int argc, char **argv) {
@@ -157,10 +160,11 @@ static struct opts parse_opts(int argc, char **argv) {
     else if (strcmp(a, "--recv-port") == 0) o.recv_port = atoi(v);
     else if (strcmp(a, "--window") == 0) o.window = atoi(v);
     else if (strcmp(a, "--measure-from") == 0) o.measure_from = atoi(v);
+    else if (strcmp(a, "--rate") == 0) o.rate = atof(v);
     else usage();
     i++;
   }
-  if (o.sockets < 1 || o.parallel < 1 || o.addresses < 1 || o.ports < 1 || o.window < 1) usage();
+  if (o.sockets < 1 || o.parallel < 1 || o.addresses < 1 || o.ports < 1 || o.window < 1 || o.rate < 0) usage();
   if (o.first_port < 1 || o.first_port + o.ports > 65536) usage();
   return o;
 }
@@ -248,6 +252,7 @@ struct flow {
   int answered;
   int tries;
   uint64_t sent_at;
+  int waiting; /* rr --rate: answered, queued for its turn to send */
   char payload[PAYLOAD];
 };
 
@@ -325,6 +330,35 @@ static struct flow *open_flows(const struct opts *o, struct sockaddr_in *local, 
 /* Re-send a request unanswered for this long (a datagram lost on the way). */
 #define RR_RETRY_NS 500000000ull
 
+/*
+ * rr --rate: flows whose turn has not come, first in first out, released at
+ * the rate since the start. Credit unused while every flow was outstanding is
+ * capped at one request per socket, so a slow spell is not followed by a burst.
+ */
+struct pacer {
+  double per_ns;
+  uint64_t start, released;
+  int *queue, head, count, cap;
+};
+
+static void pacer_push(struct pacer *p, struct flow *flows, int i) {
+  flows[i].waiting = 1;
+  p->queue[(p->head + p->count++) % p->cap] = i;
+}
+
+static void pacer_release(struct pacer *p, struct flow *flows, uint64_t t) {
+  uint64_t due = (uint64_t)((double)(t - p->start) * p->per_ns);
+  if (due > p->released + (uint64_t)p->cap) p->released = due - (uint64_t)p->cap;
+  while (p->released < due && p->count > 0) {
+    struct flow *f = &flows[p->queue[p->head]];
+    p->head = (p->head + 1) % p->cap;
+    p->count--;
+    f->waiting = 0;
+    send_request(f, t);
+    p->released++;
+  }
+}
+
 static int run_rr(const struct opts *o) {
   struct sockaddr_in local, target;
   struct flow *flows = open_flows(o, &local, &target);
@@ -340,12 +374,19 @@ static int run_rr(const struct opts *o) {
   uint64_t t1 = t0 + (uint64_t)(o->seconds * 1e9);
   uint64_t completed = 0, same = 0, other_addr = 0, other_port = 0, unchecked = 0;
   uint64_t retries = 0, stale = 0, refused = 0, rtt_sum = 0, completed_total = 0;
-  for (int i = 0; i < o->sockets; i++) send_request(&flows[i], start);
+  struct pacer pacer = {.per_ns = o->rate / 1e9, .start = start, .cap = o->sockets};
+  if (o->rate > 0) {
+    pacer.queue = calloc((size_t)o->sockets, sizeof *pacer.queue);
+    if (pacer.queue == NULL) die("calloc");
+    for (int i = 0; i < o->sockets; i++) pacer_push(&pacer, flows, i);
+  } else {
+    for (int i = 0; i < o->sockets; i++) send_request(&flows[i], start);
+  }
   static struct epoll_event evs[1024];
   char buf[2048];
   uint64_t next_scan = start + 50000000ull;
   for (;;) {
-    int n = epoll_wait(ep, evs, 1024, 10);
+    int n = epoll_wait(ep, evs, 1024, o->rate > 0 ? 1 : 10);
     uint64_t t = now_ns();
     if (t >= t1) break;
     int counting = t >= t0;
@@ -374,12 +415,14 @@ static int run_rr(const struct opts *o) {
         }
       }
       f->seq++;
-      send_request(f, t);
+      if (o->rate > 0) pacer_push(&pacer, flows, (int)evs[k].data.u32);
+      else send_request(f, t);
     }
+    if (o->rate > 0) pacer_release(&pacer, flows, t);
     if (t >= next_scan) {
       next_scan = t + 50000000ull;
       for (int i = 0; i < o->sockets; i++) {
-        if (t - flows[i].sent_at > RR_RETRY_NS) {
+        if (!flows[i].waiting && t - flows[i].sent_at > RR_RETRY_NS) {
           flows[i].seq++;
           send_request(&flows[i], t);
           retries++;
@@ -390,12 +433,13 @@ static int run_rr(const struct opts *o) {
   double secs = (double)(t1 - t0) / 1e9;
   printf("{\"event\":\"rr-result\",\"sockets\":%d,\"t0\":%llu,\"t1\":%llu,\"seconds\":%.3f,\"completed\":%llu,"
          "\"rate\":%.1f,\"meanRttUs\":%.1f,\"same\":%llu,\"otherAddr\":%llu,\"otherPort\":%llu,\"unchecked\":%llu,"
-         "\"retries\":%llu,\"stale\":%llu,\"refused\":%llu,\"completedWithWarmup\":%llu,",
+         "\"retries\":%llu,\"stale\":%llu,\"refused\":%llu,\"completedWithWarmup\":%llu,\"offeredRate\":%.0f,",
          o->sockets, (unsigned long long)t0, (unsigned long long)t1, secs, (unsigned long long)completed,
          (double)completed / secs, completed ? (double)rtt_sum / (double)completed / 1e3 : 0.0,
          (unsigned long long)same, (unsigned long long)other_addr, (unsigned long long)other_port,
          (unsigned long long)unchecked, (unsigned long long)retries, (unsigned long long)stale,
-         (unsigned long long)refused, (unsigned long long)completed_total);
+         (unsigned long long)refused, (unsigned long long)completed_total, o->rate);
+  free(pacer.queue);
   print_errors();
   printf("}\n");
   fflush(stdout);

@@ -14,7 +14,7 @@ import { formatEndpoint } from '../../src/addr';
 import { runCommand } from '../../src/shell';
 import { BenchCase, BenchOptions, PreparedCase, measureWindow } from './case';
 import { ADDR, FD_HARD_LIMIT, LOAD_CPU, runBounded, sleep, spawnPinned, stopWithin } from './lab';
-import { BenchContext, HostPort, ProxyUnderTest, Target, kernelTarget, udpNginxTarget, udpRelayTarget } from './targets';
+import { BenchContext, HostPort, ProxyUnderTest, Target, TargetName, kernelTarget, udpNginxTarget, udpRelayTarget } from './targets';
 import { openFds, totalRssKiB } from './proc';
 import type { CaseSummary } from './report';
 
@@ -132,6 +132,8 @@ export interface RequestRateSpec {
   targets: Target[];
   sessions: string;
   goal: BenchCase['goal'];
+  /** A fixed offered load per target (udp-peers rr --rate), instead of flat out; said in sessions. */
+  offeredRate?: Partial<Record<TargetName, number>>;
 }
 
 export function requestRateCase(spec: RequestRateSpec): BenchCase {
@@ -152,17 +154,23 @@ export function requestRateCase(spec: RequestRateSpec): BenchCase {
       'its socket\'s own address and port; the backend compares them with the source it saw and marks the reply, ' +
       'and the client counts the marks: "backend saw client" means every counted reply had the client\'s address ' +
       'AND port. Drops are the kernel\'s UDP RcvbufErrors in each namespace during the run (a socket queue full).',
-    prepare: (ctx, options) => prepareRequestRate(ctx, options),
+    prepare: (ctx, options) => prepareRequestRate(ctx, options, spec.offeredRate ?? {}),
   };
 }
 
-async function prepareRequestRate(ctx: BenchContext, options: BenchOptions): Promise<PreparedCase> {
+/** A paced run that fell this far below its offered rate was the proxy's (or the load's) limit, not the offer. */
+const PACED_SHORTFALL = 0.97;
+
+async function prepareRequestRate(ctx: BenchContext, options: BenchOptions,
+  offeredRate: Partial<Record<TargetName, number>>): Promise<PreparedCase> {
   const echo = await startEcho(ctx, RR_PORT, false);
   return {
     backend: echo.backend,
     async measure(proxy) {
+      const offered = offeredRate[proxy.name];
       const argv = [...clientArgs(ctx, 'rr', proxy.entry, options.udpFlows),
-        '--warmup', String(WARM_UP_SECONDS), '--seconds', String(options.seconds)];
+        '--warmup', String(WARM_UP_SECONDS), '--seconds', String(options.seconds),
+        ...(offered ? ['--rate', String(offered)] : [])];
       const { result: window, drops } = await countingDrops(ctx, () => measureWindow(proxy, () =>
         runBounded(ctx.lab, ctx.net.client, LOAD_CPU, argv, (options.seconds + WARM_UP_SECONDS) * 1000 + SLACK_MS)));
       const rr = resultLine<RrResult>(window.result, 'rr-result');
@@ -174,6 +182,7 @@ async function prepareRequestRate(ctx: BenchContext, options: BenchOptions): Pro
         value: rr.rate,
         sawClient: rr.same > 0 && wrong === 0,
         details: {
+          ...(offered ? { offeredRate: offered, belowOffered: rr.rate < offered * PACED_SHORTFALL ? 'yes' : 'no' } : {}),
           replies: rr.completed, meanRttUs: rr.meanRttUs, retries: rr.retries, staleReplies: rr.stale,
           ...dropDetails(drops), sendErrors: errorsText(rr.errors),
           backendSaw: `client address and port in ${rr.same} of ${rr.completed} replies` +

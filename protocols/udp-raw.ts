@@ -12,7 +12,7 @@
 import type { Family } from '../src/sys';
 import { RawUdpSender, TproxyReceiver, endpointKey, rawDestination, type EndpointKey, type RawDestination, type RawSource,
   type SendFailure, type UdpAddress } from '../src/sys/raw-udp';
-import { ipv4Number, ipv6Bytes } from '../src/sys/sockaddr';
+import { ipv6Bytes } from '../src/sys/sockaddr';
 import { familyOfAddress } from '../src/addr';
 import { SysError } from '../src/errors';
 import type { DatagramHandlers } from '../src/sys';
@@ -51,9 +51,9 @@ export class RawFlow implements RawSource, SendFailure {
   constructor(private readonly engine: RawUdpEngine, readonly address: string, readonly port: number, readonly family: Family,
     /** endpointKey of the client's address and port: the engine's key for this flow. */
     readonly key: EndpointKey) {
-    const ipv4 = family === 4 ? ipv4Number(address) : undefined;
-    this.source4 = ipv4 ?? 0;
-    this.source6 = ipv4 === undefined ? ipv6Bytes(address) : undefined;
+    // An IPv4 key is address * 65,536 + port (endpointKey): the address is parsed once, there.
+    this.source4 = typeof key === 'number' ? Math.floor(key / 65_536) : 0;
+    this.source6 = typeof key === 'number' ? undefined : ipv6Bytes(address);
   }
 
   connect(address: string, port: number): void {

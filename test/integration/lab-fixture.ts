@@ -73,6 +73,15 @@ export function relayLogs(proc: SpawnedProcess, msg?: string): Record<string, un
     .filter((l) => msg === undefined || l.msg === msg);
 }
 
+/**
+ * relay's lines with msg logged at or after since (ms): by each line's own
+ * time, not by when it reached stdout, since relay batches its writes and a
+ * line can arrive after a later event the test waited for.
+ */
+export function relayLogsSince(proc: SpawnedProcess, msg: string, since: number): Record<string, unknown>[] {
+  return relayLogs(proc, msg).filter((l) => Date.parse(String(l.time)) >= since);
+}
+
 /** Wait until predicate holds, polling, at most timeoutMs. */
 export async function eventually<T>(fn: () => T | undefined, timeoutMs = 5000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;

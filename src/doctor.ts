@@ -469,9 +469,10 @@ async function checkEndToEnd(backend: Endpoint, protocol: 'tcp' | 'udp', options
  * A PROXY service's front path, as the operator's front will use it: when
  * relay is serving, a TCP connection to its own listener from an address of
  * this host inside proxy-from, with a header naming the probe source as the
- * client (the identity the end-to-end lines above probe from). Where doctor
- * cannot do that (relay not running, no address of this host inside
- * proxy-from, UDP), the line says so rather than pass in silence.
+ * client (the identity the end-to-end lines above probe from); over UDP a
+ * datagram with a v2 header and --health-udp-probe. Where doctor cannot do
+ * that (relay not running, no address of this host inside proxy-from, no UDP
+ * probe), the line says so rather than pass in silence.
  */
 async function checkThroughRelay(options: DoctorOptions): Promise<CheckResult[]> {
   const ingress = options.run.proxyProtocol;
@@ -483,10 +484,12 @@ async function checkThroughRelay(options: DoctorOptions): Promise<CheckResult[]>
       const name = `through relay ${protocol} ${formatEndpoint(listener.address, listener.port)} with a PROXY header`;
       const front = localAddresses().find((a) => trusted(a) && (isWildcard(listener.address) || familyOfAddress(a) === listener.family));
       const notChecked = (why: string) => results.push(ok(name, `not checked: ${why}`));
-      if (protocol === 'udp') notChecked('doctor sends no header through a UDP listener yet (the end-to-end lines probe the backends)');
-      else if (!findListenerOwners('tcp', listener.port).some((o) => o.isRelay)) {
+      if (protocol === 'udp' && !options.run.health.udpProbe) {
+        notChecked('give --health-udp-probe HEX (e.g. a DNS query) to send a datagram through relay');
+      } else if (!findListenerOwners(protocol, listener.port).some((o) => o.isRelay)) {
         notChecked('relay is not running; run doctor again while it serves to check the path a front takes');
       } else if (!front) notChecked(`no address of this host is inside proxy-from (${ingress.from.join(', ')}) to send it from`);
+      else if (protocol === 'udp') results.push(await probeUdpThroughRelay(name, listener, front, options));
       else results.push(await probeThroughRelay(name, listener, front, ingress.version === 'v1' ? 'v1' : 'v2', options));
     }
   }
@@ -545,6 +548,42 @@ function probeThroughRelay(name: string, listener: Endpoint, front: string, vers
       fix: ['compare the running relay\'s proxy-protocol and proxy-from with these flags; its log names the reason',
         'see the end-to-end lines above for the backend'] }
       : { name, status: 'fail', detail: `${said}: connect ${err.code}` }));
+  });
+}
+
+/**
+ * A datagram from front to relay's UDP listener: a v2 header naming the probe
+ * source, then --health-udp-probe. relay sends the backend's reply back to the
+ * front as the backend sent it (go-mmproxy's way), so any reply means relay
+ * took the header, opened a session as the probe source and the reply found
+ * its way back; silence is a refused header, or a backend or return path that
+ * did not answer (the end-to-end lines above tell those apart).
+ */
+function probeUdpThroughRelay(name: string, listener: Endpoint, front: string, options: DoctorOptions): Promise<CheckResult> {
+  const family = familyOfAddress(front);
+  const client = options.probeSources[family];
+  const target = isWildcard(listener.address) ? front : listener.address;
+  const said = `from ${front}, a v2 header naming ${client}`;
+  return new Promise((resolve) => {
+    const socket = dgram.createSocket(family === 4 ? 'udp4' : 'udp6');
+    let done = false;
+    const finish = (result: CheckResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.close();
+      resolve(result);
+    };
+    const timer = setTimeout(() => finish({ name, status: 'fail', detail: `${said}: no reply through relay within ` +
+      `${options.probeTimeoutMs} ms: the running relay refused the header (it trusts other fronts) or the backend did not answer`,
+    fix: ['compare the running relay\'s proxy-protocol and proxy-from with these flags; its log names the reason',
+      'see the end-to-end lines above for the backend'] }), options.probeTimeoutMs);
+    socket.once('message', () => finish(ok(name, `${said}: relay took the header and the backend's reply came back through it`)));
+    socket.once('error', (err: NodeJS.ErrnoException) => finish({ name, status: 'fail', detail: `${said}: ${err.code}` }));
+    socket.bind({ address: front, port: 0 }, () => {
+      const header = writeProxyHeader('v2', 'dgram', { address: client, port: 0 }, { address: target, port: listener.port });
+      socket.send(Buffer.concat([header, options.run.health.udpProbe!]), listener.port, target);
+    });
   });
 }
 

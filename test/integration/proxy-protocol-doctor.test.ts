@@ -6,7 +6,9 @@
 // the probe source: the backend must see that address.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath, relay, toolServer, accepts, eventually } from './lab-fixture';
+import {
+  tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpToolsPath, relay, toolServer, accepts, eventually, udpEcho, udpSeen,
+} from './lab-fixture';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
 import { DEFAULT_PROBE_SOURCES } from '../../src/config';
 import { startNginxHttp } from '../../src/lab/peers';
@@ -90,4 +92,42 @@ t.test('relay doctor sends a PROXY header through the running relay', { skip: !c
   const outside = doctor(5461, '203.0.113.0/24');
   t.ok(outside.lines.some((l) => /^OK .*through relay tcp .*5461 .*not checked: no address of this host is inside proxy-from/.test(l)),
     `with no local address inside proxy-from, it says so:\n${outside.out}`);
+});
+
+t.test('relay doctor sends a datagram with a PROXY v2 header through the running relay', { skip: !canRunLab && SKIP_REASON }, async (t) => {
+  const topo = tcpLab(t, 'ppdu');
+  const echo = await udpEcho(topo, 83, [ADDR.backend4]);
+  const listen = formatEndpoint(ADDR.relayClientSide4, 5470);
+  const service = ['--proto', 'udp', '--listen', listen, '--backend', formatEndpoint(ADDR.backend4, 83),
+    '--proxy-protocol', 'v2', '--proxy-from', '192.0.2.0/24', '--health-udp-probe', '70726f6265'];
+  const doctor = (extra: string[] = []) => {
+    const r = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+      ...service, ...extra, '--probe-timeout', '1s'], { encoding: 'utf8', timeout: 30_000 });
+    return { status: r.status, out: r.stdout, lines: r.stdout.split('\n') };
+  };
+  const probe = DEFAULT_PROBE_SOURCES[4];
+  const idle = doctor();
+  t.ok(idle.lines.some((l) => /^OK .*through relay udp .*5470 .*not checked: relay is not running/.test(l)), `idle:\n${idle.out}`);
+
+  const proc = await relay(topo, [...service, '--session-timeout', '1s']);
+  const pid = relayPid(proc);
+  const fdsBefore = fdCount(pid);
+  const seenBefore = udpSeen(echo).length;
+  const served = doctor();
+  t.equal(served.status, 0, `doctor passes:\n${served.out}`);
+  t.ok(served.lines.some((l) => new RegExp(`^OK .*through relay udp ${listen} .*from ${ADDR.relayClientSide4}, ` +
+    `a v2 header naming ${probe}: relay took the header and the backend's reply came back`).test(l)), 'the datagram went through relay');
+  const seen = await eventually(() => {
+    const now = udpSeen(echo).slice(seenBefore);
+    return now.length >= 2 ? now : undefined;
+  }, 5000, 'the direct probe and the one through relay');
+  t.same(seen.map((s) => s.remote), [probe, probe], "the backend saw the header's client both times");
+  t.equal(seen[1].bytes, 5, 'the payload alone: the header stayed with relay');
+  t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were once the probe's session timed out");
+  await proc.stop('SIGTERM');
+
+  const noProbe = spawnSync('ip', ['netns', 'exec', topo.relay.name, ...IN_NAMESPACE_ENV, process.execPath, cliPath(), 'doctor',
+    ...service.slice(0, -2), '--probe-timeout', '1s'], { encoding: 'utf8', timeout: 30_000 });
+  t.ok(noProbe.stdout.split('\n').some((l) => /^OK .*through relay udp .*not checked: give --health-udp-probe/.test(l)),
+    `without a probe payload it says what it needs:\n${noProbe.stdout}`);
 });

@@ -42,11 +42,11 @@ t.test('nginx with proxy_protocol on logs the client relay names', { skip: !canR
     await proc.stop('SIGTERM');
   }
 
-  // A family mismatch under masquerade: the socket is relay's, the header keeps the client (IPv4-mapped).
+  // A family mismatch under masquerade: the socket is relay's (IPv6), the header keeps the client (IPv4).
   const mismatch = await relay(topo, ['--listen', '0.0.0.0:8104', '--send-proxy', 'v2', '--on-family-mismatch', 'masquerade',
     '--backend', formatEndpoint(ADDR.backend6, 81)]);
   t.equal(curl(`http://${ADDR.relayClientSide4}:8104/mismatch`), 'hello from the backend\n');
-  // The header carries ::ffff:192.0.2.2 (one family per header); nginx logs the IPv4 address it stands for.
+  // The header is in the client's family, whatever the backend's: TCP4 192.0.2.2 -> the address it reached.
   t.same(await seen('/mismatch'), [ADDR.relayBackendSide6, ADDR.client4], "mismatch: relay's socket, the client in the header");
   await mismatch.stop('SIGTERM');
 

@@ -23,7 +23,13 @@ export interface HealthOptions {
 /** Without active checks, a backend that real traffic marked down is tried again after this. */
 export const PASSIVE_RETRY_MS = 10_000;
 
-export type HealthChange = (endpoint: Endpoint, up: boolean, reason: string) => void;
+/**
+ * A backend went up or down here. decided: this process decided it (a single
+ * relay, or the workers' leader); false when it applies a decision made
+ * elsewhere (a follower hearing the leader, a restarted leader taking back the
+ * relay's state), which must not count as another transition of the relay.
+ */
+export type HealthChange = (endpoint: Endpoint, up: boolean, reason: string, decided: boolean) => void;
 
 /** Consecutive-result counting for one backend. Starts up: traffic flows until checks say otherwise. */
 export class HealthState {
@@ -93,7 +99,7 @@ export class HealthChecker {
     const state = this.states.get(nameOf(backend));
     if (!state || state.up === up) return;
     state.up = up;
-    this.onChange(backend, up, reason);
+    this.onChange(backend, up, reason, false);
     if (!up && !this.follower && !this.active) this.retryLater(backend, state);
   }
 
@@ -175,7 +181,7 @@ export class HealthChecker {
 
   /** A decision: applied here and, with workers, announced to every other worker. */
   private changed(backend: Endpoint, up: boolean, reason: string): void {
-    this.onChange(backend, up, reason);
+    this.onChange(backend, up, reason, true);
     this.shared?.link.announce(this.shared.keyOf(backend), up, reason);
   }
 

@@ -246,14 +246,15 @@ export class Service {
     for (const b of config.backends) if (this.drained.has(backendName(b.endpoint))) balancer.setUp(b.endpoint, false);
     const link = healthLink();
     const shared = link ? { link, keyOf: (backend: Endpoint) => healthKey(this.name, protocol, backend) } : undefined;
-    const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason) => {
+    const health = new HealthChecker(config.backends.map((b) => b.endpoint), protocol, config.health, (backend, up, reason, decided) => {
+      // Counted where it is decided, so the workers' summed metrics count each transition once.
       const counters = (protocol === 'tcp' ? this.tcp : this.udp)?.relay.backends.of(backend);
-      if (counters) counters[up ? 'wentUp' : 'wentDown']++;
+      if (counters && decided) counters[up ? 'wentUp' : 'wentDown']++;
       // A drained backend stays out of rotation whatever its health; enable gives it this state.
       balancer.setUp(backend, up && !this.drained.has(backendName(backend)));
       const fields = { proto: protocol, backend: formatEndpoint(backend.address, backend.port), reason };
       // With workers, the leader's line says it once for the relay; the others apply it quietly.
-      if (link && !link.leader) this.log.debug(fields, up ? 'backend up (from the leader)' : 'backend down (from the leader)');
+      if (!decided) this.log.debug(fields, up ? 'backend up (from the leader)' : 'backend down (from the leader)');
       else if (up) this.log.info(fields, 'backend up');
       else this.log.warn(fields, 'backend down');
     }, shared);

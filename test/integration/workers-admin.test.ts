@@ -3,7 +3,8 @@
 // through the API keeps new connections off the backend whichever worker
 // takes them (a worker restarted after the drain too), an open one finishes,
 // and enable brings the backend back; a reload ends a drain everywhere;
-// limits are split as documented.
+// limits are split as documented; a backend that dies is one health
+// transition in the summed metrics.
 // Asserted on what the backends saw and on each worker's own stats line.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -63,7 +64,8 @@ max-conns = 101
       const lines = relayLogs(relay, 'service started').filter((l) => l.service === 'web');
       return lines.length === 2 ? lines : undefined;
     }, 5000, "each worker's service start line");
-    t.same(started.map((l) => l.maxConns), [50, 50], 'max-conns 101 over 2 workers: 50 each (the floor)');
+    t.same(started.map((l) => [l.worker, l.maxConns]).sort(), [[0, 51], [1, 50]],
+      'max-conns 101 over 2 workers: 51 and 50, the relay\'s 101 exactly');
     const health = api('/healthz');
     t.equal(health.status, 200);
     t.equal(health.body, 'ok: 2 of 2 workers serving\n');
@@ -184,6 +186,25 @@ max-conns = 101
     }, 10_000, 'the worker restarted and listening');
     await eventually(() => api('/healthz').body === 'ok: 2 of 2 workers serving\n' || undefined, 5000, 'both serving');
     t.same(stateIn(), ['up', 'up'], 'the restarted worker did not get the ended drain');
+  });
+
+  await t.test('a backend that dies is one transition down in the summed metrics, not one per worker', async (t) => {
+    const transitions = (to: string) => metricTotal(metrics(), 'relay_backend_health_transitions_total',
+      { service: 'web', backend: b(TWO), to });
+    const downBefore = transitions('down');
+    two.child.kill('SIGKILL');
+    await two.exited;
+    // Both workers get clients (both served in the test above); some pick the dead backend and retry the other.
+    t.equal(echoMany(topo, target, 'k', 30), 30, 'all served, by the retry when the dead one was tried');
+    await eventually(() => relayLogs(relay, 'backend down').find((l) => l.backend === b(TWO)), 5000, 'backend down');
+    const applied = await eventually(() => {
+      const state = JSON.parse(api('/status').body).perWorker
+        .map((w: { services?: { tcp: { backends: { backend: string; state: string }[] } }[] }) =>
+          w.services?.[0].tcp.backends.find((x) => x.backend === b(TWO))?.state);
+      return state.every((x: string) => x === 'down') ? state : undefined;
+    }, 5000, 'both workers applied it');
+    t.same(applied, ['down', 'down'], 'down in every worker');
+    t.equal(transitions('down'), downBefore + 1, 'counted once, by the leader that decided it');
   });
 
   await t.test('SIGTERM: every worker drains, the primary exits 0', async (t) => {

@@ -8,7 +8,7 @@ import {
 } from './config';
 import type { FileConfig } from './config-file';
 import type { LogLevel } from './config';
-import { parseWorkers, workerRole } from './workers';
+import { assertLimitsSplit, configTextFromPrimary, parseWorkers, workerRole } from './workers';
 import type { PrimaryOptions } from './workers';
 import { assertSupportedPlatform } from './sys/platform';
 
@@ -54,7 +54,10 @@ async function main(argv: string[]): Promise<number> {
   const admin = buildAdminOptions(values);
   const role = workerRole();
   if (values.check && !role && !(await checksAllowStart([options], values))) return 1;
-  if (workers > 1 && !role) return startPrimary({ count: workers, logLevel: options.run.logLevel, pidFile, admin });
+  if (workers > 1 && !role) {
+    assertLimitsSplit([options.run], workers);
+    return startPrimary({ count: workers, logLevel: options.run.logLevel, pidFile, admin });
+  }
   const { runRelay } = await import('./run');
   await runRelay({
     services: [{ name: 'default', run: options.run }],
@@ -95,18 +98,22 @@ async function configRun(values: ParsedValues): Promise<number> {
     throw new ConfigError(`--config with ${given.map((k) => `--${k}`).join(', ')}: the file is the one source of truth; ` +
       `put ${given.length > 1 ? 'them' : 'it'} in the file (a service's keys in its [[service]] table)`);
   }
-  const file = await loadCheckedFile(path);
+  // A worker starts from the text the primary holds: the file as it was at the last start or valid reload.
+  const role = workerRole();
+  const { readConfigText } = await import('./config-file');
+  const text = (role ? configTextFromPrimary() : undefined) ?? readConfigText(path);
+  const file = await loadCheckedFile(path, text);
   if (values['check-config']) {
     const { formatEffective } = await import('./config-file');
     process.stdout.write(formatEffective(file));
     return 0;
   }
-  const role = workerRole();
   if (values.check && !role && !(await checksAllowStart(serviceOptions(file), values))) return 1;
   const flagLevel = values['log-level'] !== undefined ? parseLogLevel(values['log-level']) : undefined;
   const logLevel = flagLevel ?? file.global.logLevel;
   if (file.global.workers > 1 && !role) {
-    return startPrimary({ count: file.global.workers, logLevel, pidFile: file.global.pidFile, configPath: path, admin: file.global.admin });
+    return startPrimary({ count: file.global.workers, logLevel, pidFile: file.global.pidFile, configPath: path, admin: file.global.admin,
+      config: { path, text, check: async (next) => { await loadCheckedFile(path, next); } } });
   }
   const { runRelay } = await import('./run');
   await runRelay({
@@ -122,10 +129,13 @@ async function configRun(values: ParsedValues): Promise<number> {
   return -1;
 }
 
-/** A configuration file, refused as a run's flags would be if a service cannot work on this host. */
-async function loadCheckedFile(path: string): Promise<FileConfig> {
-  const { loadConfigFile } = await import('./config-file');
-  const file = loadConfigFile(path);
+/**
+ * A configuration file (or the text given for it), refused as a run's flags
+ * would be if a service cannot work on this host.
+ */
+async function loadCheckedFile(path: string, text?: string): Promise<FileConfig> {
+  const { parseConfigText, readConfigText } = await import('./config-file');
+  const file = parseConfigText(text ?? readConfigText(path), path);
   const { readHostFacts } = await import('./routes');
   const facts = readHostFacts();
   for (const [i, options] of serviceOptions(file).entries()) {

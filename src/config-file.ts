@@ -14,7 +14,7 @@ import {
 import { Endpoint, formatEndpoint, isWildcard, listenAddressProblem, parseEndpoint, backendAddressProblem } from './addr';
 import { parseBackend } from './balance';
 import { formatDuration } from './duration';
-import { parseWorkers } from './workers';
+import { assertLimitsSplit, parseWorkers } from './workers';
 
 
 /** Keys of the top level: the process's, not any one service's. */
@@ -57,14 +57,17 @@ export interface FileConfig {
 
 /** Read and validate a configuration file; throws ConfigError naming the file, line and key. */
 export function loadConfigFile(path: string): FileConfig {
-  let text: string;
+  return parseConfigText(readConfigText(path), path);
+}
+
+/** The file's text, or a ConfigError naming it. */
+export function readConfigText(path: string): string {
   try {
-    text = fs.readFileSync(path, 'utf8');
+    return fs.readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     throw new ConfigError(`${echo(path)}: cannot read the configuration file (${code})`);
   }
-  return parseConfigText(text, path);
 }
 
 /** Pure: the text of a configuration file to a validated configuration. */
@@ -88,6 +91,7 @@ export function parseConfigText(text: string, path: string): FileConfig {
   const services = rawServices.map((raw, i) => serviceConfig(raw, i, where, inherited));
   refuseDuplicateNames(services, where);
   refuseListenClashes(services, where);
+  services.forEach((s, i) => where.wrap(i, undefined, () => assertLimitsSplit([s.run], global.workers)));
   return Object.freeze({ path, global, services: Object.freeze(services) });
 }
 

@@ -49,7 +49,7 @@ export async function runRelay(plan: RunPlan): Promise<void> {
   exitOnUncaught(log);
   const selfTest = await runSelfTest(); // relay's handles on this Node.js, over loopback: refuses the start if they differ
   // A worker runs its share: listeners in the SO_REUSEPORT group, limits split.
-  const planned = worker ? plan.services.map((s) => ({ ...s, run: workerShare(s.run, worker.count) })) : plan.services;
+  const planned = worker ? plan.services.map((s) => ({ ...s, run: workerShare(s.run, worker.count, worker.index) })) : plan.services;
   const configs = planned.map((s) => s.run);
   for (const family of new Set(configs.flatMap((c) => c.backends.map((b) => b.endpoint.family)))) {
     assertTransparentAllowed(family);
@@ -130,15 +130,17 @@ function relayVersion(): string {
  */
 async function reloadServices(services: Map<string, Service>, log: Logger, plan: RunPlan): Promise<void> {
   let next: FileConfig;
+  let wanted: Map<string, RelayConfig>;
+  const worker = plan.worker;
+  const share = (run: RelayConfig) => (worker ? workerShare(run, worker.count, worker.index) : run);
   try {
     next = await plan.reread!();
+    wanted = new Map(next.services.map((s) => [s.name, share(s.run)])); // limits that cannot be split refuse the file
   } catch (err) {
     log.error({ config: plan.configPath, err: describeError(err) }, 'reload failed: configuration unchanged, still serving');
     return;
   }
   if (!plan.logLevelFixed && next.global.logLevel !== log.level) log.level = next.global.logLevel;
-  const share = (run: RelayConfig) => (plan.worker ? workerShare(run, plan.worker.count) : run);
-  const wanted = new Map(next.services.map((s) => [s.name, share(s.run)]));
   const removed = [...services.keys()].filter((name) => !wanted.has(name));
   const added: string[] = [];
   const changed: Record<string, ServiceChange> = {};
@@ -168,7 +170,10 @@ async function reloadServices(services: Map<string, Service>, log: Logger, plan:
   const restart = Object.entries(changed).filter(([, c]) => c.needsRestart.length > 0);
   const pidFileMoved = plan.pidFile !== undefined && next.global.pidFile !== plan.pidFile;
   const adminMoved = !sameValue(plan.admin, next.global.admin);
-  const globalKeys = [...(pidFileMoved ? ['pid-file'] : []), ...(adminMoved ? ['admin'] : [])];
+  const workersChanged = next.global.workers !== (plan.worker?.count ?? 1);
+  // The relay's own keys: said once, by a single relay or worker 0, not by every worker.
+  const globalKeys = (plan.worker?.index ?? 0) !== 0 ? []
+    : [...(pidFileMoved ? ['pid-file'] : []), ...(adminMoved ? ['admin'] : []), ...(workersChanged ? ['workers'] : [])];
   if (restart.length > 0 || globalKeys.length > 0) {
     log.warn({
       config: plan.configPath,

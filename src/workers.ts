@@ -16,6 +16,10 @@ import { HealthRouter, HealthMessage } from './health-link';
 /** The environment a worker runs with: its index, and how many there are. */
 const WORKER_ENV = 'RELAY_WORKER';
 const WORKERS_ENV = 'RELAY_WORKERS';
+/** The configuration file's text as the relay runs it, for a worker (re)started. */
+const CONFIG_TEXT_ENV = 'RELAY_CONFIG_TEXT';
+/** Linux takes at most 128 KiB in one environment string; a larger file is read by the worker itself. */
+const CONFIG_TEXT_ENV_MAX = 100_000;
 
 /** A worker that dies is started again after this, doubling up to MAX_RESTART_DELAY_MS. */
 const FIRST_RESTART_DELAY_MS = 500;
@@ -51,17 +55,32 @@ export function parseWorkers(raw: unknown, what = '--workers'): number {
 }
 
 /**
- * A service's configuration as one worker of count runs it: its listeners
+ * A service's configuration as worker index of count runs it: its listeners
  * join the SO_REUSEPORT group, and the relay-wide limits are split so the
- * workers together never exceed them (each gets the floor, at least 1).
+ * workers together use exactly them (the first limit % count workers take one
+ * more than the others). A limit below count would leave a worker none, and
+ * every client the kernel hands it refused: a ConfigError.
  */
-export function workerShare(config: RelayConfig, count: number): RelayConfig {
+export function workerShare(config: RelayConfig, count: number, index: number): RelayConfig {
   return Object.freeze({
     ...config,
     reusePort: true,
-    maxConns: Math.max(1, Math.floor(config.maxConns / count)),
-    maxSessions: Math.max(1, Math.floor(config.maxSessions / count)),
+    maxConns: splitLimit(config.maxConns, count, index, 'max-conns', config.protocols.includes('tcp')),
+    maxSessions: splitLimit(config.maxSessions, count, index, 'max-sessions', config.protocols.includes('udp')),
   });
+}
+
+function splitLimit(limit: number, count: number, index: number, key: string, used: boolean): number {
+  if (limit < count && used) {
+    throw new ConfigError(`${key} ${limit} is below the ${count} workers: each worker needs at least 1 ` +
+      `(raise ${key} or run fewer workers)`);
+  }
+  return Math.max(1, Math.floor(limit / count) + (index < limit % count ? 1 : 0));
+}
+
+/** Refuse the start, before any worker, when a service's limits cannot be split over count workers. */
+export function assertLimitsSplit(configs: readonly RelayConfig[], count: number): void {
+  for (const config of configs) workerShare(config, count, 0);
 }
 
 interface Worker {
@@ -85,6 +104,17 @@ export interface PrimaryOptions {
   configPath?: string;
   /** --admin: the primary serves it for the whole relay (src/admin/primary.ts). */
   admin?: AdminOptions;
+  /**
+   * --config: the file's text as the relay runs it, which a worker started
+   * later (a restart) runs too, whatever the file says by then; check
+   * validates a reloaded text as the workers will.
+   */
+  config?: { path: string; text: string; check(text: string): Promise<void> };
+}
+
+/** The configuration text the primary handed this worker, if any. */
+export function configTextFromPrimary(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env[CONFIG_TEXT_ENV];
 }
 
 /**
@@ -102,12 +132,16 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   const admin = options.admin ? await startAdmin(options.admin, () => workers, () => stopping, log) : undefined;
   let started = false;
   const exitCodes: (number | null)[] = [];
+  let configText = options.config?.text;
+  const configEnv = (): NodeJS.ProcessEnv =>
+    (configText !== undefined && configText.length <= CONFIG_TEXT_ENV_MAX ? { [CONFIG_TEXT_ENV]: configText } : {});
 
   const start = (worker: Worker): void => {
     worker.ready = false;
     worker.startedAt = Date.now();
     const child = fork(options.entry, [...options.argv], {
-      env: { ...process.env, [WORKER_ENV]: String(worker.index), [WORKERS_ENV]: String(options.count), ...admin?.target.workerEnv() },
+      env: { ...process.env, [WORKER_ENV]: String(worker.index), [WORKERS_ENV]: String(options.count), ...configEnv(),
+        ...admin?.target.workerEnv() },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       // Its own process group: a Ctrl-C at the terminal reaches the primary
       // alone, which passes one SIGTERM on (twice would cut the drain short).
@@ -175,7 +209,19 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
   };
 
   for (const worker of workers) start(worker);
-  installPrimarySignals(log, workers, () => {
+  // A reload: the text a restarted worker gets is the file's only if it is valid (each worker says why not).
+  const beforeReload = async (): Promise<void> => {
+    if (!options.config) return;
+    try {
+      const { readConfigText } = await import('./config-file');
+      const text = readConfigText(options.config.path);
+      await options.config.check(text);
+      configText = text;
+    } catch {
+      // The workers refuse it too, and log why; a worker restarted later runs what the others run.
+    }
+  };
+  installPrimarySignals(log, workers, beforeReload, () => {
     if (stopping) {
       stopAll('SIGTERM'); // a second signal: the workers cut their drain short
       return;
@@ -201,14 +247,14 @@ async function startAdmin(options: AdminOptions, workers: () => readonly Worker[
   return { target, server: await AdminServer.start(options, target, log) };
 }
 
-/** SIGHUP (reload) and SIGUSR2 (stats) go to every worker; SIGTERM/SIGINT stop them. */
-function installPrimarySignals(log: Logger, workers: readonly Worker[], stop: () => void): void {
-  for (const signal of ['SIGHUP', 'SIGUSR2'] as const) {
-    process.on(signal, () => {
-      log.info({ signal, workers: workers.filter((w) => w.child).length }, 'passing the signal to every worker');
-      for (const w of workers) w.child?.kill(signal);
-    });
-  }
+/** SIGHUP (reload, after beforeReload) and SIGUSR2 (stats) go to every worker; SIGTERM/SIGINT stop them. */
+function installPrimarySignals(log: Logger, workers: readonly Worker[], beforeReload: () => Promise<void>, stop: () => void): void {
+  const passOn = (signal: NodeJS.Signals) => {
+    log.info({ signal, workers: workers.filter((w) => w.child).length }, 'passing the signal to every worker');
+    for (const w of workers) w.child?.kill(signal);
+  };
+  process.on('SIGHUP', () => void beforeReload().then(() => passOn('SIGHUP')));
+  process.on('SIGUSR2', () => passOn('SIGUSR2'));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }

@@ -14,6 +14,10 @@ import { cliPath } from '../../src/lab/topology';
 const B = ADDR.backend4;
 const PORT = 7500;
 const BACKEND_PORT = 7501;
+/** A second service whose backend gets active checks, and nothing else. */
+const CHECKED_PORT = 7510;
+const CHECKED_BACKEND_PORT = 7511;
+const CHECK_INTERVAL_MS = 250;
 
 /** The pids that hold a listening socket on port (ss -p), for tcp or udp. */
 function listeningPids(topo: Topology, proto: 'tcp' | 'udp', port: number): number[] {
@@ -30,6 +34,7 @@ t.test('relay --workers 2', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   const topo = tcpLab(t, 'wkr');
   const tcpBackend = await toolServer(topo, 'echo', BACKEND_PORT, [B]);
   const udpBackend = await udpEcho(topo, BACKEND_PORT, [B]);
+  const checkedBackend = await toolServer(topo, 'echo', CHECKED_BACKEND_PORT, [B]);
   const file = path.join(topo.lab.dir, 'relay.toml');
   const config = (extra = '') => `workers = 2
 ${UDP_ENGINE === 'raw' ? 'udp-engine = "raw"' : ''}
@@ -42,6 +47,13 @@ listen = ["${ADDR.relayClientSide4}:${PORT}"]
 backend = ["${B}:${BACKEND_PORT}"]
 health-interval = "0s"
 ${extra}
+
+[[service]]
+name = "checked"
+proto = "tcp"
+listen = ["${ADDR.relayClientSide4}:${CHECKED_PORT}"]
+backend = ["${B}:${CHECKED_BACKEND_PORT}"]
+health-interval = "${CHECK_INTERVAL_MS}ms"
 `;
   fs.writeFileSync(file, config());
   const relay = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), '--config', file]);
@@ -102,6 +114,47 @@ ${extra}
     await held.stop('SIGTERM');
   });
 
+  await t.test('a reload with workers: a bad file changes nothing; a new workers count is named once, as needing a restart', async (t) => {
+    const serving = listeningPids(topo, 'tcp', PORT);
+    const failedBefore = relayLogs(relay, 'reload failed: configuration unchanged, still serving').length;
+    // Two workers cannot share one session: the split refuses it, in every worker, and each keeps its config.
+    fs.writeFileSync(file, config('max-sessions = 1'));
+    process.kill(primary, 'SIGHUP');
+    const failed = await eventually(() => {
+      const lines = relayLogs(relay, 'reload failed: configuration unchanged, still serving').slice(failedBefore);
+      return lines.length >= 2 ? lines : undefined;
+    }, 5000, 'both workers refused the file');
+    t.match(String(failed[0].err), /max-sessions 1 is below the 2 workers/);
+    t.equal(echoOnce(topo, 'still'), 'still', 'still served');
+    const warnBefore = relayLogs(relay, 'reload: these keys need a restart; the rest is applied').length;
+    const reloadsBefore = relayLogs(relay, 'configuration reloaded').length;
+    fs.writeFileSync(file, config('connect-timeout = "3s"').replace('workers = 2', 'workers = 3'));
+    process.kill(primary, 'SIGHUP');
+    await eventually(() => relayLogs(relay, 'configuration reloaded').length >= reloadsBefore + 2, 5000, 'both workers reloaded');
+    const warned = relayLogs(relay, 'reload: these keys need a restart; the rest is applied').slice(warnBefore);
+    t.equal(warned.length, 1, 'one warning for the relay, not one per worker');
+    t.same(warned[0]?.global, ['workers']);
+    t.same(listeningPids(topo, 'tcp', PORT), serving, 'still the same two workers');
+    fs.writeFileSync(file, config('connect-timeout = "3s"'));
+  });
+
+  await t.test('a worker restarted while the file is broken runs what the relay runs', async (t) => {
+    // An edit not yet reloaded (here, a broken one) must not reach a restarted worker: it gets the last valid text.
+    fs.writeFileSync(file, '[[service]\nbroken = ');
+    const victim = listeningPids(topo, 'tcp', PORT)[0];
+    const exitsBefore = relayLogs(relay, 'worker exited: restarting it').length;
+    process.kill(victim, 'SIGKILL');
+    const now = await eventually(() => {
+      const pidsNow = listeningPids(topo, 'tcp', PORT);
+      return pidsNow.length === 2 && !pidsNow.includes(victim) ? pidsNow : undefined;
+    }, 10_000, 'the worker back and listening');
+    t.equal(now.length, 2, 'two workers listen again');
+    t.equal(echoOnce(topo, 'restarted'), 'restarted', 'served');
+    await new Promise((r) => setTimeout(r, 1000)); // a worker that could not start would have exited by now
+    t.equal(relayLogs(relay, 'worker exited: restarting it').length, exitsBefore + 1, 'one exit, the SIGKILL: the new worker stayed up');
+    fs.writeFileSync(file, config('connect-timeout = "3s"'));
+  });
+
   await t.test('a backend that fails is marked down once, for every worker', async (t) => {
     const dead = 7509; // nothing listens there
     const before = relayLogs(relay, 'configuration reloaded').length;
@@ -130,9 +183,31 @@ ${extra}
     t.equal(retriesSince(secondRound), 0, 'afterwards no worker tries it: they all know it is down');
   });
 
-  await t.test('SIGTERM drains every worker and exits 0', async (t) => {
+  await t.test('active checks run once per backend for the relay, not once per worker', async (t) => {
+    const checks = () => accepts(checkedBackend).filter((a) => a.remote === ADDR.relayBackendSide4).length;
+    const from = checks();
+    const windowMs = 3000;
+    await new Promise((r) => setTimeout(r, windowMs));
+    const made = checks() - from;
+    const oneChecker = windowMs / CHECK_INTERVAL_MS; // 12; two workers checking would make 24
+    t.ok(made >= oneChecker / 2 && made <= oneChecker * 1.5, `${made} checks in ${windowMs} ms: one checker's ${oneChecker}, not two`);
+  });
+
+  await t.test('SIGTERM drains every worker: an open connection still works, then the primary exits 0', async (t) => {
     const workers = listeningPids(topo, 'tcp', PORT);
-    t.equal(await relay.stop('SIGTERM'), 0, 'the primary exits 0');
+    const held = heldConnection(topo, `${ADDR.relayClientSide4}:${PORT}`);
+    await held.waitFor(/"event":"echoed"/, 5000);
+    process.kill(primary, 'SIGTERM');
+    await eventually(() => relayLogs(relay, 'stopping: draining every worker')[0], 5000, "the primary's drain line");
+    process.kill(held.child.pid!, 'SIGUSR2');
+    const second = await eventually(() => held.stdout().split('\n').filter((l) => l.includes('"echoed"'))[1], 5000, 'second echo');
+    t.same(JSON.parse(second), { event: 'echoed', bytes: 200000, exact: true }, 'the open connection moved 100,000 more bytes during the drain');
+    const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    t.ok(workers.some(alive), 'the worker holding it still runs (one with nothing open may be gone already)');
+    const closedAt = Date.now();
+    await held.stop('SIGTERM');
+    t.equal(await relay.exited(10_000), 0, 'the primary exits 0');
+    t.ok(Date.now() - closedAt < 5000, `once the last connection closed (${Date.now() - closedAt} ms)`);
     t.same(listeningPids(topo, 'tcp', PORT), [], 'nothing listens any more');
     for (const pid of workers) t.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `worker ${pid} is gone`);
     t.ok(relayLogs(relay, 'relay stopped').some((l) => l.role === 'primary'), "the primary's stop line");

@@ -2,7 +2,7 @@
 // role from the environment, and how the primary routes health messages.
 import t from 'tap';
 import * as os from 'node:os';
-import { parseWorkers, workerShare, workerRole } from '../../src/workers';
+import { assertLimitsSplit, parseWorkers, workerShare, workerRole } from '../../src/workers';
 import { HealthRouter, ReportBatch, healthKey, replayRuns, type HealthMessage } from '../../src/health-link';
 import { HealthState } from '../../src/health';
 import { buildRunConfig } from '../../src/config';
@@ -16,13 +16,19 @@ t.test('--workers', async (t) => {
   }
 });
 
-t.test("a worker's share: limits split, never above the relay's", async (t) => {
-  const run = buildRunConfig({ listen: ['192.0.2.1:53'], backend: ['198.51.100.20:53'], 'max-conns': '4096', 'max-sessions': '5' });
-  const share = workerShare(run, 3);
-  t.equal(share.maxConns, 1365);
-  t.equal(share.maxSessions, 1);
-  t.equal(share.reusePort, true);
-  t.equal(workerShare(run, 8).maxSessions, 1, 'at least one each');
+t.test("a worker's share: limits split exactly, their sum the relay's", async (t) => {
+  const run = buildRunConfig({ proto: 'udp', listen: ['192.0.2.1:53'], backend: ['198.51.100.20:53'],
+    'max-conns': '4096', 'max-sessions': '5' });
+  const shares = [0, 1, 2].map((index) => workerShare(run, 3, index));
+  t.same(shares.map((s) => s.maxSessions), [2, 2, 1], 'max-sessions 5 over 3 workers');
+  t.same(shares.map((s) => s.maxConns), [1366, 1365, 1365], 'max-conns 4096 over 3 workers');
+  t.ok(shares.every((s) => s.reusePort), 'listeners join the SO_REUSEPORT group');
+  t.same([0, 1, 2, 3, 4].map((index) => workerShare(run, 5, index).maxSessions), [1, 1, 1, 1, 1], 'one each');
+  t.throws(() => workerShare(run, 8, 0), { name: 'ConfigError', message: /max-sessions 5 is below the 8 workers: each worker needs at least 1/ },
+    'a limit below the workers leaves one with none: refused');
+  t.throws(() => assertLimitsSplit([run], 6), { name: 'ConfigError' });
+  const tcp = buildRunConfig({ listen: ['192.0.2.1:80'], backend: ['198.51.100.20:80'], 'max-sessions': '1' });
+  t.doesNotThrow(() => assertLimitsSplit([tcp], 4), "a TCP service's max-sessions is not split: it has no sessions");
 });
 
 t.test('the role comes from the environment the primary sets', async (t) => {

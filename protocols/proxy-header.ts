@@ -2,7 +2,8 @@
 // chooses a backend: the client is read from at once (elsewhere it is not read
 // until its upstream connects), the header is parsed as bytes arrive, and what
 // follows the header in the same reads is handed on, to be forwarded first.
-import type { TcpHandle, FaultOwner } from '../src/sys';
+import type { TcpHandle, FaultOwner, ReadHandlers } from '../src/sys';
+import type { SysError } from '../src/errors';
 import {
   parseProxyHeader, V1_MAX_LENGTH, V2_DEFAULT_MAX_LENGTH,
   type ProxyHeader, type ProxyHeaderProblem, type ProxyVersionMode,
@@ -22,7 +23,7 @@ export type HeaderResult =
  * nothing is buffered beyond the header's bound (107 bytes for v1, the v2
  * maximum otherwise) plus the read that completed it.
  */
-export class ProxyHeaderReader implements FaultOwner {
+export class ProxyHeaderReader implements FaultOwner, ReadHandlers {
   private received: Buffer | undefined;
   private finished = false;
   /**
@@ -39,10 +40,18 @@ export class ProxyHeaderReader implements FaultOwner {
   ) {
     client.owner = this;
     this.deadline = Date.now() + timeoutMs;
-    client.readStart({
-      data: (chunk) => this.onData(chunk),
-      end: (err) => this.finish({ ok: false, why: err ? 'client error' : 'closed', code: err?.code }),
-    });
+    // The reader is its own handlers: no object or closures of their own per connection.
+    client.readStart(this);
+  }
+
+  /** ReadHandlers: bytes from the front. */
+  data(chunk: Buffer): void {
+    this.onData(chunk);
+  }
+
+  /** ReadHandlers: the front closed, or its read failed, before the header was complete. */
+  end(err?: SysError): void {
+    this.finish({ ok: false, why: err ? 'client error' : 'closed', code: err?.code });
   }
 
   /** Give up now (relay is stopping); done is not called. */

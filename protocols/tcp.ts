@@ -225,7 +225,8 @@ export class TcpRelay implements ConnectionOwner, UpstreamOutcomes {
     }
     this.stats.accepted++;
     const ownSource = this.config.upstreamSource === 'relay';
-    const identity: ClientIdentity = { address, port: peer.port, ownSource };
+    // Every identity has the same fields in the same order: one shape for the code that reads them.
+    const identity: ClientIdentity = { address, port: peer.port, front: undefined, ownSource, firstBytes: undefined };
     if (this.config.sendProxy) identity.firstBytes = this.sendProxyHeader(identity, client.local());
     this.connectClient(client, identity, log);
   }
@@ -280,11 +281,9 @@ export class TcpRelay implements ConnectionOwner, UpstreamOutcomes {
     }
     this.stats.accepted++;
     const identity = this.identityFromHeader(result.header, front);
-    const toBackend = [
-      this.config.sendProxy ? this.sendProxyHeader(identity, headerDestination(result.header) ?? client.local()) : undefined,
-      result.rest,
-    ].filter((b): b is Buffer => b !== undefined);
-    if (toBackend.length > 0) identity.firstBytes = toBackend.length === 1 ? toBackend[0] : Buffer.concat(toBackend);
+    // A send-proxy header, then what followed the front's header.
+    const ours = this.config.sendProxy ? this.sendProxyHeader(identity, headerDestination(result.header) ?? client.local()) : undefined;
+    identity.firstBytes = ours && result.rest ? Buffer.concat([ours, result.rest]) : ours ?? result.rest;
     this.connectClient(client, identity, log, result.rest?.length ?? 0, true);
   }
 
@@ -292,11 +291,11 @@ export class TcpRelay implements ConnectionOwner, UpstreamOutcomes {
   private identityFromHeader(header: ProxyHeader, front: { address: string; port: number }): ClientIdentity {
     if (header.command === 'local') {
       this.stats.proxyLocal++;
-      return { address: front.address, port: front.port, front, ownSource: true };
+      return { address: front.address, port: front.port, front, ownSource: true, firstBytes: undefined };
     }
     this.stats.proxyHeaders++;
     return { address: header.source.address, port: header.source.port, front,
-      ownSource: this.config.upstreamSource === 'relay' };
+      ownSource: this.config.upstreamSource === 'relay', firstBytes: undefined };
   }
 
   /** send-proxy: the header naming the client to the backend; destination is where the client connected to. */

@@ -22,10 +22,10 @@ const CONFIG_TEXT_ENV = 'RELAY_CONFIG_TEXT';
 const CONFIG_TEXT_ENV_MAX = 100_000;
 
 /** A worker that dies is started again after this, doubling up to MAX_RESTART_DELAY_MS. */
-const FIRST_RESTART_DELAY_MS = 500;
-const MAX_RESTART_DELAY_MS = 30_000;
+export const FIRST_RESTART_DELAY_MS = 500;
+export const MAX_RESTART_DELAY_MS = 30_000;
 /** A worker that served this long before dying starts its backoff afresh. */
-const STABLE_AFTER_MS = 30_000;
+export const STABLE_AFTER_MS = 30_000;
 /** How long the primary waits for every worker's first start. */
 const START_TIMEOUT_MS = 30_000;
 
@@ -81,6 +81,16 @@ function splitLimit(limit: number, count: number, index: number, key: string, us
 /** Refuse the start, before any worker, when a service's limits cannot be split over count workers. */
 export function assertLimitsSplit(configs: readonly RelayConfig[], count: number): void {
   for (const config of configs) workerShare(config, count, 0);
+}
+
+/**
+ * When to start again a worker that lived livedMs and was due to wait
+ * delayMs: that delay, doubled for the next death up to MAX_RESTART_DELAY_MS,
+ * unless it served STABLE_AFTER_MS, which starts the backoff afresh.
+ */
+export function restartBackoff(delayMs: number, livedMs: number): { delayMs: number; nextDelayMs: number } {
+  const now = livedMs >= STABLE_AFTER_MS ? FIRST_RESTART_DELAY_MS : delayMs;
+  return { delayMs: now, nextDelayMs: Math.min(MAX_RESTART_DELAY_MS, now * 2) };
 }
 
 interface Worker {
@@ -183,9 +193,8 @@ export async function runPrimary(options: PrimaryOptions): Promise<void> {
       return;
     }
     const lived = Date.now() - worker.startedAt;
-    if (lived >= STABLE_AFTER_MS) worker.restartDelayMs = FIRST_RESTART_DELAY_MS;
-    const delayMs = worker.restartDelayMs;
-    worker.restartDelayMs = Math.min(MAX_RESTART_DELAY_MS, worker.restartDelayMs * 2);
+    const { delayMs, nextDelayMs } = restartBackoff(worker.restartDelayMs, lived);
+    worker.restartDelayMs = nextDelayMs;
     log.error({ worker: worker.index, pid: child.pid, code, signal, livedMs: lived, restartInMs: delayMs },
       'worker exited: restarting it');
     setTimeout(() => {

@@ -6,10 +6,14 @@
 import t from 'tap';
 import {
   tcpLab, relay, canRunLab, SKIP_REASON, ADDR, formatEndpoint, eventually, toolServer, clientSession, relayLogs, accepts,
+  httpRequest, metricTotal,
 } from './lab-fixture';
 import { startNginxHttp, startHaproxy } from '../../src/lab/peers';
 import { relayPid, fdCount, settleFds } from '../torture/harness';
 import { writeProxyHeader } from '../../src/proxy-protocol';
+
+/** The scripted fronts' relay serves /metrics here, in its own namespace. */
+const ADMIN_PORT = 9961;
 
 /** Clients behind the front: addresses on the client namespace's loopback, reached by the backend only through relay. */
 const CLIENT4 = '203.0.113.9';
@@ -66,7 +70,7 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
   topo.client.ip('addr', 'add', '192.0.2.3/24', 'dev', 'eth0');
   const echo = await toolServer(topo, 'echo', 7000);
   const proc = await relay(topo, ['--listen', '0.0.0.0:8090', '--proxy-protocol', 'any', '--proxy-from', `${ADDR.client4}/32`,
-    '--proxy-header-timeout', '500ms', '--keep-client-port',
+    '--proxy-header-timeout', '500ms', '--keep-client-port', '--admin', `127.0.0.1:${ADMIN_PORT}`,
     '--backend', formatEndpoint(ADDR.backend4, 7000), '--backend', formatEndpoint(ADDR.backend6, 7000)]);
   const pid = relayPid(proc);
   const fdsBefore = fdCount(pid);
@@ -135,6 +139,10 @@ t.test('scripted fronts: payload after the header, any, bad and slow headers, un
   await eventually(() => relayLogs(proc, 'connection from outside proxy-from: closing (a PROXY header is trusted from those fronts only)')
     .find((l) => l.front?.toString().startsWith('192.0.2.3:')), 3000, 'the untrusted sender\'s line');
   t.equal(await settleFds(pid, fdsBefore, 0), fdsBefore, "relay's fds are back where they were");
+  const metrics = httpRequest(topo.relay, 'GET', `http://127.0.0.1:${ADMIN_PORT}/metrics`).body;
+  t.equal(metricTotal(metrics, 'relay_proxy_headers_total', { kind: 'client' }), 4, '/metrics: four headers named a client');
+  t.equal(metricTotal(metrics, 'relay_proxy_refused_total', { reason: 'header' }), 12, '/metrics: twelve bad headers');
+  t.equal(metricTotal(metrics, 'relay_proxy_refused_total', { reason: 'untrusted' }), 1, '/metrics: one untrusted sender');
   await proc.stop('SIGTERM');
   const summaries = relayLogs(proc).filter((l) => String(l.msg).startsWith('no valid PROXY protocol header from the front: closing ('));
   const heldBack = summaries.reduce((sum, l) => sum + Number(l.suppressed), 0);

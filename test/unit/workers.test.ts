@@ -2,7 +2,10 @@
 // role from the environment, and how the primary routes health messages.
 import t from 'tap';
 import * as os from 'node:os';
-import { assertLimitsSplit, parseWorkers, workerShare, workerRole } from '../../src/workers';
+import {
+  assertLimitsSplit, parseWorkers, restartBackoff, workerShare, workerRole,
+  FIRST_RESTART_DELAY_MS, MAX_RESTART_DELAY_MS, STABLE_AFTER_MS,
+} from '../../src/workers';
 import { HealthRouter, ReportBatch, healthKey, replayRuns, type HealthMessage } from '../../src/health-link';
 import { HealthState } from '../../src/health';
 import { buildRunConfig } from '../../src/config';
@@ -29,6 +32,21 @@ t.test("a worker's share: limits split exactly, their sum the relay's", async (t
   t.throws(() => assertLimitsSplit([run], 6), { name: 'ConfigError' });
   const tcp = buildRunConfig({ listen: ['192.0.2.1:80'], backend: ['198.51.100.20:80'], 'max-sessions': '1' });
   t.doesNotThrow(() => assertLimitsSplit([tcp], 4), "a TCP service's max-sessions is not split: it has no sessions");
+});
+
+t.test('a worker that keeps dying waits longer each time, up to a cap; one that served a while starts afresh', async (t) => {
+  let delay = FIRST_RESTART_DELAY_MS;
+  const waits: number[] = [];
+  for (let death = 0; death < 9; death++) {
+    const next = restartBackoff(delay, 100); // dies 100 ms after each start
+    waits.push(next.delayMs);
+    delay = next.nextDelayMs;
+  }
+  t.same(waits, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000], 'doubling from 0.5 s to the 30 s cap');
+  t.equal(waits.at(-1), MAX_RESTART_DELAY_MS);
+  t.same(restartBackoff(MAX_RESTART_DELAY_MS, STABLE_AFTER_MS), { delayMs: 500, nextDelayMs: 1000 },
+    'a worker that served 30 s is restarted after 0.5 s again');
+  t.same(restartBackoff(MAX_RESTART_DELAY_MS, STABLE_AFTER_MS - 1).delayMs, 30000, 'one that served less keeps its backoff');
 });
 
 t.test('the role comes from the environment the primary sets', async (t) => {

@@ -145,6 +145,7 @@ export type Log = (line: string) => void;
 
 /** Another job using this much CPU during a run makes the run worthless: repeat it. */
 const FOREIGN_CORES_LIMIT = 0.1;
+
 /**
  * The proxy runs alone on its CPU: in quiet runs that CPU's busy share is at
  * most ~13 points above the proxy's own CPU time (the rest is softirq work for
@@ -155,6 +156,11 @@ const FOREIGN_CORES_LIMIT = 0.1;
  */
 export const PROXY_CPU_OTHERS_LIMIT = 0.15;
 const MAX_ATTEMPTS = 4;
+
+/** How many runs each target gets: --runs, within the case's own bounds (minRuns, maxRuns). */
+export function runsOf(benchCase: BenchCase, options: BenchOptions): number {
+  return Math.min(Math.max(options.runs, benchCase.minRuns ?? 0), benchCase.maxRuns ?? Infinity);
+}
 
 export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: BenchOptions, log: Log): Promise<CaseResult> {
   const samples: Sample[] = [];
@@ -178,7 +184,7 @@ export async function runCase(ctx: BenchContext, benchCase: BenchCase, options: 
         : `  CPU ${PROXY_CPU} was ${Math.round(others * 100)}% busy beside the proxy during that run: repeating it`);
     }
   };
-  const runs = Math.min(Math.max(options.runs, benchCase.minRuns ?? 0), benchCase.maxRuns ?? Infinity);
+  const runs = runsOf(benchCase, options);
   const prepared = await benchCase.prepare(ctx, options);
   try {
     if (benchCase.series) {

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { Lab } from '../../src/lab/netns';
 import { tryCommand } from '../../src/shell';
-import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, deriveResult, median, runCase } from './case';
+import { BenchCase, BenchOptions, CaseResult, PROXY_CPU_OTHERS_LIMIT, deriveResult, median, runCase, runsOf } from './case';
 import { FD_HARD_LIMIT, LOAD_CPU, PROXY_CPU, buildBenchLab } from './lab';
 import { Target, haproxyInstalled } from './targets';
 import { TCP_CASES, tcpConnRateTunedClient } from './tcp';
@@ -157,7 +157,7 @@ async function main(argv: string[]): Promise<number> {
     say(`building the lab (${LAB_PREFIX}-client, -relay, -backend); proxy on CPU ${PROXY_CPU}, load on CPU ${LOAD_CPU}`);
     const net = buildBenchLab(lab);
     for (const benchCase of cases) {
-      say(`${benchCase.title}: ${options.runs} run(s) each through ${benchCase.targets.map((t) => t.name).join(', ')}`);
+      say(`${benchCase.title}: ${runsOf(benchCase, options)} run(s) each through ${benchCase.targets.map((t) => t.name).join(', ')}`);
       const result = await runCase({ lab, net }, benchCase, options, say);
       results.push(result, ...(benchCase.derived ?? []).map((d) => deriveResult(result, d)));
     }

@@ -52,9 +52,10 @@ s.on('connect', async () => {
     if (i > 0) await new Promise((r) => setTimeout(r, ${PAUSE_MS}));
     s.write(p);
   }
-  say({ event: 'sent' });
+  // 'sent' comes after the handler is set: a test may signal as soon as it reads it.
   if (onSignal) process.on('SIGUSR2', () => { s.write(onSignal); finish(); });
-  else finish();
+  say({ event: 'sent' });
+  if (!onSignal) finish();
 });
 setTimeout(() => process.exit(1), 20000);
 `;
@@ -125,6 +126,9 @@ t.test('a front that ends or resets while relay still connects upstream leaves n
   await eventually(() => fdCount(pid) >= fdsBefore + 2, 5000, 'relay connecting for the FIN front');
   const rst = front(topo, target, { pieces: [header], onSignal: Buffer.from('x'), finish: 'reset' });
   await eventually(() => fdCount(pid) >= fdsBefore + 4, 5000, 'relay connecting for the second front');
+  // Its SIGUSR2 handler is set when it says it sent: a signal before that would kill it
+  // (an fd relay opens for a moment can meet the count above before the front's script gets there).
+  await eventually(() => lastEvent(rst, 'sent'), 5000, 'the second front sent its header');
   rst.child.kill('SIGUSR2');
   await eventually(() => lastEvent(rst, 'closed'), 5000, 'the second front reset');
   t.ok(Date.now() - startedAt < 2000, 'both fronts ended before relay\'s connect-timeout');

@@ -13,6 +13,8 @@ const MAX_SESSIONS = 64;
 /** Spoofed clients: documentation addresses the client namespace owns through an AnyIP `local` route. */
 const SPOOF_NET = '203.0.113.0/24';
 const SPOOF_RANGE = '203.0.113.1-203.0.113.200';
+/** Spoofed sources for the round after the flood: sessions of their own, none evicted. */
+const QUIET_SPOOF_RANGE = '203.0.113.201-203.0.113.220';
 
 t.test('torture: UDP floods through a small session table', { skip: !canRunLab && SKIP_REASON }, async (t) => {
   const topo = tcpLab(t, 'tudp');
@@ -59,7 +61,8 @@ t.test('torture: UDP floods through a small session table', { skip: !canRunLab &
     const seen = udpSeen(echo).slice(seenBefore);
     const spoofedSeen = new Set(seen.filter((s) => s.remote.startsWith('203.0.113.')).map((s) => s.remote));
     t.ok(spoofedSeen.size >= 190, `the backend saw the spoofed clients' own addresses (${spoofedSeen.size} of 200)`);
-    t.ok(Number(spoofed.answered) > 0, `replies found their way back to spoofed clients (${spoofed.answered} of ${spoofed.flows})`);
+    // During the flood a spoofed flow's session is often evicted before its reply comes (CI has seen 0 of 2000
+    // with the raw engine on a loaded machine): reported above; the quiet round below is the check.
     t.ok(peak <= base.fds + MAX_SESSIONS + 8, `relay's fds peaked at ${peak}: base ${base.fds} + a table of ${MAX_SESSIONS}`);
 
     const fds = await settleFds(pid, base.fds, FD_SLACK, 15_000);
@@ -69,6 +72,11 @@ t.test('torture: UDP floods through a small session table', { skip: !canRunLab &
     t.ok(after.rssKiB <= base.rssKiB + RSS_SLACK_KIB, `RSS ${after.rssKiB} KiB, baseline ${base.rssKiB} KiB`);
     if (after.stats) t.equal((after.stats.udp as Record<string, number>).sessions, 0, 'relay says no session is open');
 
+    // Replies reach spoofed clients, the table no longer flooded: 20 sources, one flow each.
+    const quiet = await runAbuse(topo.lab, topo.client, 'udp-spoof', ['--target', target, '--sources', QUIET_SPOOF_RANGE,
+      '--ports', '1', '--batch', '20', '--timeout', '1000'], 'spoof-result', 30_000);
+    t.ok(Number(quiet.answered) >= Number(quiet.flows) - 1,
+      `replies found their way back to spoofed clients after the flood: ${quiet.answered} of ${quiet.flows}`);
     const normal = await udpSend(topo, target, ['--local-port', '42002']);
     t.equal(normal.replies.length, 1, 'a normal client is answered afterwards');
     t.same(udpSeen(echo).at(-1), { remote: ADDR.client4, port: 42002, bytes: 32 }, "the backend saw its address and port");

@@ -26,12 +26,30 @@ export interface Libc {
    * gets the count (-1 on failure; errno is the worker's, not readable here).
    */
   recvmmsgAsync(fd: number, messages: Buffer, count: number, flags: number, done: (result: number) => void): void;
+  /** errno of the last call above that failed (returned a negative number), kept at its return. */
   errno(): number;
   /** Where a Buffer's bytes are in memory, for the pointers inside structs relay builds (sendmmsg's). */
   addressOf(buffer: Buffer): number;
 }
 
 let loaded: Libc | undefined;
+
+/** errno of the last call that failed, kept by keepingErrno. */
+let lastErrno = 0;
+
+/**
+ * The call, keeping errno when it fails before any other JavaScript runs:
+ * V8 itself may change errno between two calls (Node 24 did, about once in
+ * 200,000 failed binds while compiling: ENOENT or EAGAIN in place of
+ * EADDRINUSE), so koffi.errno() read after returning to relay's code can lie.
+ */
+function keepingErrno<A extends unknown[]>(call: (...args: A) => number): (...args: A) => number {
+  return (...args: A) => {
+    const result = call(...args);
+    if (result < 0) lastErrno = koffi.errno();
+    return result;
+  };
+}
 
 export function libc(): Libc {
   if (!loaded) loaded = load();
@@ -45,25 +63,25 @@ function load(): Libc {
   // Addresses and option values are passed as raw Buffers: the layouts are
   // built (and unit-tested) in sockaddr.ts, so koffi needs no struct types.
   return {
-    socket: lib.func('int socket(int, int, int)'),
-    setsockopt: lib.func('int setsockopt(int, int, int, void *, uint32_t)'),
-    bind: lib.func('int bind(int, void *, uint32_t)'),
-    getsockname: lib.func('int getsockname(int, void *, void *)'),
-    close: lib.func('int close(int)'),
-    shutdown: lib.func('int shutdown(int, int)'),
-    recv: lib.func('long recv(int, void *, size_t, int)'),
-    send: lib.func('long send(int, void *, size_t, int)'),
-    getrlimit: lib.func('int getrlimit(int, void *)'),
-    setrlimit: lib.func('int setrlimit(int, void *)'),
-    sendmmsg: lib.func('int sendmmsg(int, void *, uint32_t, int)'),
-    recvmmsg,
-    sendmsg: lib.func('long sendmsg(int, void *, int)'),
-    recvmsg: lib.func('long recvmsg(int, void *, int)'),
+    socket: keepingErrno(lib.func('int socket(int, int, int)')),
+    setsockopt: keepingErrno(lib.func('int setsockopt(int, int, int, void *, uint32_t)')),
+    bind: keepingErrno(lib.func('int bind(int, void *, uint32_t)')),
+    getsockname: keepingErrno(lib.func('int getsockname(int, void *, void *)')),
+    close: keepingErrno(lib.func('int close(int)')),
+    shutdown: keepingErrno(lib.func('int shutdown(int, int)')),
+    recv: keepingErrno(lib.func('long recv(int, void *, size_t, int)')),
+    send: keepingErrno(lib.func('long send(int, void *, size_t, int)')),
+    getrlimit: keepingErrno(lib.func('int getrlimit(int, void *)')),
+    setrlimit: keepingErrno(lib.func('int setrlimit(int, void *)')),
+    sendmmsg: keepingErrno(lib.func('int sendmmsg(int, void *, uint32_t, int)')),
+    recvmmsg: keepingErrno(recvmmsg),
+    sendmsg: keepingErrno(lib.func('long sendmsg(int, void *, int)')),
+    recvmsg: keepingErrno(lib.func('long recvmsg(int, void *, int)')),
     pollAsync: (fds, count, timeoutMs, done) =>
       poll.async(fds, count, timeoutMs, (err: unknown, result: number) => done(err ? -1 : result)),
     recvmmsgAsync: (fd, messages, count, flags, done) =>
       recvmmsg.async(fd, messages, count, flags, null, (err: unknown, result: number) => done(err ? -1 : result)),
-    errno: () => koffi.errno(),
+    errno: () => lastErrno,
     // User-space addresses on 64-bit Linux fit in 47 bits, well inside a double's 53.
     addressOf: (buffer) => Number(koffi.address(buffer)),
   };

@@ -188,6 +188,8 @@ t.test('least privilege and --check', { skip: !canRunLab && SKIP_REASON }, async
     t.match(refused.stderr, /not starting: a check failed/);
     const proc = topo.lab.spawn(topo.relay, [process.execPath, cliPath(), ...args, '--check-continue']);
     await waitForListener(topo.relay, 'tcp', 7820);
+    // Listening says nothing of whether the report's bytes have been read here yet.
+    await proc.waitFor(/FAIL/, 5000).catch(() => undefined);
     t.match(proc.stdout(), /FAIL/, 'the failure was printed');
   });
 });

@@ -6,7 +6,7 @@
 import t from 'tap';
 import * as fs from 'node:fs';
 import {
-  tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpEcho, udpSend, udpSeen, clientSession,
+  tcpLab, canRunLab, SKIP_REASON, ADDR, formatEndpoint, udpEcho, udpSend, udpSeen, clientSession, eventually,
 } from './lab-fixture';
 import {
   SCALE, startRelay, relayPid, snapshot, settleFds, runAbuse, abusiveBackend, servesNormalClient, relayLines, sleep,
@@ -33,7 +33,10 @@ t.test('torture: faults, signals and durations', { skip: !canRunLab && SKIP_REAS
       await sleep(300);
     }
     t.equal(proc.child.exitCode, null, `relay is still running after 3 SIGHUPs (exit: ${proc.child.exitCode})`);
-    const warns = relayLines(proc).filter((l) => String(l.msg).startsWith('SIGHUP'));
+    const sighupLines = () => relayLines(proc).filter((l) => String(l.msg).startsWith('SIGHUP'));
+    // relay writes its log every 200 ms: the third line may still be on its way.
+    await eventually(() => sighupLines().length >= 3 || undefined, 3000, 'a line for each SIGHUP').catch(() => undefined);
+    const warns = sighupLines();
     t.equal(warns.length, 3, 'one line per SIGHUP, msg starting SIGHUP');
     t.ok(warns.every((l) => l.level === 40), 'at warn level');
     if (proc.child.exitCode === null) {
@@ -139,6 +142,7 @@ t.test('torture: faults, signals and durations', { skip: !canRunLab && SKIP_REAS
     // active checks relay tries it again 10 s later. Wait for that, bounded.
     const health = () => relayLines(tcp).filter((l) => l.msg === 'backend up' || l.msg === 'backend down').at(-1);
     const deadline = Date.now() + 15_000;
+    await sleep(300); // relay writes its log every 200 ms: a last 'backend down' may be on its way
     while (health()?.msg === 'backend down' && Date.now() < deadline) await sleep(100);
     t.comment(`health after the 1 ms load: ${health()?.msg ?? 'never marked'}`);
     const tcpServed = await servesNormalClient(topo, `${ADDR.relayClientSide4}:7505`, backend, 10);
